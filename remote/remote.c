@@ -1,0 +1,70 @@
+/* URL dispatch and the thin wrappers around struct remote_ops. */
+#include "remote.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int remote_open(const char *url, int read_only, struct remote **out)
+{
+	struct remote *r = calloc(1, sizeof(*r));
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	r->url = strdup(url);
+	r->read_only = read_only;
+	if (!r->url) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (strncmp(url, "file://", 7) == 0) {
+		rc = remote_file_open(url, r);
+	} else {
+		log_err("remote '%s': unsupported scheme (use file:///dir)", url);
+		rc = -EINVAL;
+	}
+	if (rc)
+		goto fail;
+	*out = r;
+	return 0;
+fail:
+	free(r->url);
+	free(r);
+	return rc;
+}
+
+void remote_free(struct remote *r)
+{
+	if (!r)
+		return;
+	if (r->ops && r->ops->free)
+		r->ops->free(r);
+	free(r->url);
+	free(r);
+}
+
+int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
+	       struct buf *out, size_t cap)
+{
+	return r->ops->get(r, name, off, len, out, cap);
+}
+
+int remote_put_file(struct remote *r, const char *name, const char *path, int may_move)
+{
+	if (r->read_only)
+		return -EROFS;
+	return r->ops->put_file(r, name, path, may_move);
+}
+
+int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n)
+{
+	if (r->read_only)
+		return -EROFS;
+	return r->ops->put_buf(r, name, p, n);
+}
+
+int remote_exists(struct remote *r, const char *name)
+{
+	return r->ops->exists(r, name);
+}

@@ -1,0 +1,60 @@
+/*
+ * Remotes: where snapshots are shared.  One interface, several backends
+ * (file:// here; http(s):// and s3:// implement the same table).
+ *
+ * Names are relative paths like "packs/<hex>", "catalogs/<hex>",
+ * "keys/<hex>".  Content objects are immutable and content-addressed;
+ * key records are small and replaced whole (a reader sees the old or the
+ * new record, never a mix).
+ *
+ * Every call returns 0 (or a count) or -errno: -ENOENT for a missing
+ * name, -EROFS for a write to a read-only remote, -ETIMEDOUT, -EACCES,
+ * -EIO for anything else (details are logged at the boundary).
+ */
+#ifndef STASH_REMOTE_H
+#define STASH_REMOTE_H
+
+#include "../store/util.h"
+
+#include <stdint.h>
+
+#define REMOTE_WHOLE UINT64_MAX
+
+struct remote;
+
+struct remote_ops {
+	const char *scheme;
+	/* bytes [off, off + len) of name appended to out (len REMOTE_WHOLE:
+	 * to the end); -EFBIG past cap bytes. */
+	int (*get)(struct remote *r, const char *name, uint64_t off, uint64_t len,
+		   struct buf *out, size_t cap);
+	/* Store the file at path under name.  With may_move the backend may
+	 * take the file (rename) instead of copying it. */
+	int (*put_file)(struct remote *r, const char *name, const char *path, int may_move);
+	int (*put_buf)(struct remote *r, const char *name, const void *p, size_t n);
+	/* 1 present, 0 absent, or -errno */
+	int (*exists)(struct remote *r, const char *name);
+	void (*free)(struct remote *r);
+};
+
+struct remote {
+	const struct remote_ops *ops;
+	char *url;      /* as given, for messages (never holds secrets) */
+	int read_only;
+	void *priv;
+};
+
+/* Open by URL: file:///abs/dir.  -EINVAL with a logged reason. */
+int remote_open(const char *url, int read_only, struct remote **out);
+void remote_free(struct remote *r);
+
+int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
+	       struct buf *out, size_t cap);
+int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
+int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
+int remote_exists(struct remote *r, const char *name);
+
+/* The file:// backend, for remote.c */
+int remote_file_open(const char *url, struct remote *r);
+
+#endif

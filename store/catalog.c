@@ -1,0 +1,462 @@
+/*
+ * Catalog image: building, validation and read access.  See catalog.h for
+ * the layout.  The host is assumed little-endian (checked at build time).
+ */
+#define _GNU_SOURCE
+#include "catalog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the catalog format is little-endian; add byte swapping for this host"
+#endif
+
+_Static_assert(sizeof(struct cat_header) == 128, "header size");
+_Static_assert(sizeof(struct cat_entry) == 72, "entry size");
+_Static_assert(sizeof(struct cat_ref) == 16, "ref size");
+_Static_assert(sizeof(struct cat_chunk) == 56, "chunk size");
+
+struct catalog {
+	const uint8_t *base;
+	size_t size;
+	int mapped;
+	const struct cat_header *h;
+	const struct cat_entry *e;
+	const struct cat_ref *r;
+	const struct cat_chunk *c;
+	const struct cas_id *p;
+	const char *s;
+};
+
+static uint64_t align8(uint64_t v)
+{
+	return (v + 7) & ~7ULL;
+}
+
+int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
+		  const struct cat_ref *refs, uint64_t n_refs,
+		  const struct cat_chunk *chunks, uint64_t n_chunks,
+		  const struct cas_id *packs, uint64_t n_packs,
+		  const char *strings, uint64_t strings_len)
+{
+	struct cat_header h;
+	uint64_t off, i;
+	static const uint8_t zeros[8];
+	int rc;
+
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, CATALOG_MAGIC, 8);
+	h.version = CATALOG_VERSION;
+	h.header_size = sizeof(h);
+	h.n_entries = n_entries;
+	h.n_refs = n_refs;
+	h.n_chunks = n_chunks;
+	h.n_packs = n_packs;
+	h.strings_len = strings_len;
+	off = sizeof(h);
+	h.off_entries = off;
+	off += n_entries * sizeof(*entries);
+	h.off_refs = off;
+	off += n_refs * sizeof(*refs);
+	h.off_chunks = off;
+	off += n_chunks * sizeof(*chunks);
+	h.off_packs = off;
+	off += n_packs * sizeof(*packs);
+	h.off_strings = off;
+	off += strings_len;
+	h.total_size = align8(off);
+	h.created_ns = now_ns();
+	for (i = 0; i < n_entries; i++) {
+		if (S_ISREG(entries[i].mode) && entries[i].ino == i) {
+			h.n_files++;
+			h.total_bytes += entries[i].size;
+		}
+	}
+	if (h.total_size > CATALOG_MAX_BYTES)
+		return -EFBIG;
+	buf_reset(out);
+	rc = buf_reserve(out, h.total_size);
+	if (rc)
+		return rc;
+	buf_append(out, &h, sizeof(h));
+	buf_append(out, entries, n_entries * sizeof(*entries));
+	buf_append(out, refs, n_refs * sizeof(*refs));
+	buf_append(out, chunks, n_chunks * sizeof(*chunks));
+	buf_append(out, packs, n_packs * sizeof(*packs));
+	buf_append(out, strings, strings_len);
+	buf_append(out, zeros, h.total_size - out->len);
+	return 0;
+}
+
+int catalog_name_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
+
+static int bad(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && whylen) {
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+/* section [off, off + cnt * sz) inside [hdr, total) without overflow */
+static int section_ok(uint64_t off, uint64_t cnt, uint64_t sz, uint64_t total)
+{
+	if (off < sizeof(struct cat_header) || off > total || (off & 7))
+		return 0;
+	if (cnt > (total - off) / sz)
+		return 0;
+	return 1;
+}
+
+int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
+{
+	const struct cat_header *h = p;
+	const struct cat_entry *e;
+	const struct cat_ref *r;
+	const struct cat_chunk *c;
+	const char *s;
+	uint64_t i, j, members = 0;
+
+	if (n < sizeof(*h))
+		return bad(why, whylen, "truncated: %zu bytes, header needs %zu", n, sizeof(*h));
+	if (memcmp(h->magic, CATALOG_MAGIC, 8) != 0)
+		return bad(why, whylen, "not a stashfs catalog (bad magic)");
+	if (h->version != CATALOG_VERSION || h->header_size != sizeof(*h))
+		return bad(why, whylen, "unsupported catalog version %u", h->version);
+	if (h->total_size != n)
+		return bad(why, whylen, "truncated: %zu bytes of %llu", n,
+			   (unsigned long long)h->total_size);
+	if (!section_ok(h->off_entries, h->n_entries, sizeof(*e), n) ||
+	    !section_ok(h->off_refs, h->n_refs, sizeof(*r), n) ||
+	    !section_ok(h->off_chunks, h->n_chunks, sizeof(*c), n) ||
+	    !section_ok(h->off_packs, h->n_packs, sizeof(struct cas_id), n) ||
+	    h->off_strings < sizeof(*h) || h->off_strings > n ||
+	    h->strings_len > n - h->off_strings)
+		return bad(why, whylen, "section out of bounds");
+	if (h->n_entries < 1 || h->n_entries > UINT32_MAX || h->n_chunks > UINT32_MAX ||
+	    h->n_packs > UINT32_MAX)
+		return bad(why, whylen, "bad entry count");
+	e = (const void *)((const uint8_t *)p + h->off_entries);
+	r = (const void *)((const uint8_t *)p + h->off_refs);
+	c = (const void *)((const uint8_t *)p + h->off_chunks);
+	s = (const char *)p + h->off_strings;
+
+	for (i = 0; i < h->n_chunks; i++) {
+		if (c[i].pack >= h->n_packs)
+			return bad(why, whylen, "chunk %llu: pack out of range", (unsigned long long)i);
+		if (c[i].raw_len == 0 || c[i].raw_len > (64u << 20) ||
+		    c[i].stored_len == 0 || c[i].stored_len > (65u << 20) ||
+		    (c[i].flags & ~CHUNK_ZSTD) ||
+		    (!(c[i].flags & CHUNK_ZSTD) && c[i].stored_len != c[i].raw_len))
+			return bad(why, whylen, "chunk %llu: bad sizes", (unsigned long long)i);
+		if (c[i].pack_off > UINT64_MAX - c[i].stored_len)
+			return bad(why, whylen, "chunk %llu: bad offset", (unsigned long long)i);
+	}
+	if (!S_ISDIR(e[0].mode) || e[0].parent != 0 || e[0].name_len != 0)
+		return bad(why, whylen, "root is not a directory");
+	for (i = 0; i < h->n_entries; i++) {
+		const struct cat_entry *x = &e[i];
+		const char *nm = s + x->name_off;
+
+		if (x->name_off > h->strings_len || x->name_len > h->strings_len - x->name_off ||
+		    x->name_len > CATALOG_MAX_NAME)
+			return bad(why, whylen, "entry %llu: name out of bounds", (unsigned long long)i);
+		if (i > 0) {
+			const struct cat_entry *d = &e[x->parent];
+
+			if (x->name_len == 0 || memchr(nm, '/', x->name_len) ||
+			    memchr(nm, 0, x->name_len) ||
+			    (x->name_len == 1 && nm[0] == '.') ||
+			    (x->name_len == 2 && nm[0] == '.' && nm[1] == '.'))
+				return bad(why, whylen, "entry %llu: bad name", (unsigned long long)i);
+			if (x->parent >= i || !S_ISDIR(d->mode) || i < d->first ||
+			    i - d->first >= d->count)
+				return bad(why, whylen, "entry %llu: bad parent", (unsigned long long)i);
+			if (i > d->first) {
+				const struct cat_entry *prev = &e[i - 1];
+
+				if (catalog_name_cmp(s + prev->name_off, prev->name_len, nm,
+						     x->name_len) >= 0)
+					return bad(why, whylen, "entry %llu: names not sorted",
+						   (unsigned long long)i);
+			}
+		}
+		if (x->mtime_nsec >= 1000000000u)
+			return bad(why, whylen, "entry %llu: bad mtime", (unsigned long long)i);
+		switch (x->mode & S_IFMT) {
+		case S_IFDIR:
+			if (x->count && (x->first <= i || x->first > h->n_entries ||
+					 x->count > h->n_entries - x->first))
+				return bad(why, whylen, "entry %llu: bad children", (unsigned long long)i);
+			if (x->ino != i)
+				return bad(why, whylen, "entry %llu: linked directory", (unsigned long long)i);
+			members += x->count;
+			break;
+		case S_IFLNK:
+			if (x->count == 0 || x->count > CATALOG_MAX_TARGET ||
+			    x->first > h->strings_len || x->count > h->strings_len - x->first ||
+			    memchr(s + x->first, 0, x->count) || x->ino != i)
+				return bad(why, whylen, "entry %llu: bad symlink", (unsigned long long)i);
+			break;
+		case S_IFREG:
+			if (x->ino >= h->n_entries)
+				return bad(why, whylen, "entry %llu: bad link group", (unsigned long long)i);
+			if (x->ino != i) {
+				const struct cat_entry *l = &e[x->ino];
+
+				if (!S_ISREG(l->mode) || l->ino != x->ino || x->count ||
+				    l->size != x->size)
+					return bad(why, whylen, "entry %llu: bad link group",
+						   (unsigned long long)i);
+				break;
+			}
+			if (x->first > h->n_refs || x->count > h->n_refs - x->first)
+				return bad(why, whylen, "entry %llu: refs out of range", (unsigned long long)i);
+			{
+				uint64_t pos = 0;
+
+				for (j = 0; j < x->count; j++) {
+					const struct cat_ref *rr = &r[x->first + j];
+
+					if (rr->chunk >= h->n_chunks || rr->off != pos)
+						return bad(why, whylen, "entry %llu: bad chunk list",
+							   (unsigned long long)i);
+					pos += c[rr->chunk].raw_len;
+				}
+				if (pos != x->size)
+					return bad(why, whylen, "entry %llu: chunks do not cover size",
+						   (unsigned long long)i);
+			}
+			break;
+		default:
+			return bad(why, whylen, "entry %llu: bad type", (unsigned long long)i);
+		}
+	}
+	/* every non-root entry lies in its parent's range; equality means it
+	 * lies in no other, so no directory lists a stranger */
+	if (members != h->n_entries - 1)
+		return bad(why, whylen, "overlapping directories");
+	return 0;
+}
+
+static void fill(struct catalog *c)
+{
+	c->h = (const void *)c->base;
+	c->e = (const void *)(c->base + c->h->off_entries);
+	c->r = (const void *)(c->base + c->h->off_refs);
+	c->c = (const void *)(c->base + c->h->off_chunks);
+	c->p = (const void *)(c->base + c->h->off_packs);
+	c->s = (const char *)c->base + c->h->off_strings;
+}
+
+int catalog_open_mem(const void *p, size_t n, struct catalog **out, char *why, size_t whylen)
+{
+	struct catalog *c;
+	int rc;
+
+	rc = catalog_validate(p, n, why, whylen);
+	if (rc)
+		return rc;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->base = p;
+	c->size = n;
+	fill(c);
+	*out = c;
+	return 0;
+}
+
+int catalog_open(const char *path, struct catalog **out, char *why, size_t whylen)
+{
+	struct catalog *c = NULL;
+	struct stat st;
+	void *m = MAP_FAILED;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > CATALOG_MAX_BYTES) {
+		rc = bad(why, whylen, "catalog of %lld bytes is over the cap", (long long)st.st_size);
+		goto out;
+	}
+	if (st.st_size < (off_t)sizeof(struct cat_header)) {
+		rc = bad(why, whylen, "truncated: %lld bytes", (long long)st.st_size);
+		goto out;
+	}
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		rc = -errno;
+		goto out;
+	}
+	rc = catalog_validate(m, (size_t)st.st_size, why, whylen);
+	if (rc)
+		goto out;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	c->base = m;
+	c->size = (size_t)st.st_size;
+	c->mapped = 1;
+	fill(c);
+	*out = c;
+	m = MAP_FAILED;
+out:
+	if (m != MAP_FAILED)
+		munmap(m, (size_t)st.st_size);
+	close(fd);
+	return rc;
+}
+
+void catalog_close(struct catalog *c)
+{
+	if (!c)
+		return;
+	if (c->mapped)
+		munmap((void *)c->base, c->size);
+	free(c);
+}
+
+const struct cat_header *catalog_header(const struct catalog *c)
+{
+	return c->h;
+}
+
+uint32_t catalog_count(const struct catalog *c)
+{
+	return (uint32_t)c->h->n_entries;
+}
+
+const struct cat_entry *catalog_entry(const struct catalog *c, uint32_t idx)
+{
+	return &c->e[idx];
+}
+
+const char *catalog_name(const struct catalog *c, const struct cat_entry *e)
+{
+	return c->s + e->name_off;
+}
+
+const char *catalog_target(const struct catalog *c, const struct cat_entry *e)
+{
+	return c->s + e->first;
+}
+
+const struct cat_ref *catalog_refs(const struct catalog *c, const struct cat_entry *e)
+{
+	return &c->r[e->first];
+}
+
+const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx)
+{
+	return &c->c[idx];
+}
+
+const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx)
+{
+	return &c->p[idx];
+}
+
+int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,
+		   size_t len, uint32_t *out)
+{
+	const struct cat_entry *d = &c->e[dir];
+	uint64_t lo, hi;
+
+	if (!S_ISDIR(d->mode))
+		return -ENOTDIR;
+	lo = d->first;
+	hi = d->first + d->count;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		const struct cat_entry *m = &c->e[mid];
+		int cmp = catalog_name_cmp(c->s + m->name_off, m->name_len, name, len);
+
+		if (cmp == 0) {
+			*out = (uint32_t)mid;
+			return 0;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+uint32_t catalog_ref_at(const struct catalog *c, const struct cat_entry *e, uint64_t off)
+{
+	const struct cat_ref *r = &c->r[e->first];
+	uint32_t lo = 0, hi = e->count;
+
+	/* last ref with r.off <= off */
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (r[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return (uint32_t)e->first + lo;
+}
+
+int catalog_path(const struct catalog *c, uint32_t idx, struct buf *out)
+{
+	uint32_t stack[4096];
+	int depth = 0, rc;
+
+	buf_reset(out);
+	while (idx != 0) {
+		if (depth == (int)ARRAY_SIZE(stack))
+			return -ENAMETOOLONG;
+		stack[depth++] = idx;
+		idx = c->e[idx].parent;
+	}
+	while (depth > 0) {
+		const struct cat_entry *e = &c->e[stack[--depth]];
+
+		if (out->len) {
+			rc = buf_append(out, "/", 1);
+			if (rc)
+				return rc;
+		}
+		rc = buf_append(out, c->s + e->name_off, e->name_len);
+		if (rc)
+			return rc;
+	}
+	rc = buf_append(out, "", 1);
+	if (rc)
+		return rc;
+	out->len--;
+	return 0;
+}

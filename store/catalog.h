@@ -1,0 +1,138 @@
+/*
+ * The snapshot catalog: an immutable tree in one flat, mmap-able file.
+ *
+ * Layout (little-endian, every section 8-byte aligned):
+ *   header (128 bytes) | entries[] | refs[] | chunks[] | packs[] | strings
+ *
+ * Entry i is inode i + 1 (the root is entry 0, FUSE inode 1), so inode
+ * numbers are the same on every mount of a snapshot.  A directory's
+ * children are contiguous entries [first, first + count), sorted by name
+ * (bytewise, shorter first): lookup is a binary search and readdir a
+ * slice, neither needs more of the catalog than the pages they touch.
+ *
+ * A regular file's content is refs [first, first + count): each ref is the
+ * file offset where a chunk starts.  A chunk is stored in a pack at
+ * [pack_off, pack_off + stored_len), zstd-compressed when flags has
+ * CHUNK_ZSTD, and its id is the SHA-256 of its raw bytes.  Hard links:
+ * every member of a group has ino = index of the group's first member,
+ * which alone carries refs.
+ *
+ * catalog_open validates every offset, count and the tree shape, so the
+ * accessors below never read out of bounds on a catalog that opened.
+ */
+#ifndef STASH_CATALOG_H
+#define STASH_CATALOG_H
+
+#include "cas.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CATALOG_MAGIC "STASHCT1"
+#define CATALOG_VERSION 1
+/* caps on what a catalog may claim, checked before anything is allocated */
+#define CATALOG_MAX_BYTES (8ULL << 30)
+#define CATALOG_MAX_NAME 255
+#define CATALOG_MAX_TARGET 4096
+
+#define CHUNK_ZSTD 1u
+
+struct cat_header {
+	char magic[8];
+	uint32_t version;
+	uint32_t header_size;
+	uint64_t n_entries;
+	uint64_t n_refs;
+	uint64_t n_chunks;
+	uint64_t n_packs;
+	uint64_t strings_len;
+	uint64_t off_entries;
+	uint64_t off_refs;
+	uint64_t off_chunks;
+	uint64_t off_packs;
+	uint64_t off_strings;
+	uint64_t total_size;
+	int64_t created_ns;
+	uint64_t total_bytes; /* sum of regular file sizes (links once) */
+	uint64_t n_files;     /* regular files (links once) */
+};
+
+struct cat_entry {
+	uint32_t parent; /* entry index of the containing directory */
+	uint32_t mode;   /* st_mode, type bits included */
+	uint32_t uid;
+	uint32_t gid;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t nlink;
+	uint32_t ino;    /* hard-link group leader's index, else own index */
+	uint32_t name_len;
+	uint64_t name_off;
+	uint64_t first;  /* dir: first child; reg: first ref; lnk: target offset */
+	uint32_t count;  /* dir: children;    reg: refs;      lnk: target length */
+	uint32_t flags;
+};
+
+struct cat_ref {
+	uint64_t off;    /* file offset where the chunk starts */
+	uint32_t chunk;
+	uint32_t pad;
+};
+
+struct cat_chunk {
+	struct cas_id id;
+	uint32_t pack;
+	uint32_t raw_len;
+	uint64_t pack_off;
+	uint32_t stored_len;
+	uint32_t flags;
+};
+
+struct catalog;
+
+/*
+ * Serialize arrays into a catalog image in out.  Entries must already obey
+ * the layout rules (caller: store/save.c).  0 or -errno.
+ */
+int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
+		  const struct cat_ref *refs, uint64_t n_refs,
+		  const struct cat_chunk *chunks, uint64_t n_chunks,
+		  const struct cas_id *packs, uint64_t n_packs,
+		  const char *strings, uint64_t strings_len);
+
+/*
+ * Check an image.  0, or -EBADMSG with a reason in why (may be NULL).
+ */
+int catalog_validate(const void *p, size_t n, char *why, size_t whylen);
+
+/* mmap and validate a file.  -ENOENT, -EBADMSG (reason in why), ... */
+int catalog_open(const char *path, struct catalog **out, char *why, size_t whylen);
+/* Validate an image in memory; the catalog borrows p, which must outlive it. */
+int catalog_open_mem(const void *p, size_t n, struct catalog **out, char *why, size_t whylen);
+void catalog_close(struct catalog *c);
+
+const struct cat_header *catalog_header(const struct catalog *c);
+uint32_t catalog_count(const struct catalog *c);
+const struct cat_entry *catalog_entry(const struct catalog *c, uint32_t idx);
+const char *catalog_name(const struct catalog *c, const struct cat_entry *e);
+const char *catalog_target(const struct catalog *c, const struct cat_entry *e);
+const struct cat_ref *catalog_refs(const struct catalog *c, const struct cat_entry *e);
+const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx);
+const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx);
+
+/* Child of directory dir named name; its index in *out.  0 or -ENOENT/-ENOTDIR. */
+int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,
+		   size_t len, uint32_t *out);
+
+/* Index of the ref covering file offset off in e (which must be a leader). */
+uint32_t catalog_ref_at(const struct catalog *c, const struct cat_entry *e, uint64_t off);
+
+/* Compare names the way catalogs sort them. */
+int catalog_name_cmp(const char *a, size_t al, const char *b, size_t bl);
+
+/* Path of entry idx relative to the root ("" for the root) into out. */
+int catalog_path(const struct catalog *c, uint32_t idx, struct buf *out);
+
+#endif

@@ -1,0 +1,555 @@
+/* Repo: store + remotes, key records and catalog transfer; see repo.h. */
+#define _GNU_SOURCE
+#include "repo.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+static const char separators[] = "-_/.:@+=,";
+
+int repo_open(struct repo *r, const char *store_path, const char *remote_url,
+	      char *const *read_urls, int n_reads)
+{
+	char def[PATH_MAX + 32];
+	int rc, i;
+
+	memset(r, 0, sizeof(*r));
+	rc = store_open(store_path, &r->store);
+	if (rc)
+		return rc;
+	if (!remote_url || !*remote_url) {
+		snprintf(def, sizeof(def), "file://%s/remote", store_path);
+		if (store_path[0] != '/') {
+			char cwd[PATH_MAX];
+
+			if (!getcwd(cwd, sizeof(cwd))) {
+				rc = -errno;
+				goto fail;
+			}
+			snprintf(def, sizeof(def), "file://%s/%s/remote", cwd, store_path);
+		}
+		remote_url = def;
+	}
+	rc = remote_open(remote_url, 0, &r->primary);
+	if (rc)
+		goto fail;
+	if (n_reads > REPO_MAX_READS) {
+		log_err("too many read remotes (%d, at most %d)", n_reads, REPO_MAX_READS);
+		rc = -EINVAL;
+		goto fail;
+	}
+	for (i = 0; i < n_reads; i++) {
+		rc = remote_open(read_urls[i], 1, &r->reads[i]);
+		if (rc)
+			goto fail;
+		r->n_reads++;
+	}
+	return 0;
+fail:
+	repo_close(r);
+	return rc;
+}
+
+void repo_close(struct repo *r)
+{
+	int i;
+
+	for (i = 0; i < r->n_reads; i++)
+		remote_free(r->reads[i]);
+	remote_free(r->primary);
+	store_close(r->store);
+	memset(r, 0, sizeof(*r));
+}
+
+static struct remote *nth_remote(struct repo *r, int i)
+{
+	return i == 0 ? r->primary : r->reads[i - 1];
+}
+
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len,
+	     struct buf *out, size_t cap)
+{
+	int i, rc = -ENOENT;
+	size_t start = out->len;
+
+	for (i = 0; i <= r->n_reads; i++) {
+		out->len = start;
+		rc = remote_get(nth_remote(r, i), name, off, len, out, cap);
+		if (rc != -ENOENT)
+			return rc;
+	}
+	return rc;
+}
+
+const char *hit_kind_name(enum hit_kind k)
+{
+	switch (k) {
+	case HIT_EXACT: return "exact";
+	case HIT_PARTIAL: return "partial";
+	default: return "miss";
+	}
+}
+
+int key_valid(const char *key)
+{
+	size_t i, n = strlen(key);
+
+	if (n == 0 || n > KEY_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+			return -EINVAL;
+	return 0;
+}
+
+static void key_name(const char *key, char *out, size_t n)
+{
+	struct cas_id h;
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_hash(key, strlen(key), &h);
+	cas_id_hex(&h, hex);
+	snprintf(out, n, "keys/%s", hex);
+}
+
+static void index_name(const char *prefix, size_t plen, char *out, size_t n)
+{
+	struct buf b = BUF_INIT;
+	struct cas_id h;
+	char hex[CAS_HEX_LEN + 1];
+
+	buf_append(&b, "p", 2); /* "p\0" */
+	buf_append(&b, prefix, plen);
+	cas_hash(b.p, b.len, &h);
+	buf_free(&b);
+	cas_id_hex(&h, hex);
+	snprintf(out, n, "index/%s", hex);
+}
+
+/* One line "time catalog files bytes key".  0 or -EBADMSG. */
+static int parse_index_line(const char *line, size_t len, struct key_rec *rec)
+{
+	char tmp[KEY_MAX + 200];
+	char hex[CAS_HEX_LEN + 1];
+	long long t;
+	unsigned long long files, bytes;
+	int used = 0;
+
+	if (len >= sizeof(tmp))
+		return -EBADMSG;
+	memcpy(tmp, line, len);
+	tmp[len] = '\0';
+	if (sscanf(tmp, "%lld %64s %llu %llu %n", &t, hex, &files, &bytes, &used) != 4 || !used)
+		return -EBADMSG;
+	if (cas_id_parse(&rec->catalog, hex) || key_valid(tmp + used))
+		return -EBADMSG;
+	snprintf(rec->key, sizeof(rec->key), "%s", tmp + used);
+	rec->time_ns = t;
+	rec->files = files;
+	rec->bytes = bytes;
+	return 0;
+}
+
+static void format_line(struct buf *b, const struct key_rec *rec)
+{
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_id_hex(&rec->catalog, hex);
+	buf_printf(b, "%" PRId64 " %s %" PRIu64 " %" PRIu64 " %s\n", rec->time_ns, hex,
+		   rec->files, rec->bytes, rec->key);
+}
+
+#define KEY_MAGIC "stashfs-key 1\n"
+#define INDEX_MAGIC "stashfs-index 1\n"
+
+/* Parse a record body holding magic then lines; calls fn per valid line. */
+static int parse_lines(const struct buf *b, const char *magic, const char *where,
+		       int (*fn)(const struct key_rec *, void *), void *arg)
+{
+	size_t ml = strlen(magic), pos;
+	struct key_rec rec;
+
+	if (b->len < ml || memcmp(b->p, magic, ml) != 0) {
+		log_err("%s: not a stashfs record", where);
+		return -EBADMSG;
+	}
+	pos = ml;
+	while (pos < b->len) {
+		const char *line = (const char *)b->p + pos;
+		const char *nl = memchr(line, '\n', b->len - pos);
+		size_t len = nl ? (size_t)(nl - line) : b->len - pos;
+
+		if (!nl) {
+			log_err("%s: truncated record", where);
+			return -EBADMSG;
+		}
+		if (parse_index_line(line, len, &rec) == 0) {
+			int rc = fn(&rec, arg);
+
+			if (rc)
+				return rc;
+		} else {
+			log_err("%s: malformed line", where);
+			return -EBADMSG;
+		}
+		pos += len + 1;
+	}
+	return 0;
+}
+
+struct recvec {
+	struct key_rec *v;
+	size_t n, cap;
+	const char *prefix;
+};
+
+static int recvec_add(const struct key_rec *rec, void *arg)
+{
+	struct recvec *rv = arg;
+	size_t i;
+
+	if (rv->prefix && strncmp(rec->key, rv->prefix, strlen(rv->prefix)) != 0)
+		return 0;
+	for (i = 0; i < rv->n; i++) {
+		if (strcmp(rv->v[i].key, rec->key) == 0) {
+			if (rec->time_ns > rv->v[i].time_ns)
+				rv->v[i] = *rec;
+			return 0;
+		}
+	}
+	if (rv->n == rv->cap) {
+		size_t nc = rv->cap ? rv->cap * 2 : 16;
+		struct key_rec *nv = realloc(rv->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		rv->v = nv;
+		rv->cap = nc;
+	}
+	rv->v[rv->n++] = *rec;
+	return 0;
+}
+
+static int rec_newest_first(const void *a, const void *b)
+{
+	const struct key_rec *x = a, *y = b;
+
+	if (x->time_ns != y->time_ns)
+		return x->time_ns > y->time_ns ? -1 : 1;
+	return strcmp(x->key, y->key);
+}
+
+/* Read one index record from one remote into rv (missing: nothing). */
+static int read_index(struct remote *rem, const char *prefix, size_t plen, struct recvec *rv)
+{
+	char name[128], where[PATH_MAX];
+	struct buf b = BUF_INIT;
+	int rc;
+
+	index_name(prefix, plen, name, sizeof(name));
+	rc = remote_get(rem, name, 0, REMOTE_WHOLE, &b, INDEX_RECORD_CAP);
+	if (rc == -ENOENT) {
+		rc = 0;
+		goto out;
+	}
+	snprintf(where, sizeof(where), "key index %s on %s", name, rem->url);
+	if (rc) {
+		log_err("%s: %s", where, strerror(-rc));
+		goto out;
+	}
+	rc = parse_lines(&b, INDEX_MAGIC, where, recvec_add, rv);
+out:
+	buf_free(&b);
+	return rc;
+}
+
+static int update_index(struct remote *rem, const char *prefix, size_t plen,
+			const struct key_rec *rec)
+{
+	struct recvec rv = { NULL, 0, 0, NULL };
+	struct buf b = BUF_INIT;
+	char name[128];
+	size_t i;
+	int rc;
+
+	rc = read_index(rem, prefix, plen, &rv);
+	if (rc)
+		goto out;
+	rc = recvec_add(rec, &rv);
+	if (rc)
+		goto out;
+	qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
+	buf_append(&b, INDEX_MAGIC, strlen(INDEX_MAGIC));
+	for (i = 0; i < rv.n && i < INDEX_KEEP; i++)
+		format_line(&b, &rv.v[i]);
+	index_name(prefix, plen, name, sizeof(name));
+	rc = remote_put_buf(rem, name, b.p, b.len);
+	if (rc)
+		log_err("key index on %s: cannot write: %s", rem->url, strerror(-rc));
+out:
+	free(rv.v);
+	buf_free(&b);
+	return rc;
+}
+
+int keys_publish(struct repo *r, const struct key_rec *rec)
+{
+	struct buf b = BUF_INIT;
+	char name[128];
+	size_t i, n = strlen(rec->key);
+	int rc;
+
+	buf_append(&b, KEY_MAGIC, strlen(KEY_MAGIC));
+	format_line(&b, rec);
+	key_name(rec->key, name, sizeof(name));
+	/* the key record is the publish: one atomic replace */
+	rc = remote_put_buf(r->primary, name, b.p, b.len);
+	buf_free(&b);
+	if (rc) {
+		log_err("key '%s' on %s: cannot publish: %s", rec->key, r->primary->url,
+			strerror(-rc));
+		return rc;
+	}
+	/* then the prefix indexes that restore keys and ls read */
+	rc = update_index(r->primary, rec->key, 0, rec);
+	for (i = 0; !rc && i < n; i++)
+		if (strchr(separators, rec->key[i]))
+			rc = update_index(r->primary, rec->key, i + 1, rec);
+	return rc;
+}
+
+int keys_get(struct remote *rem, const char *key, struct key_rec *out)
+{
+	struct recvec rv = { NULL, 0, 0, NULL };
+	struct buf b = BUF_INIT;
+	char name[128], where[PATH_MAX];
+	int rc;
+
+	key_name(key, name, sizeof(name));
+	rc = remote_get(rem, name, 0, REMOTE_WHOLE, &b, KEY_RECORD_CAP);
+	if (rc == -ENOENT)
+		goto out;
+	snprintf(where, sizeof(where), "key record %s on %s", name, rem->url);
+	if (rc) {
+		log_err("%s: %s", where, strerror(-rc));
+		goto out;
+	}
+	rc = parse_lines(&b, KEY_MAGIC, where, recvec_add, &rv);
+	if (rc)
+		goto out;
+	if (rv.n != 1 || strcmp(rv.v[0].key, key) != 0) {
+		log_err("%s: record does not match key '%s'", where, key);
+		rc = -EBADMSG;
+		goto out;
+	}
+	*out = rv.v[0];
+out:
+	free(rv.v);
+	buf_free(&b);
+	return rc;
+}
+
+/* Newest key starting with prefix on one remote: 0, -ENOENT, -errno. */
+static int newest_with_prefix(struct remote *rem, const char *prefix, struct key_rec *out)
+{
+	struct recvec rv = { NULL, 0, 0, prefix };
+	size_t plen = strlen(prefix), cut = 0, i;
+	int rc;
+
+	/* the index of the longest indexed prefix of prefix holds every
+	 * key that starts with prefix (up to INDEX_KEEP of them) */
+	for (i = 0; i < plen; i++)
+		if (strchr(separators, prefix[i]))
+			cut = i + 1;
+	rc = read_index(rem, prefix, cut, &rv);
+	if (rc)
+		goto out;
+	if (rv.n == 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
+	*out = rv.v[0];
+out:
+	free(rv.v);
+	return rc;
+}
+
+int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
+		 struct key_rec *out, enum hit_kind *kind)
+{
+	int i, j, rc;
+
+	*kind = HIT_MISS;
+	for (i = 0; i <= r->n_reads; i++) {
+		rc = keys_get(nth_remote(r, i), key, out);
+		if (rc == 0) {
+			*kind = HIT_EXACT;
+			return 0;
+		}
+		if (rc != -ENOENT)
+			return rc;
+	}
+	for (j = 0; j < n_restore; j++) {
+		for (i = 0; i <= r->n_reads; i++) {
+			rc = newest_with_prefix(nth_remote(r, i), restore[j], out);
+			if (rc == 0) {
+				*kind = HIT_PARTIAL;
+				return 0;
+			}
+			if (rc != -ENOENT)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *n)
+{
+	struct recvec rv = { NULL, 0, 0, prefix };
+	size_t plen = strlen(prefix), cut = 0, k;
+	int i, rc = 0;
+
+	for (k = 0; k < plen; k++)
+		if (strchr(separators, prefix[k]))
+			cut = k + 1;
+	for (i = 0; i <= r->n_reads && !rc; i++)
+		rc = read_index(nth_remote(r, i), prefix, cut, &rv);
+	if (rc) {
+		free(rv.v);
+		return rc;
+	}
+	qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
+	*out = rv.v;
+	*n = rv.n;
+	return 0;
+}
+
+int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out)
+{
+	char path[PATH_MAX], hex[CAS_HEX_LEN + 1], name[128], why[256];
+	struct buf z = BUF_INIT, raw = BUF_INIT;
+	unsigned long long rsz;
+	struct cas_id got;
+	size_t d;
+	int rc;
+
+	cas_id_hex(id, hex);
+	store_catalog_path(r->store, id, path, sizeof(path));
+	rc = catalog_open(path, out, why, sizeof(why));
+	if (rc == 0)
+		return 0;
+	if (rc != -ENOENT)
+		log_warn("cached catalog %s: %s; fetching it again", hex,
+			 rc == -EBADMSG ? why : strerror(-rc));
+	snprintf(name, sizeof(name), "catalogs/%s", hex);
+	rc = repo_get(r, name, 0, REMOTE_WHOLE, &z, CATALOG_OBJECT_CAP);
+	if (rc) {
+		log_err("catalog %s: %s", hex,
+			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
+		goto out;
+	}
+	rsz = ZSTD_getFrameContentSize(z.p, z.len);
+	if (rsz == ZSTD_CONTENTSIZE_ERROR || rsz == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    rsz > CATALOG_MAX_BYTES) {
+		log_err("catalog %s: corrupt or truncated (no valid zstd frame)", hex);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = buf_reserve(&raw, (size_t)rsz);
+	if (rc)
+		goto out;
+	d = ZSTD_decompress(raw.p, (size_t)rsz, z.p, z.len);
+	if (ZSTD_isError(d) || d != rsz) {
+		log_err("catalog %s: corrupt or truncated (%s)", hex,
+			ZSTD_isError(d) ? ZSTD_getErrorName(d) : "short");
+		rc = -EBADMSG;
+		goto out;
+	}
+	raw.len = d;
+	cas_hash(raw.p, raw.len, &got);
+	if (cas_id_cmp(&got, id) != 0) {
+		log_err("catalog %s: hash mismatch, refusing it", hex);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = catalog_validate(raw.p, raw.len, why, sizeof(why));
+	if (rc) {
+		log_err("catalog %s: %s", hex, why);
+		goto out;
+	}
+	rc = write_file_atomic(path, raw.p, raw.len);
+	if (rc) {
+		log_err("catalog %s: cannot cache in %s: %s", hex, qpath(store_path(r->store)),
+			strerror(-rc));
+		goto out;
+	}
+	store_catalog_note(r->store, id, raw.len);
+	rc = catalog_open(path, out, why, sizeof(why));
+	if (rc)
+		log_err("catalog %s: %s", hex, rc == -EBADMSG ? why : strerror(-rc));
+out:
+	buf_free(&z);
+	buf_free(&raw);
+	return rc;
+}
+
+int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id,
+		     uint64_t *uploaded)
+{
+	char path[PATH_MAX], hex[CAS_HEX_LEN + 1], name[128];
+	struct buf z = BUF_INIT;
+	ZSTD_CCtx *cc = NULL;
+	size_t bound, zn;
+	int rc;
+
+	cas_hash(img->p, img->len, id);
+	cas_id_hex(id, hex);
+	store_catalog_path(r->store, id, path, sizeof(path));
+	rc = write_file_atomic(path, img->p, img->len);
+	if (rc) {
+		log_err("catalog %s: cannot write to store: %s", hex, strerror(-rc));
+		return rc;
+	}
+	store_catalog_note(r->store, id, img->len);
+	snprintf(name, sizeof(name), "catalogs/%s", hex);
+	rc = remote_exists(r->primary, name);
+	if (rc == 1)
+		return 0;
+	bound = ZSTD_compressBound(img->len);
+	rc = buf_reserve(&z, bound);
+	if (rc)
+		goto out;
+	cc = ZSTD_createCCtx();
+	if (!cc) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* multithreaded when libzstd has it; harmless when it does not */
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 3);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_nbWorkers, 2);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 1);
+	ZSTD_CCtx_setPledgedSrcSize(cc, img->len);
+	zn = ZSTD_compress2(cc, z.p, bound, img->p, img->len);
+	if (ZSTD_isError(zn)) {
+		log_err("catalog %s: compress: %s", hex, ZSTD_getErrorName(zn));
+		rc = -EIO;
+		goto out;
+	}
+	z.len = zn;
+	rc = remote_put_buf(r->primary, name, z.p, z.len);
+	if (rc)
+		log_err("catalog %s: upload to %s: %s", hex, r->primary->url, strerror(-rc));
+	else
+		*uploaded += z.len;
+out:
+	ZSTD_freeCCtx(cc);
+	buf_free(&z);
+	return rc;
+}

@@ -1,0 +1,91 @@
+/*
+ * A repo is what a command works on: the local store plus the remotes.
+ * The primary remote is written to; read remotes (--read-remote) are
+ * restored from, never written.  Content objects are fetched from the
+ * first remote that has them.
+ *
+ * Key records (remote layout, no directory listing needed):
+ *   keys/<sha256(key)>            the key's newest snapshot
+ *   index/<sha256("p\0" prefix)>  recent keys starting with prefix, for
+ *                                 prefix "" and every prefix that ends
+ *                                 with a separator (- _ / . : @ + = ,)
+ *   catalogs/<sha256(catalog)>    zstd-compressed catalog
+ *   packs/<sha256(pack)>          packed chunks
+ */
+#ifndef STASH_REPO_H
+#define STASH_REPO_H
+
+#include "../remote/remote.h"
+#include "cas.h"
+#include "catalog.h"
+#include "store.h"
+
+#define REPO_MAX_READS 16
+#define KEY_MAX 512
+/* caps on records read from a remote */
+#define KEY_RECORD_CAP (8u << 10)
+#define INDEX_RECORD_CAP (1u << 20)
+#define INDEX_KEEP 512
+#define CATALOG_OBJECT_CAP (2ULL << 30)
+
+struct repo {
+	struct store *store;
+	struct remote *primary;
+	struct remote *reads[REPO_MAX_READS];
+	int n_reads;
+};
+
+/* remote_url NULL: file://STORE/remote.  0 or -errno (logged). */
+int repo_open(struct repo *r, const char *store_path, const char *remote_url,
+	      char *const *read_urls, int n_reads);
+void repo_close(struct repo *r);
+
+/* Get from the primary, then each read remote; -ENOENT when none has it. */
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len,
+	     struct buf *out, size_t cap);
+
+struct key_rec {
+	char key[KEY_MAX + 1];
+	struct cas_id catalog;
+	int64_t time_ns;
+	uint64_t files;
+	uint64_t bytes;
+};
+
+enum hit_kind { HIT_MISS = 0, HIT_EXACT, HIT_PARTIAL };
+const char *hit_kind_name(enum hit_kind k);
+
+/* 0 if key is 1..512 printable ASCII bytes, else -EINVAL. */
+int key_valid(const char *key);
+
+/* The record of exactly key on one remote: 0, -ENOENT or -errno. */
+int keys_get(struct remote *rem, const char *key, struct key_rec *out);
+
+/* Publish rec on the primary: the key record, then the prefix indexes. */
+int keys_publish(struct repo *r, const struct key_rec *rec);
+
+/*
+ * The exact key, else for each restore prefix in order the newest key
+ * starting with it; each tried on the primary then the read remotes.
+ * 0 with *kind (HIT_MISS leaves out untouched), or -errno.
+ */
+int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
+		 struct key_rec *out, enum hit_kind *kind);
+
+/* Keys starting with prefix, newest first, from every remote.  Caller frees *out. */
+int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *n);
+
+/*
+ * The catalog with this id, fetched and verified into the store's cache if
+ * needed, then opened.  -EBADMSG (logged with where) when corrupt.
+ */
+int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out);
+
+/*
+ * Write a built catalog image: into the local cache and, compressed, to
+ * the primary.  Its id in *id.
+ */
+int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id,
+		     uint64_t *uploaded);
+
+#endif

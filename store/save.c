@@ -1,0 +1,940 @@
+/*
+ * stashfs save: snapshot a real directory.
+ *
+ * 1. Walk (one thread): every directory's children are read, sorted and
+ *    given a contiguous block of entry indices, which is the catalog's
+ *    layout.  Sockets, FIFOs and devices are skipped with a warning.
+ * 2. Content (threads): files are taken in entry order (so packs follow
+ *    the directory layout), cut into content-defined chunks, hashed, and
+ *    looked up: in this save, in the key's previous snapshot, and in the
+ *    store's index of chunks the remote already holds.  New chunks are
+ *    compressed and appended to the current pack; a full pack is sealed
+ *    and uploaded by the thread that filled it.
+ * 3. The catalog is built, stored and uploaded; then the key is published.
+ *    Nothing is published unless everything before it succeeded.
+ *
+ * Locking: s->lock protects the chunk table (ci), the id maps, the pack
+ * table and the stats; s->pack_lock protects the open pack writer.  The
+ * order is pack_lock, then lock.
+ */
+#define _GNU_SOURCE
+#include "snapshot.h"
+#include "chunker.h"
+#include "idmap.h"
+#include "pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NONE UINT32_MAX
+#define WINDOW (16u << 20)
+
+struct cinfo {
+	struct cas_id id;
+	uint32_t pack;     /* index in s->packs, NONE until appended */
+	uint32_t raw_len;
+	uint64_t off;
+	uint32_t stored_len;
+	uint32_t flags;
+	uint32_t cat;      /* index in the catalog's chunk table */
+	uint32_t is_new;
+};
+
+struct packinfo {
+	struct cas_id id;
+	int state;         /* 0 unknown, 1 present on the primary, 2 missing */
+	uint32_t cat;
+};
+
+struct fileref {
+	struct cat_ref *v;
+	uint32_t n, cap;
+};
+
+struct lnk {
+	uint32_t idx;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct saver {
+	struct repo *r;
+	const struct save_opts *o;
+	int rootfd;
+
+	struct cat_entry *e;
+	char **paths;
+	uint64_t n, cap;
+	struct buf strings;
+	struct lnk *lnks;     /* regular files with st_nlink > 1 */
+	uint64_t nlnks, caplnks;
+
+	uint32_t *files;
+	uint64_t nfiles;
+	atomic_uint_fast64_t next;
+	struct fileref *refs; /* per entry */
+
+	pthread_mutex_t lock;
+	pthread_mutex_t pack_lock;
+	struct idmap *map;     /* chunk id -> ci index */
+	struct idmap *packmap; /* pack id -> packs index */
+	struct cinfo *ci;
+	uint64_t nci, capci;
+	struct packinfo *packs;
+	uint64_t npacks, cappacks;
+	struct pack_writer *pw;
+	uint32_t pw_idx;
+	atomic_int err;
+	struct snap_stats *st;
+};
+
+static int set_err(struct saver *s, int rc)
+{
+	int zero = 0;
+
+	atomic_compare_exchange_strong(&s->err, &zero, rc);
+	return rc;
+}
+
+/* ---- walk ---- */
+
+struct child {
+	char *name;
+	size_t len;
+	struct stat st;
+};
+
+static int child_cmp(const void *a, const void *b)
+{
+	const struct child *x = a, *y = b;
+
+	return catalog_name_cmp(x->name, x->len, y->name, y->len);
+}
+
+static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t len,
+		     const struct stat *st, char *path)
+{
+	struct cat_entry *e;
+	int rc;
+
+	if (s->n == s->cap) {
+		uint64_t nc = s->cap ? s->cap * 2 : 1024;
+		struct cat_entry *ne = realloc(s->e, nc * sizeof(*ne));
+		char **np;
+
+		if (!ne)
+			return -ENOMEM;
+		s->e = ne;
+		np = realloc(s->paths, nc * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		s->paths = np;
+		s->cap = nc;
+	}
+	if (s->n >= UINT32_MAX - 1)
+		return -EFBIG;
+	e = &s->e[s->n];
+	memset(e, 0, sizeof(*e));
+	e->parent = parent;
+	e->mode = st->st_mode;
+	e->uid = st->st_uid;
+	e->gid = st->st_gid;
+	e->size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
+	e->mtime_sec = st->st_mtim.tv_sec;
+	e->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
+	e->nlink = 1;
+	e->ino = (uint32_t)s->n;
+	e->name_len = (uint32_t)len;
+	e->name_off = s->strings.len;
+	rc = buf_append(&s->strings, name, len);
+	if (rc)
+		return rc;
+	if (S_ISREG(st->st_mode) && st->st_nlink > 1) {
+		if (s->nlnks == s->caplnks) {
+			uint64_t nc = s->caplnks ? s->caplnks * 2 : 64;
+			struct lnk *nl = realloc(s->lnks, nc * sizeof(*nl));
+
+			if (!nl)
+				return -ENOMEM;
+			s->lnks = nl;
+			s->caplnks = nc;
+		}
+		s->lnks[s->nlnks++] = (struct lnk){ (uint32_t)s->n, st->st_dev, st->st_ino };
+	}
+	s->paths[s->n] = path;
+	s->n++;
+	return 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+	char *p;
+
+	if (!*dir)
+		return strdup(name);
+	if (asprintf(&p, "%s/%s", dir, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* Read one directory, append its sorted children as a block. */
+static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *sp, uint64_t *scap)
+{
+	const char *path = s->paths[idx];
+	struct child *kids = NULL;
+	size_t nk = 0, ck = 0, i;
+	struct dirent *de;
+	DIR *d = NULL;
+	int fd, rc = 0;
+	uint64_t first = s->n, subdirs = 0;
+
+	fd = *path ? openat(s->rootfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+		   : dup(s->rootfd);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		log_err("save: cannot read directory '%s/%s': %s", qpath(s->o->dir), qpath(path),
+			strerror(-rc));
+		return rc;
+	}
+	while ((errno = 0, de = readdir(d))) {
+		struct child c;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &c.st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT) {
+				log_warn("'%s/%s/%s' vanished while saving; left out", qpath(s->o->dir),
+					 qpath(path), qpath(de->d_name));
+				continue;
+			}
+			rc = -errno;
+			log_err("save: cannot stat '%s/%s/%s': %s", qpath(s->o->dir), qpath(path),
+				qpath(de->d_name), strerror(errno));
+			goto out;
+		}
+		if (!S_ISREG(c.st.st_mode) && !S_ISDIR(c.st.st_mode) && !S_ISLNK(c.st.st_mode)) {
+			log_warn("'%s/%s%s%s' is a %s; skipped", qpath(s->o->dir), qpath(path),
+				 *path ? "/" : "", qpath(de->d_name),
+				 S_ISSOCK(c.st.st_mode) ? "socket" :
+				 S_ISFIFO(c.st.st_mode) ? "FIFO" : "device");
+			s->st->skipped++;
+			continue;
+		}
+		if (nk == ck) {
+			size_t nc = ck ? ck * 2 : 64;
+			struct child *nkids = realloc(kids, nc * sizeof(*nkids));
+
+			if (!nkids) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			kids = nkids;
+			ck = nc;
+		}
+		c.len = strlen(de->d_name);
+		c.name = strdup(de->d_name);
+		if (!c.name) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		kids[nk++] = c;
+	}
+	if (errno) {
+		rc = -errno;
+		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(errno));
+		goto out;
+	}
+	qsort(kids, nk, sizeof(*kids), child_cmp);
+	for (i = 0; i < nk; i++) {
+		char *cp = join(path, kids[i].name);
+
+		if (!cp) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = add_entry(s, idx, kids[i].name, kids[i].len, &kids[i].st, cp);
+		if (rc) {
+			free(cp);
+			goto out;
+		}
+		if (S_ISLNK(kids[i].st.st_mode)) {
+			char target[CATALOG_MAX_TARGET + 1];
+			ssize_t tl = readlinkat(dirfd(d), kids[i].name, target, sizeof(target));
+			struct cat_entry *e = &s->e[s->n - 1];
+
+			if (tl < 0 || tl > CATALOG_MAX_TARGET) {
+				rc = tl < 0 ? -errno : -ENAMETOOLONG;
+				log_err("save: cannot read symlink '%s/%s': %s", qpath(s->o->dir),
+					qpath(cp), strerror(-rc));
+				goto out;
+			}
+			e->first = s->strings.len;
+			e->count = (uint32_t)tl;
+			e->size = (uint64_t)tl;
+			rc = buf_append(&s->strings, target, (size_t)tl);
+			if (rc)
+				goto out;
+		}
+	}
+	s->e[idx].first = first;
+	s->e[idx].count = (uint32_t)nk;
+	/* push subdirectories so that they are visited in name order */
+	for (i = nk; i-- > 0;) {
+		if (!S_ISDIR(kids[i].st.st_mode))
+			continue;
+		subdirs++;
+		if (*sp == *scap) {
+			uint64_t nc = *scap ? *scap * 2 : 256;
+			uint32_t *ns = realloc(*stack, nc * sizeof(*ns));
+
+			if (!ns) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			*stack = ns;
+			*scap = nc;
+		}
+		(*stack)[(*sp)++] = (uint32_t)(first + i);
+	}
+	s->e[idx].nlink = (uint32_t)(2 + subdirs);
+out:
+	for (i = 0; i < nk; i++)
+		free(kids[i].name);
+	free(kids);
+	closedir(d);
+	return rc;
+}
+
+static int walk(struct saver *s)
+{
+	uint32_t *stack = NULL;
+	uint64_t sp = 0, scap = 0;
+	struct stat st;
+	char *rootpath = strdup("");
+	int rc;
+
+	if (!rootpath)
+		return -ENOMEM;
+	if (fstat(s->rootfd, &st) < 0) {
+		free(rootpath);
+		return -errno;
+	}
+	rc = add_entry(s, 0, "", 0, &st, rootpath);
+	if (rc) {
+		free(rootpath);
+		return rc;
+	}
+	rc = walk_dir(s, 0, &stack, &sp, &scap);
+	while (!rc && sp > 0)
+		rc = walk_dir(s, stack[--sp], &stack, &sp, &scap);
+	free(stack);
+	return rc;
+}
+
+/* Hard links: members of a (dev, ino) group share the first one's index. */
+static int link_groups(struct saver *s)
+{
+	struct idmap *m = idmap_new();
+	uint32_t *members = NULL;
+	uint64_t i;
+	int rc = 0;
+
+	if (!m)
+		return -ENOMEM;
+	for (i = 0; i < s->nlnks; i++) {
+		struct cat_entry *e = &s->e[s->lnks[i].idx];
+		struct cas_id k;
+		uint32_t leader;
+
+		memset(&k, 0, sizeof(k));
+		memcpy(k.b, &s->lnks[i].ino, sizeof(ino_t));
+		memcpy(k.b + 8, &s->lnks[i].dev, sizeof(dev_t));
+		if (idmap_get(m, &k, &leader) == 0) {
+			e->ino = leader;
+			e->size = s->e[leader].size;
+			s->st->hardlinks++;
+		} else {
+			rc = idmap_put(m, &k, s->lnks[i].idx);
+			if (rc)
+				goto out;
+		}
+	}
+	members = calloc(s->n, sizeof(*members));
+	if (!members) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < s->n; i++)
+		if (S_ISREG(s->e[i].mode))
+			members[s->e[i].ino]++;
+	for (i = 0; i < s->n; i++)
+		if (S_ISREG(s->e[i].mode))
+			s->e[i].nlink = members[s->e[i].ino];
+out:
+	free(members);
+	idmap_free(m);
+	return rc;
+}
+
+/* ---- content ---- */
+
+static int grow_ci(struct saver *s)
+{
+	if (s->nci == s->capci) {
+		uint64_t nc = s->capci ? s->capci * 2 : 4096;
+		struct cinfo *n = realloc(s->ci, nc * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		s->ci = n;
+		s->capci = nc;
+	}
+	return 0;
+}
+
+/* Index in s->packs of pack id, adding it.  Under s->lock. */
+static int pack_index(struct saver *s, const struct cas_id *id, int state, uint32_t *out)
+{
+	int rc;
+
+	if (id && idmap_get(s->packmap, id, out) == 0)
+		return 0;
+	if (s->npacks == s->cappacks) {
+		uint64_t nc = s->cappacks ? s->cappacks * 2 : 64;
+		struct packinfo *n = realloc(s->packs, nc * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		s->packs = n;
+		s->cappacks = nc;
+	}
+	memset(&s->packs[s->npacks], 0, sizeof(s->packs[0]));
+	if (id) {
+		s->packs[s->npacks].id = *id;
+		rc = idmap_put(s->packmap, id, (uint32_t)s->npacks);
+		if (rc)
+			return rc;
+	}
+	s->packs[s->npacks].state = state;
+	s->packs[s->npacks].cat = NONE;
+	*out = (uint32_t)s->npacks++;
+	return 0;
+}
+
+static int add_ref(struct fileref *fr, uint64_t off, uint32_t ci)
+{
+	if (fr->n == fr->cap) {
+		uint32_t nc = fr->cap ? fr->cap * 2 : 1;
+		struct cat_ref *n = realloc(fr->v, nc * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		fr->v = n;
+		fr->cap = nc;
+	}
+	fr->v[fr->n].off = off;
+	fr->v[fr->n].chunk = ci;
+	fr->v[fr->n].pad = 0;
+	fr->n++;
+	return 0;
+}
+
+static int seal_and_upload(struct saver *s, struct pack_writer *w, uint32_t idx)
+{
+	char tmp[4096], name[128], hex[CAS_HEX_LEN + 1];
+	struct cas_id id;
+	uint64_t size = pack_writer_size(w);
+	int rc;
+
+	rc = pack_writer_finish(w, &id, tmp);
+	if (rc) {
+		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)), strerror(-rc));
+		return rc;
+	}
+	cas_id_hex(&id, hex);
+	snprintf(name, sizeof(name), "packs/%s", hex);
+	rc = remote_exists(s->r->primary, name);
+	if (rc == 0)
+		rc = remote_put_file(s->r->primary, name, tmp, 1);
+	else if (rc == 1)
+		rc = 0, size = 0;
+	unlink(tmp);
+	if (rc) {
+		log_err("save: uploading pack %s to %s: %s", hex, s->r->primary->url, strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->packs[idx].id = id;
+	s->packs[idx].state = 1;
+	idmap_put(s->packmap, &id, idx);
+	s->st->packs_uploaded += size ? 1 : 0;
+	s->st->bytes_uploaded += size;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* Is a chunk the index says the remote holds really there?  Under s->lock. */
+static int known_location(struct saver *s, const struct cas_id *id, uint32_t *out)
+{
+	struct store_loc loc;
+	uint32_t pidx;
+	char name[128], hex[CAS_HEX_LEN + 1];
+	int rc;
+
+	rc = store_loc_get(s->r->store, s->r->primary->url, id, &loc);
+	if (rc)
+		return rc;
+	rc = pack_index(s, &loc.pack, 0, &pidx);
+	if (rc)
+		return rc;
+	if (s->packs[pidx].state == 0) {
+		cas_id_hex(&loc.pack, hex);
+		snprintf(name, sizeof(name), "packs/%s", hex);
+		rc = remote_exists(s->r->primary, name);
+		s->packs[pidx].state = rc == 1 ? 1 : 2;
+		if (rc == 0)
+			store_loc_forget_pack(s->r->store, s->r->primary->url, &loc.pack);
+	}
+	if (s->packs[pidx].state != 1)
+		return -ENOENT;
+	rc = grow_ci(s);
+	if (rc)
+		return rc;
+	s->ci[s->nci] = (struct cinfo){ *id, pidx, loc.raw_len, loc.off, loc.stored_len,
+					loc.flags, NONE, 0 };
+	rc = idmap_put(s->map, id, (uint32_t)s->nci);
+	if (rc)
+		return rc;
+	*out = (uint32_t)s->nci++;
+	return 0;
+}
+
+static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc,
+		    const uint8_t *p, size_t n, uint64_t off, struct fileref *fr)
+{
+	struct cas_id id;
+	uint32_t ci, flags, pidx;
+	uint64_t poff;
+	struct pack_writer *full = NULL;
+	int rc, fresh = 0;
+
+	cas_hash(p, n, &id);
+	pthread_mutex_lock(&s->lock);
+	s->st->chunks++;
+	if (idmap_get(s->map, &id, &ci) != 0) {
+		rc = known_location(s, &id, &ci);
+		if (rc == -ENOENT) {
+			rc = grow_ci(s);
+			if (!rc)
+				rc = idmap_put(s->map, &id, (uint32_t)s->nci);
+			if (!rc) {
+				s->ci[s->nci] = (struct cinfo){ id, NONE, (uint32_t)n, 0, 0, 0, NONE, 1 };
+				ci = (uint32_t)s->nci++;
+				fresh = 1;
+				s->st->chunks_new++;
+				s->st->bytes_new += n;
+			}
+		}
+		if (rc) {
+			pthread_mutex_unlock(&s->lock);
+			return rc;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	rc = add_ref(fr, off, ci);
+	if (rc || !fresh)
+		return rc;
+
+	rc = pack_encode(pc, p, n, enc, &flags);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&s->pack_lock);
+	if (!s->pw) {
+		rc = pack_writer_new(store_tmpdir(s->r->store), &s->pw);
+		if (!rc) {
+			pthread_mutex_lock(&s->lock);
+			rc = pack_index(s, NULL, 0, &s->pw_idx);
+			pthread_mutex_unlock(&s->lock);
+		}
+		if (rc) {
+			pthread_mutex_unlock(&s->pack_lock);
+			return rc;
+		}
+	}
+	rc = pack_writer_append(s->pw, enc->p, enc->len, &poff);
+	pidx = s->pw_idx;
+	if (!rc && pack_writer_size(s->pw) >= PACK_TARGET) {
+		full = s->pw;
+		s->pw = NULL;
+	}
+	pthread_mutex_unlock(&s->pack_lock);
+	if (rc) {
+		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)), strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->ci[ci].pack = pidx;
+	s->ci[ci].off = poff;
+	s->ci[ci].stored_len = (uint32_t)enc->len;
+	s->ci[ci].flags = flags;
+	pthread_mutex_unlock(&s->lock);
+	if (full)
+		rc = seal_and_upload(s, full, pidx);
+	return rc;
+}
+
+static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8_t *win,
+		     struct buf *enc)
+{
+	const char *path = s->paths[idx];
+	struct fileref *fr = &s->refs[idx];
+	size_t start = 0, have = 0;
+	uint64_t off = 0;
+	int fd, eof = 0, rc = 0;
+
+	fd = openat(s->rootfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(s->rootfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(errno));
+		return rc;
+	}
+	for (;;) {
+		size_t cut;
+
+		while (!eof && have < CHUNK_MAX) {
+			ssize_t r;
+
+			if (start + have == WINDOW) {
+				memmove(win, win + start, have);
+				start = 0;
+			}
+			r = read(fd, win + start + have, WINDOW - start - have);
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				rc = -errno;
+				log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir), qpath(path),
+					strerror(errno));
+				goto out;
+			}
+			if (r == 0)
+				eof = 1;
+			have += (size_t)r;
+		}
+		if (have == 0)
+			break;
+		cut = chunker_next(&chunker_default, win + start, have, eof);
+		rc = do_chunk(s, pc, enc, win + start, cut, off, fr);
+		if (rc) {
+			if (rc != -ENOSPC && rc != -EIO)
+				log_err("save: '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(-rc));
+			goto out;
+		}
+		off += cut;
+		start += cut;
+		have -= cut;
+		if (atomic_load(&s->err))
+			goto out;
+	}
+	if (off != s->e[idx].size)
+		log_warn("'%s/%s' changed size while saving (%llu -> %llu bytes); saved what was read",
+			 qpath(s->o->dir), qpath(path), (unsigned long long)s->e[idx].size,
+			 (unsigned long long)off);
+	s->e[idx].size = off;
+out:
+	close(fd);
+	return rc;
+}
+
+static void *worker(void *arg)
+{
+	struct saver *s = arg;
+	struct pack_codec *pc = pack_codec_new(s->o->level);
+	uint8_t *win = malloc(WINDOW);
+	struct buf enc = BUF_INIT;
+
+	if (!pc || !win) {
+		set_err(s, -ENOMEM);
+		goto out;
+	}
+	while (!atomic_load(&s->err)) {
+		uint64_t i = atomic_fetch_add(&s->next, 1);
+		int rc;
+
+		if (i >= s->nfiles)
+			break;
+		rc = save_file(s, s->files[i], pc, win, &enc);
+		if (rc)
+			set_err(s, rc);
+	}
+out:
+	buf_free(&enc);
+	free(win);
+	pack_codec_free(pc);
+	return NULL;
+}
+
+/* Seed the dedup map with the key's current snapshot on the primary. */
+static int load_base(struct saver *s)
+{
+	struct key_rec rec;
+	struct catalog *c = NULL;
+	const struct cat_header *h;
+	uint32_t *pmap = NULL;
+	uint64_t i;
+	int rc;
+
+	rc = keys_get(s->r->primary, s->o->key, &rec);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	rc = repo_catalog(s->r, &rec.catalog, &c);
+	if (rc) {
+		log_warn("previous snapshot of '%s' unreadable; saving without it", s->o->key);
+		return 0;
+	}
+	h = catalog_header(c);
+	pmap = malloc((h->n_packs ? h->n_packs : 1) * sizeof(*pmap));
+	if (!pmap) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < h->n_packs && !rc; i++)
+		rc = pack_index(s, catalog_pack(c, (uint32_t)i), 1, &pmap[i]);
+	for (i = 0; i < h->n_chunks && !rc; i++) {
+		const struct cat_chunk *ch = catalog_chunk(c, (uint32_t)i);
+		uint32_t dummy;
+
+		if (idmap_get(s->map, &ch->id, &dummy) == 0)
+			continue;
+		rc = grow_ci(s);
+		if (!rc)
+			rc = idmap_put(s->map, &ch->id, (uint32_t)s->nci);
+		if (!rc)
+			s->ci[s->nci++] = (struct cinfo){ ch->id, pmap[ch->pack], ch->raw_len,
+							  ch->pack_off, ch->stored_len, ch->flags,
+							  NONE, 0 };
+	}
+out:
+	free(pmap);
+	catalog_close(c);
+	return rc;
+}
+
+static int build_catalog(struct saver *s, struct buf *img)
+{
+	struct cat_ref *refs = NULL;
+	struct cat_chunk *chunks = NULL;
+	struct cas_id *packs = NULL;
+	uint64_t nrefs = 0, nchunks = 0, npacks = 0, i, j;
+	int rc = -ENOMEM;
+
+	for (i = 0; i < s->n; i++)
+		nrefs += s->refs[i].n;
+	refs = malloc((nrefs ? nrefs : 1) * sizeof(*refs));
+	chunks = malloc((s->nci ? s->nci : 1) * sizeof(*chunks));
+	packs = malloc((s->npacks ? s->npacks : 1) * sizeof(*packs));
+	if (!refs || !chunks || !packs)
+		goto out;
+	nrefs = 0;
+	for (i = 0; i < s->n; i++) {
+		struct cat_entry *e = &s->e[i];
+
+		if (S_ISREG(e->mode)) {
+			if (e->ino != i) {
+				e->size = s->e[e->ino].size;
+				continue;
+			}
+			e->first = nrefs;
+			e->count = s->refs[i].n;
+		}
+		for (j = 0; S_ISREG(e->mode) && j < s->refs[i].n; j++) {
+			struct cinfo *c = &s->ci[s->refs[i].v[j].chunk];
+			struct packinfo *p = &s->packs[c->pack];
+
+			if (c->cat == NONE) {
+				if (p->cat == NONE) {
+					p->cat = (uint32_t)npacks;
+					packs[npacks++] = p->id;
+				}
+				c->cat = (uint32_t)nchunks;
+				chunks[nchunks++] = (struct cat_chunk){ c->id, p->cat, c->raw_len, c->off,
+									c->stored_len, c->flags };
+			}
+			refs[nrefs].off = s->refs[i].v[j].off;
+			refs[nrefs].chunk = c->cat;
+			refs[nrefs].pad = 0;
+			nrefs++;
+		}
+	}
+	rc = catalog_build(img, s->e, s->n, refs, nrefs, chunks, nchunks, packs, npacks,
+			   (const char *)s->strings.p, s->strings.len);
+out:
+	free(refs);
+	free(chunks);
+	free(packs);
+	return rc;
+}
+
+static int record_locations(struct saver *s)
+{
+	uint64_t i;
+	int rc;
+
+	rc = store_loc_begin(s->r->store);
+	for (i = 0; !rc && i < s->nci; i++) {
+		struct cinfo *c = &s->ci[i];
+		struct store_loc loc;
+
+		if (!c->is_new || c->pack == NONE)
+			continue;
+		loc.pack = s->packs[c->pack].id;
+		loc.off = c->off;
+		loc.stored_len = c->stored_len;
+		loc.raw_len = c->raw_len;
+		loc.flags = c->flags;
+		rc = store_loc_put(s->r->store, s->r->primary->url, &c->id, &loc);
+	}
+	return store_loc_commit(s->r->store) ?: rc;
+}
+
+int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st)
+{
+	struct saver s;
+	pthread_t th[64];
+	struct buf img = BUF_INIT;
+	struct key_rec rec;
+	int nth, i, rc;
+	uint64_t k;
+
+	memset(&s, 0, sizeof(s));
+	memset(st, 0, sizeof(*st));
+	s.r = r;
+	s.o = o;
+	s.st = st;
+	s.rootfd = -1;
+	pthread_mutex_init(&s.lock, NULL);
+	pthread_mutex_init(&s.pack_lock, NULL);
+	s.map = idmap_new();
+	s.packmap = idmap_new();
+	if (!s.map || !s.packmap) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	s.rootfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s.rootfd < 0) {
+		rc = -errno;
+		log_err("save: cannot open directory '%s': %s", qpath(o->dir), strerror(errno));
+		goto out;
+	}
+	rc = walk(&s);
+	if (!rc)
+		rc = link_groups(&s);
+	if (rc)
+		goto out;
+	s.refs = calloc(s.n, sizeof(*s.refs));
+	s.files = malloc(s.n * sizeof(*s.files));
+	if (!s.refs || !s.files) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (k = 0; k < s.n; k++) {
+		struct cat_entry *e = &s.e[k];
+
+		if (S_ISDIR(e->mode))
+			st->dirs++;
+		else if (S_ISLNK(e->mode))
+			st->symlinks++;
+		else {
+			st->files++;
+			if (e->ino == k && e->size > 0)
+				s.files[s.nfiles++] = (uint32_t)k;
+		}
+	}
+	rc = load_base(&s);
+	if (rc)
+		goto out;
+
+	nth = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nth < 1)
+		nth = 1;
+	if (nth > (int)ARRAY_SIZE(th))
+		nth = (int)ARRAY_SIZE(th);
+	for (i = 0; i < nth; i++) {
+		if (pthread_create(&th[i], NULL, worker, &s) != 0) {
+			set_err(&s, -EAGAIN);
+			break;
+		}
+	}
+	nth = i;
+	for (i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	rc = atomic_load(&s.err);
+	if (!rc && s.pw) {
+		struct pack_writer *w = s.pw;
+
+		s.pw = NULL;
+		rc = seal_and_upload(&s, w, s.pw_idx);
+	}
+	if (rc)
+		goto out;
+	for (k = 0; k < s.n; k++)
+		if (S_ISREG(s.e[k].mode) && s.e[k].ino == k)
+			st->bytes += s.e[k].size;
+	rc = record_locations(&s);
+	if (rc)
+		goto out;
+	rc = build_catalog(&s, &img);
+	if (rc) {
+		log_err("save: building catalog: %s", strerror(-rc));
+		goto out;
+	}
+	rc = repo_put_catalog(r, &img, &st->catalog, &st->bytes_uploaded);
+	if (rc)
+		goto out;
+	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.key, sizeof(rec.key), "%s", o->key);
+	rec.catalog = st->catalog;
+	rec.time_ns = now_ns();
+	rec.files = st->files;
+	rec.bytes = st->bytes;
+	rc = keys_publish(r, &rec);
+out:
+	if (s.pw)
+		pack_writer_abort(s.pw);
+	if (s.rootfd >= 0)
+		close(s.rootfd);
+	free(s.lnks);
+	for (k = 0; k < s.n; k++) {
+		free(s.paths[k]);
+		if (s.refs)
+			free(s.refs[k].v);
+	}
+	free(s.paths);
+	free(s.refs);
+	free(s.files);
+	free(s.e);
+	free(s.ci);
+	free(s.packs);
+	buf_free(&s.strings);
+	buf_free(&img);
+	idmap_free(s.map);
+	idmap_free(s.packmap);
+	pthread_mutex_destroy(&s.lock);
+	pthread_mutex_destroy(&s.pack_lock);
+	return rc;
+}

@@ -1,0 +1,418 @@
+/*
+ * Local store and its SQLite index; see store.h.
+ *
+ * SQLite errors are translated here and logged with their message: busy
+ * becomes -EBUSY, a full disk -ENOSPC, anything else -EIO.
+ */
+#define _GNU_SOURCE
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct store {
+	char path[PATH_MAX];
+	char tmp[PATH_MAX];
+	sqlite3 *db;
+	pthread_mutex_t lock; /* serializes multi-statement transactions */
+	sqlite3_stmt *loc_get, *loc_put, *obj_put, *obj_touch;
+};
+
+static const char schema[] =
+	"PRAGMA journal_mode=WAL;"
+	"PRAGMA synchronous=NORMAL;"
+	"CREATE TABLE IF NOT EXISTS objects("
+	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+	" WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS objects_atime ON objects(atime);"
+	"CREATE TABLE IF NOT EXISTS locations("
+	" remote TEXT NOT NULL, id BLOB NOT NULL, pack BLOB NOT NULL,"
+	" off INTEGER NOT NULL, slen INTEGER NOT NULL, rlen INTEGER NOT NULL,"
+	" flags INTEGER NOT NULL, PRIMARY KEY(remote, id)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS catalogs("
+	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+	" WITHOUT ROWID;";
+
+static int sql_err(struct store *s, int rc, const char *what)
+{
+	switch (rc) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		log_err("index %s/index.db: %s: database is busy", s->path, what);
+		return -EBUSY;
+	case SQLITE_FULL:
+		log_err("index %s/index.db: %s: disk full", s->path, what);
+		return -ENOSPC;
+	default:
+		log_err("index %s/index.db: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+		return -EIO;
+	}
+}
+
+int store_default_path(char *out, size_t n)
+{
+	const char *e = getenv("STASHFS_STORE");
+	const char *home;
+
+	if (e && *e) {
+		snprintf(out, n, "%s", e);
+		return 0;
+	}
+	e = getenv("XDG_CACHE_HOME");
+	if (e && *e) {
+		snprintf(out, n, "%s/stashfs", e);
+		return 0;
+	}
+	home = getenv("HOME");
+	if (!home || !*home)
+		return -ENOENT;
+	snprintf(out, n, "%s/.cache/stashfs", home);
+	return 0;
+}
+
+static int prep(struct store *s, sqlite3_stmt **st, const char *sql)
+{
+	return sql_err(s, sqlite3_prepare_v2(s->db, sql, -1, st, NULL), "prepare");
+}
+
+int store_open(const char *path, struct store **out)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	char dbpath[PATH_MAX + 16], sub[PATH_MAX + 16];
+	static const char *const dirs[] = { "objects", "catalogs", "tmp", "mounts" };
+	char *err = NULL;
+	size_t i;
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	if (strlen(path) >= sizeof(s->path) - 64) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	rc = mkdir_p(path, 0700);
+	if (rc) {
+		log_err("store '%s': cannot create: %s", qpath(path), strerror(-rc));
+		goto fail;
+	}
+	for (i = 0; i < ARRAY_SIZE(dirs); i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", path, dirs[i]);
+		if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			log_err("store '%s': cannot create %s: %s", qpath(path), dirs[i], strerror(errno));
+			goto fail;
+		}
+	}
+	snprintf(s->tmp, sizeof(s->tmp), "%s/tmp", path);
+	snprintf(dbpath, sizeof(dbpath), "%s/index.db", path);
+	rc = sqlite3_open_v2(dbpath, &s->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		log_err("index '%s': cannot open: %s", qpath(dbpath),
+			s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		rc = -EIO;
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 30000);
+	rc = sqlite3_exec(s->db, schema, NULL, NULL, &err);
+	if (rc != SQLITE_OK) {
+		log_err("index '%s': %s", qpath(dbpath), err ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+		rc = rc == SQLITE_FULL ? -ENOSPC : -EIO;
+		goto fail;
+	}
+	rc = prep(s, &s->loc_get,
+		  "SELECT pack, off, slen, rlen, flags FROM locations WHERE remote=?1 AND id=?2");
+	if (!rc)
+		rc = prep(s, &s->loc_put,
+			  "INSERT OR REPLACE INTO locations VALUES(?1,?2,?3,?4,?5,?6,?7)");
+	if (!rc)
+		rc = prep(s, &s->obj_put, "INSERT OR REPLACE INTO objects VALUES(?1,?2,?3)");
+	if (!rc)
+		rc = prep(s, &s->obj_touch, "UPDATE objects SET atime=?2 WHERE id=?1");
+	if (rc)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return rc;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	sqlite3_finalize(s->loc_get);
+	sqlite3_finalize(s->loc_put);
+	sqlite3_finalize(s->obj_put);
+	sqlite3_finalize(s->obj_touch);
+	if (s->db)
+		sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+const char *store_path(const struct store *s)
+{
+	return s->path;
+}
+
+const char *store_tmpdir(const struct store *s)
+{
+	return s->tmp;
+}
+
+void store_object_path(const struct store *s, const struct cas_id *id, char *out, size_t n)
+{
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_id_hex(id, hex);
+	snprintf(out, n, "%s/objects/%.2s/%s", s->path, hex, hex + 2);
+}
+
+void store_catalog_path(const struct store *s, const struct cas_id *id, char *out, size_t n)
+{
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_id_hex(id, hex);
+	snprintf(out, n, "%s/catalogs/%s", s->path, hex);
+}
+
+static int64_t now_s(void)
+{
+	return now_ns() / 1000000000;
+}
+
+int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 40];
+	char *slash;
+	int fd = -1, rc = 0;
+
+	store_object_path(s, id, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s/obj-XXXXXX", s->tmp);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = write_full(fd, p, n);
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (rc)
+		goto out;
+	if (rename(tmp, path) < 0) {
+		if (errno != ENOENT) {
+			rc = -errno;
+			goto out;
+		}
+		slash = strrchr(path, '/');
+		*slash = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			goto out;
+		}
+		*slash = '/';
+		if (rename(tmp, path) < 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	sqlite3_mutex_enter(sqlite3_db_mutex(s->db));
+	sqlite3_bind_blob(s->obj_put, 1, id->b, CAS_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s->obj_put, 2, (sqlite3_int64)n);
+	sqlite3_bind_int64(s->obj_put, 3, now_s());
+	rc = sql_err(s, sqlite3_step(s->obj_put), "add object");
+	sqlite3_reset(s->obj_put);
+	sqlite3_mutex_leave(sqlite3_db_mutex(s->db));
+	return rc;
+out:
+	unlink(tmp);
+	return rc;
+}
+
+int store_object_has(struct store *s, const struct cas_id *id)
+{
+	char path[PATH_MAX];
+
+	store_object_path(s, id, path, sizeof(path));
+	return access(path, F_OK) == 0;
+}
+
+int store_object_touch(struct store *s, const struct cas_id *id)
+{
+	int rc;
+
+	sqlite3_mutex_enter(sqlite3_db_mutex(s->db));
+	sqlite3_bind_blob(s->obj_touch, 1, id->b, CAS_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s->obj_touch, 2, now_s());
+	rc = sql_err(s, sqlite3_step(s->obj_touch), "touch object");
+	sqlite3_reset(s->obj_touch);
+	sqlite3_mutex_leave(sqlite3_db_mutex(s->db));
+	return rc;
+}
+
+int store_catalog_note(struct store *s, const struct cas_id *id, uint64_t size)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = prep(s, &st, "INSERT OR REPLACE INTO catalogs VALUES(?1,?2,?3)");
+	if (rc)
+		return rc;
+	sqlite3_bind_blob(st, 1, id->b, CAS_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 3, now_s());
+	rc = sql_err(s, sqlite3_step(st), "add catalog");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_loc_get(struct store *s, const char *remote, const struct cas_id *id,
+		  struct store_loc *out)
+{
+	int rc, step;
+
+	sqlite3_mutex_enter(sqlite3_db_mutex(s->db));
+	sqlite3_bind_text(s->loc_get, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s->loc_get, 2, id->b, CAS_ID_LEN, SQLITE_STATIC);
+	step = sqlite3_step(s->loc_get);
+	if (step == SQLITE_ROW && sqlite3_column_bytes(s->loc_get, 0) == CAS_ID_LEN) {
+		memcpy(out->pack.b, sqlite3_column_blob(s->loc_get, 0), CAS_ID_LEN);
+		out->off = (uint64_t)sqlite3_column_int64(s->loc_get, 1);
+		out->stored_len = (uint32_t)sqlite3_column_int64(s->loc_get, 2);
+		out->raw_len = (uint32_t)sqlite3_column_int64(s->loc_get, 3);
+		out->flags = (uint32_t)sqlite3_column_int64(s->loc_get, 4);
+		rc = 0;
+	} else if (step == SQLITE_DONE || step == SQLITE_ROW) {
+		rc = -ENOENT;
+	} else {
+		rc = sql_err(s, step, "find location");
+	}
+	sqlite3_reset(s->loc_get);
+	sqlite3_mutex_leave(sqlite3_db_mutex(s->db));
+	return rc;
+}
+
+int store_loc_begin(struct store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	return sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+}
+
+int store_loc_put(struct store *s, const char *remote, const struct cas_id *id,
+		  const struct store_loc *loc)
+{
+	int rc;
+
+	sqlite3_bind_text(s->loc_put, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s->loc_put, 2, id->b, CAS_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(s->loc_put, 3, loc->pack.b, CAS_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s->loc_put, 4, (sqlite3_int64)loc->off);
+	sqlite3_bind_int64(s->loc_put, 5, loc->stored_len);
+	sqlite3_bind_int64(s->loc_put, 6, loc->raw_len);
+	sqlite3_bind_int64(s->loc_put, 7, loc->flags);
+	rc = sql_err(s, sqlite3_step(s->loc_put), "add location");
+	sqlite3_reset(s->loc_put);
+	return rc;
+}
+
+int store_loc_commit(struct store *s)
+{
+	int rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
+
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int store_loc_forget_pack(struct store *s, const char *remote, const struct cas_id *pack)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = prep(s, &st, "DELETE FROM locations WHERE remote=?1 AND pack=?2");
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, pack->b, CAS_ID_LEN, SQLITE_STATIC);
+	rc = sql_err(s, sqlite3_step(st), "forget pack");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_object_bytes(struct store *s, uint64_t *bytes, uint64_t *files)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = prep(s, &st, "SELECT COALESCE(SUM(size),0), COUNT(*) FROM objects");
+	if (rc)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*bytes = (uint64_t)sqlite3_column_int64(st, 0);
+		*files = (uint64_t)sqlite3_column_int64(st, 1);
+		rc = 0;
+	} else {
+		rc = sql_err(s, rc, "sum objects");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_gc(struct store *s, uint64_t max, uint64_t *files, uint64_t *bytes)
+{
+	sqlite3_stmt *sel = NULL, *del = NULL;
+	uint64_t total = 0, nfiles = 0;
+	char path[PATH_MAX];
+	int rc;
+
+	*files = *bytes = 0;
+	rc = store_object_bytes(s, &total, &nfiles);
+	if (rc || total <= max)
+		return rc;
+	rc = prep(s, &sel, "SELECT id, size FROM objects ORDER BY atime ASC");
+	if (!rc)
+		rc = prep(s, &del, "DELETE FROM objects WHERE id=?1");
+	if (rc)
+		goto out;
+	while (total > max && sqlite3_step(sel) == SQLITE_ROW) {
+		struct cas_id id;
+		uint64_t sz = (uint64_t)sqlite3_column_int64(sel, 1);
+
+		if (sqlite3_column_bytes(sel, 0) != CAS_ID_LEN)
+			continue;
+		memcpy(id.b, sqlite3_column_blob(sel, 0), CAS_ID_LEN);
+		store_object_path(s, &id, path, sizeof(path));
+		/* a mount holding the file open keeps reading it: unlink is safe */
+		if (unlink(path) < 0 && errno != ENOENT)
+			continue;
+		sqlite3_bind_blob(del, 1, id.b, CAS_ID_LEN, SQLITE_STATIC);
+		sqlite3_step(del);
+		sqlite3_reset(del);
+		total -= sz < total ? sz : total;
+		(*files)++;
+		*bytes += sz;
+	}
+out:
+	sqlite3_finalize(sel);
+	sqlite3_finalize(del);
+	return rc;
+}

@@ -1,0 +1,80 @@
+/*
+ * The local store: a directory holding the object cache, cached catalogs,
+ * temp files, mount state and an SQLite index (WAL) of what it holds.
+ * Shared safely by concurrent commands and mounts: files appear by
+ * rename only, and the index is written after the file is durable.
+ *
+ *   STORE/index.db         SQLite: objects, locations, catalogs
+ *   STORE/objects/ab/<hex> cached raw chunk content
+ *   STORE/catalogs/<hex>   uncompressed catalogs (mmap-able)
+ *   STORE/tmp/             temp files (same filesystem, for rename)
+ *   STORE/remote/          the default file remote when none is given
+ *
+ * A struct store may be used from several threads; the index connection
+ * is serialized by SQLite (FULLMUTEX).
+ */
+#ifndef STASH_STORE_H
+#define STASH_STORE_H
+
+#include "cas.h"
+#include "util.h"
+
+#include <stdint.h>
+
+struct store;
+
+/* Where a chunk lives on a remote (for dedup on save). */
+struct store_loc {
+	struct cas_id pack;
+	uint64_t off;
+	uint32_t stored_len;
+	uint32_t raw_len;
+	uint32_t flags;
+};
+
+/* Default path: $STASHFS_STORE, else $XDG_CACHE_HOME/stashfs, else
+ * ~/.cache/stashfs.  0 or -errno. */
+int store_default_path(char *out, size_t n);
+
+/* Create if needed and open.  0 or -errno (a clear error is logged). */
+int store_open(const char *path, struct store **out);
+void store_close(struct store *s);
+
+const char *store_path(const struct store *s);
+const char *store_tmpdir(const struct store *s);
+
+/* Path of a cached object / catalog (whether or not it exists). */
+void store_object_path(const struct store *s, const struct cas_id *id, char *out, size_t n);
+void store_catalog_path(const struct store *s, const struct cas_id *id, char *out, size_t n);
+
+/*
+ * Put raw chunk bytes into the object cache (temp, fsync, rename, then
+ * index).  The caller has verified the hash.  0 or -errno (-ENOSPC).
+ */
+int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n);
+/* 1 if cached (and the file has the recorded size), 0 if not. */
+int store_object_has(struct store *s, const struct cas_id *id);
+/* Mark objects used now (for LRU gc). */
+int store_object_touch(struct store *s, const struct cas_id *id);
+
+/* Record that a catalog file is cached. */
+int store_catalog_note(struct store *s, const struct cas_id *id, uint64_t size);
+
+/* Known chunk locations on a remote (by URL). */
+int store_loc_get(struct store *s, const char *remote, const struct cas_id *id,
+		  struct store_loc *out);
+/* Batch insert: begin, put..., commit. */
+int store_loc_begin(struct store *s);
+int store_loc_put(struct store *s, const char *remote, const struct cas_id *id,
+		  const struct store_loc *loc);
+int store_loc_commit(struct store *s);
+/* Forget every location in a pack the remote no longer has. */
+int store_loc_forget_pack(struct store *s, const char *remote, const struct cas_id *pack);
+
+/* Trim the object cache to max bytes, least recently used first.
+ * Counts of what was removed in *files and *bytes. */
+int store_gc(struct store *s, uint64_t max, uint64_t *files, uint64_t *bytes);
+/* Total cached object bytes. */
+int store_object_bytes(struct store *s, uint64_t *bytes, uint64_t *files);
+
+#endif

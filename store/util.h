@@ -1,0 +1,70 @@
+/*
+ * Small shared helpers: growable byte buffers, logging, hex, time, paths.
+ *
+ * Every function that can fail returns 0 or -errno.  Buffers that hold
+ * bytes from outside are bounded by the caller-supplied cap (buf_reserve
+ * fails with -EFBIG past it).
+ */
+#ifndef STASH_UTIL_H
+#define STASH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+struct buf {
+	uint8_t *p;
+	size_t len;
+	size_t cap;
+};
+
+#define BUF_INIT { NULL, 0, 0 }
+
+int buf_reserve(struct buf *b, size_t extra);
+int buf_append(struct buf *b, const void *data, size_t n);
+int buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+
+/* Logging to stderr, prefixed "stashfs: ".  log_quiet silences info. */
+extern int log_quiet;
+extern int log_verbose;
+void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void hex_encode(char *out, const uint8_t *in, size_t n);
+int hex_decode(uint8_t *out, const char *in, size_t n);
+
+int64_t now_ns(void);
+double mono_sec(void);
+
+/* Human size like "12.3 MB" into out (at least 32 bytes). */
+void fmt_size(char *out, size_t outlen, uint64_t n);
+
+/* Parse "10G", "512M", "1000" into bytes.  0 or -EINVAL. */
+int parse_size(const char *s, uint64_t *out);
+
+/* Read/write whole files, crash-safe write (tmp, fsync, rename). */
+int read_file(const char *path, struct buf *out, size_t cap);
+int write_file_atomic(const char *path, const void *data, size_t n);
+int fsync_dir_of(const char *path);
+
+/* Full reads/writes that retry on EINTR and short counts. */
+ssize_t pread_full(int fd, void *buf, size_t n, off_t off);
+int pwrite_full(int fd, const void *buf, size_t n, off_t off);
+int write_full(int fd, const void *buf, size_t n);
+
+/* mkdir -p; 0 or -errno. */
+int mkdir_p(const char *path, mode_t mode);
+
+/* Quote a path for messages: non-printable bytes as \xNN.  Thread-unsafe
+ * static rotating buffers; fine for error lines. */
+const char *qpath(const char *path);
+
+#endif

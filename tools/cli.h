@@ -1,0 +1,66 @@
+/* Shared pieces of the stashfs command: common options, output helpers. */
+#ifndef STASH_CLI_H
+#define STASH_CLI_H
+
+#include "../store/repo.h"
+#include "../store/snapshot.h"
+
+#include <getopt.h>
+#include <stdio.h>
+
+#define EXIT_USAGE 2
+
+struct common {
+	const char *store;
+	const char *remote;
+	char *reads[REPO_MAX_READS];
+	int n_reads;
+	int json;
+	int quiet;
+	char *reads_env; /* owned copy of STASHFS_READ_REMOTES */
+	char store_buf[4096];
+};
+
+/* Options every command takes; ids >= 1000 so commands can add theirs. */
+enum {
+	OPT_STORE = 1000, OPT_REMOTE, OPT_READ_REMOTE, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_HELP,
+	OPT_CMD_BASE = 1100
+};
+
+#define COMMON_LONGOPTS                                                        \
+	{ "store", required_argument, NULL, OPT_STORE },                       \
+	{ "remote", required_argument, NULL, OPT_REMOTE },                     \
+	{ "read-remote", required_argument, NULL, OPT_READ_REMOTE },           \
+	{ "json", no_argument, NULL, OPT_JSON },                               \
+	{ "quiet", no_argument, NULL, OPT_QUIET },                             \
+	{ "verbose", no_argument, NULL, OPT_VERBOSE },                         \
+	{ "help", no_argument, NULL, OPT_HELP }
+
+#define COMMON_HELP                                                            \
+	"  --store PATH         local store (env STASHFS_STORE; default\n"         \
+	"                       $XDG_CACHE_HOME/stashfs or ~/.cache/stashfs)\n"   \
+	"  --remote URL         remote to share through (env STASHFS_REMOTE):\n"  \
+	"                       file:///dir; default: the store alone\n"          \
+	"  --read-remote URL    read-only fallback remote, repeatable\n"          \
+	"                       (env STASHFS_READ_REMOTES, space-separated)\n"    \
+	"  --json               machine-readable output on stdout\n"              \
+	"  --quiet              no summary line\n"                                \
+	"  --help               this help\n"
+
+void common_init(struct common *c);
+/* Handle a common option; 1 if handled, 0 if not, -1 on a usage error. */
+int common_opt(struct common *c, int opt, const char *arg);
+void common_free(struct common *c);
+int common_open_repo(struct common *c, struct repo *r);
+
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* JSON string (keys and paths) to f. */
+void json_str(FILE *f, const char *s, size_t n);
+
+int cmd_save(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_key(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+
+#endif

@@ -1,0 +1,606 @@
+/* stashfs save, restore, ls, key and gc. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_FORCE, OPT_THREADS, OPT_LEVEL,
+	OPT_FAIL_ON_MISS, OPT_PRESERVE_OWNER, OPT_PREFIX, OPT_MAX_SIZE
+};
+
+static void print_summary_json(const char *cmd, const char *key, enum hit_kind hit,
+			       const char *hit_key, const struct snap_stats *st, double secs)
+{
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_id_hex(&st->catalog, hex);
+	printf("{\"command\":\"%s\",\"key\":", cmd);
+	json_str(stdout, key, strlen(key));
+	if (!strcmp(cmd, "restore")) {
+		printf(",\"hit\":\"%s\",\"matched_key\":", hit_kind_name(hit));
+		if (hit_key)
+			json_str(stdout, hit_key, strlen(hit_key));
+		else
+			printf("null");
+	}
+	printf(",\"snapshot\":\"%s\",\"files\":%" PRIu64 ",\"dirs\":%" PRIu64
+	       ",\"symlinks\":%" PRIu64 ",\"hardlinks\":%" PRIu64 ",\"bytes\":%" PRIu64
+	       ",\"chunks\":%" PRIu64 ",\"chunks_new\":%" PRIu64 ",\"bytes_new\":%" PRIu64
+	       ",\"bytes_uploaded\":%" PRIu64 ",\"packs_uploaded\":%" PRIu64
+	       ",\"bytes_fetched\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.3f}\n",
+	       hit == HIT_MISS && !strcmp(cmd, "restore") ? "" : hex, st->files, st->dirs,
+	       st->symlinks, st->hardlinks, st->bytes, st->chunks, st->chunks_new, st->bytes_new,
+	       st->bytes_uploaded, st->packs_uploaded, st->bytes_fetched, st->skipped, secs);
+}
+
+static const char save_help[] =
+	"usage: stashfs save DIR --key KEY [OPTIONS]\n\n"
+	"Snapshot the real directory DIR and publish it as KEY.  Only content the\n"
+	"remote does not hold yet is uploaded.\n\n"
+	"  --key KEY            name to publish (printable ASCII, up to 512 bytes)\n"
+	"  --threads N          hashing/compression threads (default: one per core)\n"
+	"  --level N            zstd level for uploads (default 1)\n"
+	COMMON_HELP;
+
+int cmd_save(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "level", required_argument, NULL, OPT_LEVEL },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	struct save_opts so = { NULL, NULL, 0, 1, 0 };
+	struct snap_stats st;
+	struct common c;
+	struct repo r;
+	struct stat sb;
+	double t0 = mono_sec(), secs;
+	int opt, rc;
+
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("save", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: so.key = optarg; break;
+		case OPT_THREADS: so.threads = atoi(optarg); break;
+		case OPT_LEVEL: so.level = atoi(optarg); break;
+		case OPT_HELP: fputs(save_help, stdout); return 0;
+		default: return usage_error("save", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("save", "expected one DIR");
+	if (!so.key)
+		return usage_error("save", "--key is required");
+	if (key_valid(so.key))
+		return usage_error("save", "key must be 1-512 printable ASCII characters");
+	so.dir = argv[optind];
+	if (stat(so.dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		log_err("save: '%s' is not a directory%s%s", qpath(so.dir), errno ? ": " : "",
+			errno ? strerror(errno) : "");
+		return 1;
+	}
+	rc = common_open_repo(&c, &r);
+	if (rc) {
+		common_free(&c);
+		return 1;
+	}
+	rc = snapshot_save(&r, &so, &st);
+	secs = mono_sec() - t0;
+	if (!rc) {
+		char total[32], up[32];
+
+		fmt_size(total, sizeof(total), st.bytes);
+		fmt_size(up, sizeof(up), st.bytes_uploaded);
+		log_info("save: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
+			 " new of %" PRIu64 " chunks, uploaded %s in %" PRIu64 " packs; %.2f s (%.0f MB/s)",
+			 so.key, st.files, st.dirs, total, st.chunks_new, st.chunks, up,
+			 st.packs_uploaded, secs, secs > 0 ? st.bytes / secs / 1e6 : 0.0);
+		if (c.json)
+			print_summary_json("save", so.key, HIT_EXACT, NULL, &st, secs);
+	}
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
+
+static int dir_is_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int empty = 1;
+
+	if (!d)
+		return errno == ENOENT ? 1 : -errno;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			empty = 0;
+			break;
+		}
+	closedir(d);
+	return empty;
+}
+
+static const char restore_help[] =
+	"usage: stashfs restore DIR --key KEY [--restore-key PREFIX]... [OPTIONS]\n\n"
+	"Materialize a snapshot into the real directory DIR (created if missing).\n"
+	"Tries KEY exactly, then each PREFIX in order (the newest key starting\n"
+	"with it).  A miss is not an error unless --fail-on-miss.\n\n"
+	"  --key KEY            the key to restore\n"
+	"  --restore-key PREFIX fallback prefix, repeatable, tried in order\n"
+	"  --force              restore into a non-empty DIR (replacing entries)\n"
+	"  --fail-on-miss       exit 1 when no key matched\n"
+	"  --preserve-owner     restore recorded owners (needs root)\n"
+	"  --threads N          parallel fetches (default 4)\n"
+	COMMON_HELP;
+
+int cmd_restore(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "restore-key", required_argument, NULL, OPT_RESTORE_KEY },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
+		{ "preserve-owner", no_argument, NULL, OPT_PRESERVE_OWNER },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	struct restore_opts ro = { NULL, 0, 0 };
+	char *restore_keys[64];
+	int n_restore = 0, force = 0, fail_on_miss = 0, opt, rc, ret = 1;
+	const char *key = NULL;
+	struct key_rec rec;
+	struct snap_stats st;
+	struct catalog *cat = NULL;
+	enum hit_kind hit = HIT_MISS;
+	struct common c;
+	struct repo r;
+	double t0 = mono_sec(), secs;
+
+	common_init(&c);
+	memset(&st, 0, sizeof(st));
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("restore", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: key = optarg; break;
+		case OPT_RESTORE_KEY:
+			if (n_restore == (int)ARRAY_SIZE(restore_keys))
+				return usage_error("restore", "too many --restore-key");
+			if (key_valid(optarg))
+				return usage_error("restore", "restore key must be printable ASCII, 1-512 bytes");
+			restore_keys[n_restore++] = optarg;
+			break;
+		case OPT_FORCE: force = 1; break;
+		case OPT_FAIL_ON_MISS: fail_on_miss = 1; break;
+		case OPT_PRESERVE_OWNER: ro.preserve_owner = 1; break;
+		case OPT_THREADS: ro.threads = atoi(optarg); break;
+		case OPT_HELP: fputs(restore_help, stdout); return 0;
+		default: return usage_error("restore", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("restore", "expected one DIR");
+	if (!key)
+		return usage_error("restore", "--key is required");
+	if (key_valid(key))
+		return usage_error("restore", "key must be 1-512 printable ASCII characters");
+	ro.dir = argv[optind];
+	rc = dir_is_empty(ro.dir);
+	if (rc < 0) {
+		log_err("restore: cannot read '%s': %s", qpath(ro.dir), strerror(-rc));
+		return 1;
+	}
+	if (rc == 0 && !force) {
+		log_err("restore: '%s' is not empty; use --force to restore into it", qpath(ro.dir));
+		return 1;
+	}
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = keys_resolve(&r, key, restore_keys, n_restore, &rec, &hit);
+	if (rc) {
+		log_err("restore: looking up key '%s': %s", key, strerror(-rc));
+		goto out;
+	}
+	if (hit == HIT_MISS) {
+		secs = mono_sec() - t0;
+		log_info("restore: miss for key '%s'%s; nothing restored (%.2f s)", key,
+			 n_restore ? " and its restore keys" : "", secs);
+		if (c.json)
+			print_summary_json("restore", key, hit, NULL, &st, secs);
+		ret = fail_on_miss ? 1 : 0;
+		goto out;
+	}
+	rc = repo_catalog(&r, &rec.catalog, &cat);
+	if (rc)
+		goto out;
+	rc = mkdir_p(ro.dir, 0755);
+	if (rc) {
+		log_err("restore: cannot create '%s': %s", qpath(ro.dir), strerror(-rc));
+		goto out;
+	}
+	rc = snapshot_restore(&r, cat, &ro, &st);
+	if (rc)
+		goto out;
+	st.catalog = rec.catalog;
+	secs = mono_sec() - t0;
+	{
+		char total[32], got[32];
+
+		fmt_size(total, sizeof(total), st.bytes);
+		fmt_size(got, sizeof(got), st.bytes_fetched);
+		log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; fetched %s; %.2f s",
+			 hit_kind_name(hit), rec.key, st.files, st.dirs, total, got, secs);
+	}
+	if (c.json)
+		print_summary_json("restore", key, hit, rec.key, &st, secs);
+	ret = 0;
+out:
+	catalog_close(cat);
+	repo_close(&r);
+	common_free(&c);
+	return ret;
+}
+
+static const char ls_help[] =
+	"usage: stashfs ls [PREFIX] [OPTIONS]\n\n"
+	"Keys starting with PREFIX (all keys without one), newest first, with\n"
+	"their size, file count and age.\n\n" COMMON_HELP;
+
+int cmd_ls(int argc, char **argv)
+{
+	static const struct option longopts[] = { COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
+	const char *prefix = "";
+	struct key_rec *v = NULL;
+	struct common c;
+	struct repo r;
+	size_t n = 0, i;
+	int opt, rc;
+	int64_t now = now_ns();
+
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("ls", "too many --read-remote");
+		if (h)
+			continue;
+		if (opt == OPT_HELP) {
+			fputs(ls_help, stdout);
+			return 0;
+		}
+		return usage_error("ls", "unknown option");
+	}
+	if (optind + 1 < argc)
+		return usage_error("ls", "at most one PREFIX");
+	if (optind < argc)
+		prefix = argv[optind];
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = keys_list(&r, prefix, &v, &n);
+	if (rc) {
+		log_err("ls: cannot list keys: %s", strerror(-rc));
+		goto out;
+	}
+	if (c.json) {
+		printf("[");
+		for (i = 0; i < n; i++) {
+			char hex[CAS_HEX_LEN + 1];
+
+			cas_id_hex(&v[i].catalog, hex);
+			printf("%s{\"key\":", i ? "," : "");
+			json_str(stdout, v[i].key, strlen(v[i].key));
+			printf(",\"snapshot\":\"%s\",\"bytes\":%" PRIu64 ",\"files\":%" PRIu64
+			       ",\"published_ns\":%" PRId64 ",\"age_seconds\":%.0f}",
+			       hex, v[i].bytes, v[i].files, v[i].time_ns,
+			       (double)(now - v[i].time_ns) / 1e9);
+		}
+		printf("]\n");
+	} else {
+		if (n)
+			printf("%-40s %10s %8s %8s\n", "KEY", "SIZE", "FILES", "AGE");
+		for (i = 0; i < n; i++) {
+			char sz[32], age[32];
+			double a = (double)(now - v[i].time_ns) / 1e9;
+
+			fmt_size(sz, sizeof(sz), v[i].bytes);
+			if (a < 120)
+				snprintf(age, sizeof(age), "%.0fs", a);
+			else if (a < 7200)
+				snprintf(age, sizeof(age), "%.0fm", a / 60);
+			else if (a < 172800)
+				snprintf(age, sizeof(age), "%.0fh", a / 3600);
+			else
+				snprintf(age, sizeof(age), "%.0fd", a / 86400);
+			printf("%-40s %10s %8" PRIu64 " %8s\n", v[i].key, sz, v[i].files, age);
+		}
+	}
+	log_info("ls: %zu keys%s%s%s", n, *prefix ? " starting with '" : "", prefix,
+		 *prefix ? "'" : "");
+out:
+	free(v);
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
+
+/* ---- key ---- */
+
+struct pathvec {
+	char **v;
+	size_t n, cap;
+};
+
+static int pv_add(struct pathvec *pv, const char *p)
+{
+	if (pv->n == pv->cap) {
+		size_t nc = pv->cap ? pv->cap * 2 : 64;
+		char **nv = realloc(pv->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		pv->v = nv;
+		pv->cap = nc;
+	}
+	pv->v[pv->n] = strdup(p);
+	if (!pv->v[pv->n])
+		return -ENOMEM;
+	pv->n++;
+	return 0;
+}
+
+static int add_tree(struct pathvec *pv, const char *path)
+{
+	struct stat st;
+	DIR *d;
+	struct dirent *de;
+	int rc = 0;
+
+	if (lstat(path, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode))
+		return pv_add(pv, path);
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while (!rc && (de = readdir(d))) {
+		char *sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&sub, "%s/%s", path, de->d_name) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = add_tree(pv, sub);
+		free(sub);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int strp_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int hash_file(const char *path, struct cas_id *out)
+{
+	struct cas_hasher *h = cas_hasher_new();
+	char b[1 << 16];
+	int fd, rc = 0;
+
+	if (!h)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, b, sizeof(b));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		cas_hasher_update(h, b, (size_t)n);
+	}
+	close(fd);
+	if (!rc)
+		cas_hasher_final(h, out);
+out:
+	cas_hasher_free(h);
+	return rc;
+}
+
+static const char key_help[] =
+	"usage: stashfs key [--prefix P] FILE|GLOB|DIR...\n\n"
+	"Print P followed by a SHA-256 over the contents of the matching files,\n"
+	"like GitHub Actions' hashFiles(): each argument is a path or a glob\n"
+	"(*, ?, [...], {a,b}); directories count every regular file below them.\n"
+	"Files are taken once each, in byte order of their paths, so the key\n"
+	"does not depend on argument order.  Exit 1 if nothing matches.\n\n"
+	"  --prefix P           text to put before the hash\n"
+	"  --help               this help\n";
+
+int cmd_key(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "prefix", required_argument, NULL, OPT_PREFIX },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *prefix = "";
+	struct pathvec pv = { NULL, 0, 0 };
+	struct cas_hasher *h = NULL;
+	char hex[CAS_HEX_LEN + 1];
+	struct cas_id id;
+	int opt, i, rc = 0, ret = 1;
+	size_t k, out;
+
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_PREFIX: prefix = optarg; break;
+		case OPT_HELP: fputs(key_help, stdout); return 0;
+		default: return usage_error("key", "unknown option");
+		}
+	}
+	if (optind >= argc)
+		return usage_error("key", "expected at least one FILE");
+	for (i = optind; i < argc && !rc; i++) {
+		glob_t g;
+		int gr = glob(argv[i], GLOB_BRACE | GLOB_NOSORT, NULL, &g);
+
+		if (gr == GLOB_NOMATCH) {
+			struct stat st;
+
+			/* a literal path with glob characters in its name */
+			if (lstat(argv[i], &st) == 0)
+				rc = add_tree(&pv, argv[i]);
+			continue;
+		}
+		if (gr != 0) {
+			log_err("key: bad pattern '%s'", qpath(argv[i]));
+			rc = -EINVAL;
+			break;
+		}
+		for (k = 0; k < g.gl_pathc && !rc; k++)
+			rc = add_tree(&pv, g.gl_pathv[k]);
+		globfree(&g);
+	}
+	if (rc) {
+		log_err("key: %s", strerror(-rc));
+		goto out;
+	}
+	if (pv.n == 0) {
+		log_err("key: no file matches");
+		goto out;
+	}
+	qsort(pv.v, pv.n, sizeof(*pv.v), strp_cmp);
+	for (k = 0, out = 0; k < pv.n; k++) {
+		if (out && !strcmp(pv.v[out - 1], pv.v[k])) {
+			free(pv.v[k]);
+			continue;
+		}
+		pv.v[out++] = pv.v[k];
+	}
+	pv.n = out;
+	h = cas_hasher_new();
+	if (!h)
+		goto out;
+	for (k = 0; k < pv.n; k++) {
+		rc = hash_file(pv.v[k], &id);
+		if (rc) {
+			log_err("key: cannot read '%s': %s", qpath(pv.v[k]), strerror(-rc));
+			goto out;
+		}
+		cas_hasher_update(h, id.b, sizeof(id.b));
+	}
+	cas_hasher_final(h, &id);
+	cas_id_hex(&id, hex);
+	if (strlen(prefix) + CAS_HEX_LEN > KEY_MAX) {
+		log_err("key: prefix too long (the key must fit in %d bytes)", KEY_MAX);
+		goto out;
+	}
+	printf("%s%s\n", prefix, hex);
+	ret = 0;
+out:
+	cas_hasher_free(h);
+	for (k = 0; k < pv.n; k++)
+		free(pv.v[k]);
+	free(pv.v);
+	return ret;
+}
+
+static const char gc_help[] =
+	"usage: stashfs gc [--max-size SIZE] [OPTIONS]\n\n"
+	"Trim the local object cache to SIZE (like 10G, 512M), least recently\n"
+	"used first.  Without --max-size, print the cache size.\n\n"
+	"  --max-size SIZE      the size to trim to\n" COMMON_HELP;
+
+int cmd_gc(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "max-size", required_argument, NULL, OPT_MAX_SIZE },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	uint64_t max = UINT64_MAX, files = 0, bytes = 0, total = 0, nobj = 0;
+	struct common c;
+	struct repo r;
+	char a[32], b[32];
+	int opt, rc;
+
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("gc", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_MAX_SIZE:
+			if (parse_size(optarg, &max))
+				return usage_error("gc", "bad size '%s'", optarg);
+			break;
+		case OPT_HELP: fputs(gc_help, stdout); return 0;
+		default: return usage_error("gc", "unknown option");
+		}
+	}
+	if (optind != argc)
+		return usage_error("gc", "unexpected argument");
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = store_gc(r.store, max, &files, &bytes);
+	if (!rc)
+		rc = store_object_bytes(r.store, &total, &nobj);
+	if (!rc) {
+		fmt_size(a, sizeof(a), bytes);
+		fmt_size(b, sizeof(b), total);
+		log_info("gc: removed %" PRIu64 " objects (%s); cache now %" PRIu64 " objects, %s",
+			 files, a, nobj, b);
+		if (c.json)
+			printf("{\"removed_objects\":%" PRIu64 ",\"removed_bytes\":%" PRIu64
+			       ",\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64 "}\n",
+			       files, bytes, nobj, total);
+	}
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
