@@ -178,20 +178,24 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 		return bad(why, whylen, "root is not a directory");
 	for (i = 0; i < h->n_entries; i++) {
 		const struct cat_entry *x = &e[i];
-		const char *nm = s + x->name_off;
+		const char *nm;
 
 		if (x->name_off > h->strings_len || x->name_len > h->strings_len - x->name_off ||
 		    x->name_len > CATALOG_MAX_NAME)
 			return bad(why, whylen, "entry %llu: name out of bounds", (unsigned long long)i);
+		nm = s + x->name_off;
 		if (i > 0) {
-			const struct cat_entry *d = &e[x->parent];
+			const struct cat_entry *d;
 
+			if (x->parent >= i)
+				return bad(why, whylen, "entry %llu: bad parent", (unsigned long long)i);
+			d = &e[x->parent];
 			if (x->name_len == 0 || memchr(nm, '/', x->name_len) ||
 			    memchr(nm, 0, x->name_len) ||
 			    (x->name_len == 1 && nm[0] == '.') ||
 			    (x->name_len == 2 && nm[0] == '.' && nm[1] == '.'))
 				return bad(why, whylen, "entry %llu: bad name", (unsigned long long)i);
-			if (x->parent >= i || !S_ISDIR(d->mode) || i < d->first ||
+			if (!S_ISDIR(d->mode) || i < d->first ||
 			    i - d->first >= d->count)
 				return bad(why, whylen, "entry %llu: bad parent", (unsigned long long)i);
 			if (i > d->first) {

@@ -425,7 +425,8 @@ int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *
 		free(rv.v);
 		return rc;
 	}
-	qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
+	if (rv.n)
+		qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
 	*out = rv.v;
 	*n = rv.n;
 	return 0;

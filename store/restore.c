@@ -221,9 +221,29 @@ static int plan(struct restorer *s)
 	return 0;
 }
 
+static int all_zero(const uint8_t *p, size_t n)
+{
+	static const uint8_t z[4096];
+
+	while (n) {
+		size_t k = n < sizeof(z) ? n : sizeof(z);
+
+		if (memcmp(p, z, k))
+			return 0;
+		p += k;
+		n -= k;
+	}
+	return 1;
+}
+
 static int write_target(struct restorer *s, const struct target *t, const void *p, size_t n)
 {
 	int fd, rc;
+
+	/* the file was sized with ftruncate: zeros are already there, and
+	 * leaving them as a hole keeps sparse files sparse */
+	if (all_zero(p, n))
+		return 0;
 
 	fd = openat(s->rootfd, s->paths[t->entry], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)

@@ -255,7 +255,8 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(errno));
 		goto out;
 	}
-	qsort(kids, nk, sizeof(*kids), child_cmp);
+	if (nk)
+		qsort(kids, nk, sizeof(*kids), child_cmp);
 	for (i = 0; i < nk; i++) {
 		char *cp = join(path, kids[i].name);
 

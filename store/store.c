@@ -128,7 +128,16 @@ int store_open(const char *path, struct store **out)
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, 30000);
-	rc = sqlite3_exec(s->db, schema, NULL, NULL, &err);
+	/* switching to WAL (first open of a new store) takes an exclusive
+	 * lock that the busy handler does not wait for: retry a while */
+	for (i = 0; i < 400; i++) {
+		rc = sqlite3_exec(s->db, schema, NULL, NULL, &err);
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+		sqlite3_free(err);
+		err = NULL;
+		usleep(25000);
+	}
 	if (rc != SQLITE_OK) {
 		log_err("index '%s': %s", qpath(dbpath), err ? err : sqlite3_errstr(rc));
 		sqlite3_free(err);

@@ -1,0 +1,97 @@
+"""Command-line contract: help, version, usage errors, key."""
+import os
+import subprocess
+
+import pytest
+
+COMMANDS = ["save", "restore", "ls", "key", "gc"]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help(stash, cmd):
+    r = subprocess.run([stash.bin, cmd, "--help"], capture_output=True)
+    assert r.returncode == 0
+    assert r.stdout.decode().startswith(f"usage: stashfs {cmd}")
+
+
+def test_version_and_usage(stash):
+    r = subprocess.run([stash.bin, "--version"], capture_output=True)
+    assert r.returncode == 0 and r.stdout.decode().startswith("stashfs ")
+    assert subprocess.run([stash.bin], capture_output=True).returncode == 2
+    r = subprocess.run([stash.bin, "frobnicate"], capture_output=True)
+    assert r.returncode == 2 and b"unknown command" in r.stderr
+
+
+def test_usage_errors_exit_2(stash, tmp_path):
+    assert stash.run("save", tmp_path, check=False).returncode == 2  # no --key
+    assert stash.run("save", "--key", "k", check=False).returncode == 2  # no DIR
+    r = stash.run("save", tmp_path, "--key", "bad\tkey", check=False)
+    assert r.returncode == 2 and b"printable" in r.stderr
+    assert stash.run("save", tmp_path, "--key", "x" * 513, check=False).returncode == 2
+    assert stash.run("restore", tmp_path / "o", "--bogus", check=False).returncode == 2
+    assert stash.run("gc", "--max-size", "lots", check=False).returncode == 2
+
+
+def test_save_missing_dir_is_one_line(stash, tmp_path):
+    r = stash.run("save", tmp_path / "nope", "--key", "k", check=False)
+    assert r.returncode == 1
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0] and "not a directory" in lines[0]
+
+
+def test_bad_remote_url(stash, tmp_path):
+    stash.remote = "ftp://example.invalid/x"
+    r = stash.run("ls", check=False)
+    assert r.returncode == 1 and b"unsupported scheme" in r.stderr
+    stash.remote = "file://relative/dir"
+    assert stash.run("ls", check=False).returncode == 1
+
+
+def test_key_is_stable_like_hashfiles(stash, tmp_path):
+    d = tmp_path / "proj"
+    (d / "sub").mkdir(parents=True)
+    (d / "Cargo.lock").write_text("lock")
+    (d / "sub" / "Cargo.toml").write_text("toml")
+    (d / "other.txt").write_text("other")
+    a = stash.run("key", d / "Cargo.lock", d / "sub" / "Cargo.toml").stdout.decode().strip()
+    b = stash.run("key", d / "sub" / "Cargo.toml", d / "Cargo.lock").stdout.decode().strip()
+    assert a == b and len(a) == 64
+    c = stash.run("key", "--prefix", "cargo-linux-", str(d / "Cargo.*"),
+                  str(d / "sub" / "Cargo.*")).stdout.decode().strip()
+    assert c == "cargo-linux-" + a
+    # a file listed twice counts once
+    e = stash.run("key", d / "Cargo.lock", d / "Cargo.lock", d / "sub/Cargo.toml")
+    assert e.stdout.decode().strip() == a
+    # content changes change the key
+    (d / "Cargo.lock").write_text("lock2")
+    assert stash.run("key", d / "Cargo.lock", d / "sub" / "Cargo.toml").stdout.decode().strip() != a
+    r = stash.run("key", str(tmp_path / "none*"), check=False)
+    assert r.returncode == 1 and b"no file matches" in r.stderr
+
+
+def test_environment_selects_store_and_remote(stash, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("env")
+    env = {"STASHFS_STORE": str(tmp_path / "envstore"),
+           "STASHFS_REMOTE": "file://" + str(tmp_path / "envremote")}
+    r = subprocess.run([stash.bin, "save", str(src), "--key", "e"], env={**os.environ, **env},
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "envstore" / "index.db").exists()
+    assert (tmp_path / "envremote" / "packs").is_dir()
+    # a read remote finds it from another store with another primary
+    env2 = {"STASHFS_STORE": str(tmp_path / "s2"), "STASHFS_REMOTE": "file://" + str(tmp_path / "r2"),
+            "STASHFS_READ_REMOTES": "file://" + str(tmp_path / "envremote")}
+    r = subprocess.run([stash.bin, "restore", str(tmp_path / "out"), "--key", "e"],
+                       env={**os.environ, **env2}, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "f").read_text() == "env"
+    # read remotes are never written
+    assert not (tmp_path / "envremote" / "keys").exists() or \
+        len(os.listdir(tmp_path / "envremote" / "keys")) == 1
+
+
+def test_gc_trims_cache(stash, tmp_path):
+    r = stash.run("gc", "--max-size", "0", json_out=True)
+    assert r.json["bytes"] == 0
