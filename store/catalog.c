@@ -19,7 +19,7 @@
 #error "the catalog format is little-endian; add byte swapping for this host"
 #endif
 
-_Static_assert(sizeof(struct cat_header) == 128, "header size");
+_Static_assert(sizeof(struct cat_header) == 144, "header size");
 _Static_assert(sizeof(struct cat_entry) == 72, "entry size");
 _Static_assert(sizeof(struct cat_ref) == 16, "ref size");
 _Static_assert(sizeof(struct cat_chunk) == 56, "chunk size");
@@ -33,6 +33,7 @@ struct catalog {
 	const struct cat_ref *r;
 	const struct cat_chunk *c;
 	const struct cas_id *p;
+	const uint32_t *rd;
 	const char *s;
 };
 
@@ -45,6 +46,7 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 		  const struct cat_ref *refs, uint64_t n_refs,
 		  const struct cat_chunk *chunks, uint64_t n_chunks,
 		  const struct cas_id *packs, uint64_t n_packs,
+		  const uint32_t *reads, uint64_t n_reads,
 		  const char *strings, uint64_t strings_len)
 {
 	struct cat_header h;
@@ -70,6 +72,9 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 	off += n_chunks * sizeof(*chunks);
 	h.off_packs = off;
 	off += n_packs * sizeof(*packs);
+	h.n_reads = n_reads;
+	h.off_reads = off;
+	off = align8(off + n_reads * sizeof(*reads));
 	h.off_strings = off;
 	off += strings_len;
 	h.total_size = align8(off);
@@ -91,6 +96,8 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 	buf_append(out, refs, n_refs * sizeof(*refs));
 	buf_append(out, chunks, n_chunks * sizeof(*chunks));
 	buf_append(out, packs, n_packs * sizeof(*packs));
+	buf_append(out, reads, n_reads * sizeof(*reads));
+	buf_append(out, zeros, h.off_strings - out->len);
 	buf_append(out, strings, strings_len);
 	buf_append(out, zeros, h.total_size - out->len);
 	return 0;
@@ -152,6 +159,7 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 	    !section_ok(h->off_refs, h->n_refs, sizeof(*r), n) ||
 	    !section_ok(h->off_chunks, h->n_chunks, sizeof(*c), n) ||
 	    !section_ok(h->off_packs, h->n_packs, sizeof(struct cas_id), n) ||
+	    !section_ok(h->off_reads, h->n_reads, sizeof(uint32_t), n) ||
 	    h->off_strings < sizeof(*h) || h->off_strings > n ||
 	    h->strings_len > n - h->off_strings)
 		return bad(why, whylen, "section out of bounds");
@@ -163,6 +171,14 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 	c = (const void *)((const uint8_t *)p + h->off_chunks);
 	s = (const char *)p + h->off_strings;
 
+	{
+		const uint32_t *rd = (const void *)((const uint8_t *)p + h->off_reads);
+
+		for (i = 0; i < h->n_reads; i++)
+			if (rd[i] >= h->n_chunks)
+				return bad(why, whylen, "read record %llu out of range",
+					   (unsigned long long)i);
+	}
 	for (i = 0; i < h->n_chunks; i++) {
 		if (c[i].pack >= h->n_packs)
 			return bad(why, whylen, "chunk %llu: pack out of range", (unsigned long long)i);
@@ -272,6 +288,7 @@ static void fill(struct catalog *c)
 	c->r = (const void *)(c->base + c->h->off_refs);
 	c->c = (const void *)(c->base + c->h->off_chunks);
 	c->p = (const void *)(c->base + c->h->off_packs);
+	c->rd = (const void *)(c->base + c->h->off_reads);
 	c->s = (const char *)c->base + c->h->off_strings;
 }
 
@@ -388,6 +405,12 @@ const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx)
 const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx)
 {
 	return &c->p[idx];
+}
+
+const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n)
+{
+	*n = c->h->n_reads;
+	return c->rd;
 }
 
 int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,

@@ -2,7 +2,7 @@
  * The snapshot catalog: an immutable tree in one flat, mmap-able file.
  *
  * Layout (little-endian, every section 8-byte aligned):
- *   header (128 bytes) | entries[] | refs[] | chunks[] | packs[] | strings
+ *   header (144 bytes) | entries[] | refs[] | chunks[] | packs[] | reads[] | strings
  *
  * Entry i is inode i + 1 (the root is entry 0, FUSE inode 1), so inode
  * numbers are the same on every mount of a snapshot.  A directory's
@@ -16,6 +16,9 @@
  * CHUNK_ZSTD, and its id is the SHA-256 of its raw bytes.  Hard links:
  * every member of a group has ino = index of the group's first member,
  * which alone carries refs.
+ *
+ * reads[] (uint32 chunk indices) records, in order, the content the job
+ * that committed this snapshot read, so the next mount can prefetch it.
  *
  * catalog_open validates every offset, count and the tree shape, so the
  * accessors below never read out of bounds on a catalog that opened.
@@ -56,6 +59,8 @@ struct cat_header {
 	int64_t created_ns;
 	uint64_t total_bytes; /* sum of regular file sizes (links once) */
 	uint64_t n_files;     /* regular files (links once) */
+	uint64_t n_reads;     /* read record: chunk indices in first-read order */
+	uint64_t off_reads;
 };
 
 struct cat_entry {
@@ -100,6 +105,7 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 		  const struct cat_ref *refs, uint64_t n_refs,
 		  const struct cat_chunk *chunks, uint64_t n_chunks,
 		  const struct cas_id *packs, uint64_t n_packs,
+		  const uint32_t *reads, uint64_t n_reads,
 		  const char *strings, uint64_t strings_len);
 
 /*
@@ -121,6 +127,8 @@ const char *catalog_target(const struct catalog *c, const struct cat_entry *e);
 const struct cat_ref *catalog_refs(const struct catalog *c, const struct cat_entry *e);
 const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx);
 const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx);
+/* The read record: *n chunk indices. */
+const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n);
 
 /* Child of directory dir named name; its index in *out.  0 or -ENOENT/-ENOTDIR. */
 int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,

@@ -70,11 +70,10 @@ struct saver {
 	struct repo *r;
 	const struct save_opts *o;
 	int rootfd;
-
-	struct cat_entry *e;
-	char **paths;
-	uint64_t n, cap;
-	struct buf strings;
+	struct snap_tree *t;
+	const uint32_t *reads;  /* read record: base chunk indices */
+	uint64_t n_reads;
+	uint32_t *read_ci;      /* base chunk index -> ci, for the record */
 	struct lnk *lnks;     /* regular files with st_nlink > 1 */
 	uint64_t nlnks, caplnks;
 
@@ -120,29 +119,34 @@ static int child_cmp(const void *a, const void *b)
 	return catalog_name_cmp(x->name, x->len, y->name, y->len);
 }
 
-static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t len,
-		     const struct stat *st, char *path)
+int snap_tree_add(struct snap_tree *t, uint32_t parent, const char *name, size_t len,
+		  const struct stat *st, char *path, uint32_t *idx)
 {
 	struct cat_entry *e;
 	int rc;
 
-	if (s->n == s->cap) {
-		uint64_t nc = s->cap ? s->cap * 2 : 1024;
-		struct cat_entry *ne = realloc(s->e, nc * sizeof(*ne));
+	if (t->n == t->cap) {
+		uint64_t nc = t->cap ? t->cap * 2 : 1024;
+		struct cat_entry *ne = realloc(t->e, nc * sizeof(*ne));
 		char **np;
+		uint32_t *nb;
 
 		if (!ne)
 			return -ENOMEM;
-		s->e = ne;
-		np = realloc(s->paths, nc * sizeof(*np));
+		t->e = ne;
+		np = realloc(t->paths, nc * sizeof(*np));
 		if (!np)
 			return -ENOMEM;
-		s->paths = np;
-		s->cap = nc;
+		t->paths = np;
+		nb = realloc(t->base, nc * sizeof(*nb));
+		if (!nb)
+			return -ENOMEM;
+		t->base = nb;
+		t->cap = nc;
 	}
-	if (s->n >= UINT32_MAX - 1)
-		return -EFBIG;
-	e = &s->e[s->n];
+	if (t->n >= UINT32_MAX - 1 || len > CATALOG_MAX_NAME)
+		return len > CATALOG_MAX_NAME ? -ENAMETOOLONG : -EFBIG;
+	e = &t->e[t->n];
 	memset(e, 0, sizeof(*e));
 	e->parent = parent;
 	e->mode = st->st_mode;
@@ -152,10 +156,49 @@ static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t 
 	e->mtime_sec = st->st_mtim.tv_sec;
 	e->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
 	e->nlink = 1;
-	e->ino = (uint32_t)s->n;
+	e->ino = (uint32_t)t->n;
 	e->name_len = (uint32_t)len;
-	e->name_off = s->strings.len;
-	rc = buf_append(&s->strings, name, len);
+	e->name_off = t->strings.len;
+	rc = buf_append(&t->strings, name, len);
+	if (rc)
+		return rc;
+	t->paths[t->n] = path;
+	t->base[t->n] = SNAP_NONE;
+	*idx = (uint32_t)t->n++;
+	return 0;
+}
+
+int snap_tree_set_target(struct snap_tree *t, uint32_t idx, const char *target, size_t len)
+{
+	struct cat_entry *e = &t->e[idx];
+
+	if (len == 0 || len > CATALOG_MAX_TARGET)
+		return -ENAMETOOLONG;
+	e->first = t->strings.len;
+	e->count = (uint32_t)len;
+	e->size = len;
+	return buf_append(&t->strings, target, len);
+}
+
+void snap_tree_release(struct snap_tree *t)
+{
+	uint64_t k;
+
+	for (k = 0; k < t->n; k++)
+		free(t->paths[k]);
+	free(t->paths);
+	free(t->base);
+	free(t->e);
+	buf_free(&t->strings);
+	memset(t, 0, sizeof(*t));
+}
+
+static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t len,
+		     const struct stat *st, char *path)
+{
+	uint32_t idx;
+	int rc = snap_tree_add(s->t, parent, name, len, st, path, &idx);
+
 	if (rc)
 		return rc;
 	if (S_ISREG(st->st_mode) && st->st_nlink > 1) {
@@ -168,10 +211,8 @@ static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t 
 			s->lnks = nl;
 			s->caplnks = nc;
 		}
-		s->lnks[s->nlnks++] = (struct lnk){ (uint32_t)s->n, st->st_dev, st->st_ino };
+		s->lnks[s->nlnks++] = (struct lnk){ idx, st->st_dev, st->st_ino };
 	}
-	s->paths[s->n] = path;
-	s->n++;
 	return 0;
 }
 
@@ -189,13 +230,13 @@ static char *join(const char *dir, const char *name)
 /* Read one directory, append its sorted children as a block. */
 static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *sp, uint64_t *scap)
 {
-	const char *path = s->paths[idx];
+	const char *path = s->t->paths[idx];
 	struct child *kids = NULL;
 	size_t nk = 0, ck = 0, i;
 	struct dirent *de;
 	DIR *d = NULL;
 	int fd, rc = 0;
-	uint64_t first = s->n, subdirs = 0;
+	uint64_t first = s->t->n, subdirs = 0;
 
 	fd = *path ? openat(s->rootfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 		   : dup(s->rootfd);
@@ -272,7 +313,6 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 		if (S_ISLNK(kids[i].st.st_mode)) {
 			char target[CATALOG_MAX_TARGET + 1];
 			ssize_t tl = readlinkat(dirfd(d), kids[i].name, target, sizeof(target));
-			struct cat_entry *e = &s->e[s->n - 1];
 
 			if (tl < 0 || tl > CATALOG_MAX_TARGET) {
 				rc = tl < 0 ? -errno : -ENAMETOOLONG;
@@ -280,16 +320,13 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 					qpath(cp), strerror(-rc));
 				goto out;
 			}
-			e->first = s->strings.len;
-			e->count = (uint32_t)tl;
-			e->size = (uint64_t)tl;
-			rc = buf_append(&s->strings, target, (size_t)tl);
+			rc = snap_tree_set_target(s->t, (uint32_t)(s->t->n - 1), target, (size_t)tl);
 			if (rc)
 				goto out;
 		}
 	}
-	s->e[idx].first = first;
-	s->e[idx].count = (uint32_t)nk;
+	s->t->e[idx].first = first;
+	s->t->e[idx].count = (uint32_t)nk;
 	/* push subdirectories so that they are visited in name order */
 	for (i = nk; i-- > 0;) {
 		if (!S_ISDIR(kids[i].st.st_mode))
@@ -308,7 +345,7 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 		}
 		(*stack)[(*sp)++] = (uint32_t)(first + i);
 	}
-	s->e[idx].nlink = (uint32_t)(2 + subdirs);
+	s->t->e[idx].nlink = (uint32_t)(2 + subdirs);
 out:
 	for (i = 0; i < nk; i++)
 		free(kids[i].name);
@@ -354,7 +391,7 @@ static int link_groups(struct saver *s)
 	if (!m)
 		return -ENOMEM;
 	for (i = 0; i < s->nlnks; i++) {
-		struct cat_entry *e = &s->e[s->lnks[i].idx];
+		struct cat_entry *e = &s->t->e[s->lnks[i].idx];
 		struct cas_id k;
 		uint32_t leader;
 
@@ -363,7 +400,7 @@ static int link_groups(struct saver *s)
 		memcpy(k.b + 8, &s->lnks[i].dev, sizeof(dev_t));
 		if (idmap_get(m, &k, &leader) == 0) {
 			e->ino = leader;
-			e->size = s->e[leader].size;
+			e->size = s->t->e[leader].size;
 			s->st->hardlinks++;
 		} else {
 			rc = idmap_put(m, &k, s->lnks[i].idx);
@@ -371,17 +408,17 @@ static int link_groups(struct saver *s)
 				goto out;
 		}
 	}
-	members = calloc(s->n, sizeof(*members));
+	members = calloc(s->t->n, sizeof(*members));
 	if (!members) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < s->n; i++)
-		if (S_ISREG(s->e[i].mode))
-			members[s->e[i].ino]++;
-	for (i = 0; i < s->n; i++)
-		if (S_ISREG(s->e[i].mode))
-			s->e[i].nlink = members[s->e[i].ino];
+	for (i = 0; i < s->t->n; i++)
+		if (S_ISREG(s->t->e[i].mode))
+			members[s->t->e[i].ino]++;
+	for (i = 0; i < s->t->n; i++)
+		if (S_ISREG(s->t->e[i].mode))
+			s->t->e[i].nlink = members[s->t->e[i].ino];
 out:
 	free(members);
 	idmap_free(m);
@@ -598,7 +635,7 @@ static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc,
 static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8_t *win,
 		     struct buf *enc)
 {
-	const char *path = s->paths[idx];
+	const char *path = s->t->paths[idx];
 	struct fileref *fr = &s->refs[idx];
 	size_t start = 0, have = 0;
 	uint64_t off = 0;
@@ -650,11 +687,11 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 		if (atomic_load(&s->err))
 			goto out;
 	}
-	if (off != s->e[idx].size)
+	if (off != s->t->e[idx].size)
 		log_warn("'%s/%s' changed size while saving (%llu -> %llu bytes); saved what was read",
-			 qpath(s->o->dir), qpath(path), (unsigned long long)s->e[idx].size,
+			 qpath(s->o->dir), qpath(path), (unsigned long long)s->t->e[idx].size,
 			 (unsigned long long)off);
-	s->e[idx].size = off;
+	s->t->e[idx].size = off;
 out:
 	close(fd);
 	return rc;
@@ -688,14 +725,53 @@ out:
 	return NULL;
 }
 
+/*
+ * Put every chunk of catalog c into the dedup map (its packs are on the
+ * primary).  With cmap, *cmap[i] is the ci index of c's chunk i.
+ */
+static int import_catalog(struct saver *s, const struct catalog *c, uint32_t **cmap)
+{
+	const struct cat_header *h = catalog_header(c);
+	uint32_t *pmap = NULL, *cm = NULL;
+	uint64_t i;
+	int rc = -ENOMEM;
+
+	pmap = malloc((h->n_packs ? h->n_packs : 1) * sizeof(*pmap));
+	cm = malloc((h->n_chunks ? h->n_chunks : 1) * sizeof(*cm));
+	if (!pmap || !cm)
+		goto out;
+	rc = 0;
+	for (i = 0; i < h->n_packs && !rc; i++)
+		rc = pack_index(s, catalog_pack(c, (uint32_t)i), 1, &pmap[i]);
+	for (i = 0; i < h->n_chunks && !rc; i++) {
+		const struct cat_chunk *ch = catalog_chunk(c, (uint32_t)i);
+
+		if (idmap_get(s->map, &ch->id, &cm[i]) == 0)
+			continue;
+		rc = grow_ci(s);
+		if (!rc)
+			rc = idmap_put(s->map, &ch->id, (uint32_t)s->nci);
+		if (!rc) {
+			cm[i] = (uint32_t)s->nci;
+			s->ci[s->nci++] = (struct cinfo){ ch->id, pmap[ch->pack], ch->raw_len,
+							  ch->pack_off, ch->stored_len, ch->flags,
+							  NONE, 0 };
+		}
+	}
+out:
+	free(pmap);
+	if (!rc && cmap)
+		*cmap = cm;
+	else
+		free(cm);
+	return rc;
+}
+
 /* Seed the dedup map with the key's current snapshot on the primary. */
-static int load_base(struct saver *s)
+static int load_key_base(struct saver *s)
 {
 	struct key_rec rec;
 	struct catalog *c = NULL;
-	const struct cat_header *h;
-	uint32_t *pmap = NULL;
-	uint64_t i;
 	int rc;
 
 	rc = keys_get(s->r->primary, s->o->key, &rec);
@@ -708,31 +784,70 @@ static int load_base(struct saver *s)
 		log_warn("previous snapshot of '%s' unreadable; saving without it", s->o->key);
 		return 0;
 	}
-	h = catalog_header(c);
-	pmap = malloc((h->n_packs ? h->n_packs : 1) * sizeof(*pmap));
-	if (!pmap) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (i = 0; i < h->n_packs && !rc; i++)
-		rc = pack_index(s, catalog_pack(c, (uint32_t)i), 1, &pmap[i]);
-	for (i = 0; i < h->n_chunks && !rc; i++) {
-		const struct cat_chunk *ch = catalog_chunk(c, (uint32_t)i);
-		uint32_t dummy;
+	rc = import_catalog(s, c, NULL);
+	catalog_close(c);
+	return rc;
+}
 
-		if (idmap_get(s->map, &ch->id, &dummy) == 0)
+/*
+ * Entries whose content is unchanged from the base snapshot reuse its
+ * chunk list: nothing is read.  The base's packs must be on the primary
+ * (checked once per pack).
+ */
+static int seed_from_base(struct saver *s, const struct catalog *base)
+{
+	uint32_t *cmap = NULL;
+	uint64_t i, j;
+	int rc;
+
+	rc = import_catalog(s, base, &cmap);
+	if (rc)
+		return rc;
+	for (i = 0; i < s->nci; i++) {
+		struct packinfo *p = &s->packs[s->ci[i].pack];
+		char name[128], hex[CAS_HEX_LEN + 1];
+
+		if (p->state != 1 || p->cat == 1)
 			continue;
-		rc = grow_ci(s);
-		if (!rc)
-			rc = idmap_put(s->map, &ch->id, (uint32_t)s->nci);
-		if (!rc)
-			s->ci[s->nci++] = (struct cinfo){ ch->id, pmap[ch->pack], ch->raw_len,
-							  ch->pack_off, ch->stored_len, ch->flags,
-							  NONE, 0 };
+		/* cat is free until build_catalog: use it as "checked" here */
+		p->cat = 1;
+		cas_id_hex(&p->id, hex);
+		snprintf(name, sizeof(name), "packs/%s", hex);
+		rc = remote_exists(s->r->primary, name);
+		if (rc < 0)
+			goto out;
+		if (rc == 0) {
+			log_err("commit: pack %s of the base snapshot is not on %s (mounted from a "
+				"read remote?); save the directory instead", hex, s->r->primary->url);
+			rc = -ENOENT;
+			goto out;
+		}
+		rc = 0;
+	}
+	for (i = 0; i < s->npacks; i++)
+		s->packs[i].cat = NONE;
+	for (i = 0; i < s->t->n && !rc; i++) {
+		const struct cat_entry *be;
+		const struct cat_ref *r;
+
+		if (s->t->base[i] == SNAP_NONE || !S_ISREG(s->t->e[i].mode) || s->t->e[i].ino != i)
+			continue;
+		be = catalog_entry(base, s->t->base[i]);
+		r = catalog_refs(base, be);
+		s->t->e[i].size = be->size;
+		for (j = 0; j < be->count && !rc; j++)
+			rc = add_ref(&s->refs[i], r[j].off, cmap[r[j].chunk]);
+		s->st->chunks += be->count;
+	}
+	if (!rc && s->n_reads) {
+		s->read_ci = malloc(s->n_reads * sizeof(*s->read_ci));
+		if (!s->read_ci)
+			rc = -ENOMEM;
+		for (i = 0; !rc && i < s->n_reads; i++)
+			s->read_ci[i] = cmap[s->reads[i]];
 	}
 out:
-	free(pmap);
-	catalog_close(c);
+	free(cmap);
 	return rc;
 }
 
@@ -741,10 +856,11 @@ static int build_catalog(struct saver *s, struct buf *img)
 	struct cat_ref *refs = NULL;
 	struct cat_chunk *chunks = NULL;
 	struct cas_id *packs = NULL;
-	uint64_t nrefs = 0, nchunks = 0, npacks = 0, i, j;
+	uint32_t *reads = NULL;
+	uint64_t nrefs = 0, nchunks = 0, npacks = 0, nreads = 0, i, j;
 	int rc = -ENOMEM;
 
-	for (i = 0; i < s->n; i++)
+	for (i = 0; i < s->t->n; i++)
 		nrefs += s->refs[i].n;
 	refs = malloc((nrefs ? nrefs : 1) * sizeof(*refs));
 	chunks = malloc((s->nci ? s->nci : 1) * sizeof(*chunks));
@@ -752,12 +868,12 @@ static int build_catalog(struct saver *s, struct buf *img)
 	if (!refs || !chunks || !packs)
 		goto out;
 	nrefs = 0;
-	for (i = 0; i < s->n; i++) {
-		struct cat_entry *e = &s->e[i];
+	for (i = 0; i < s->t->n; i++) {
+		struct cat_entry *e = &s->t->e[i];
 
 		if (S_ISREG(e->mode)) {
 			if (e->ino != i) {
-				e->size = s->e[e->ino].size;
+				e->size = s->t->e[e->ino].size;
 				continue;
 			}
 			e->first = nrefs;
@@ -782,9 +898,20 @@ static int build_catalog(struct saver *s, struct buf *img)
 			nrefs++;
 		}
 	}
-	rc = catalog_build(img, s->e, s->n, refs, nrefs, chunks, nchunks, packs, npacks,
-			   (const char *)s->strings.p, s->strings.len);
+	if (s->read_ci) {
+		reads = malloc(s->n_reads * sizeof(*reads));
+		if (!reads) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < s->n_reads; i++)
+			if (s->ci[s->read_ci[i]].cat != NONE)
+				reads[nreads++] = s->ci[s->read_ci[i]].cat;
+	}
+	rc = catalog_build(img, s->t->e, s->t->n, refs, nrefs, chunks, nchunks, packs, npacks,
+			   reads, nreads, (const char *)s->t->strings.p, s->t->strings.len);
 out:
+	free(reads);
 	free(refs);
 	free(chunks);
 	free(packs);
@@ -813,29 +940,142 @@ static int record_locations(struct saver *s)
 	return store_loc_commit(s->r->store) ?: rc;
 }
 
-int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st)
+/* Content, catalog, publish: shared by save and commit. */
+static int publish(struct saver *s, const struct catalog *base)
 {
-	struct saver s;
+	struct snap_tree *t = s->t;
+	struct snap_stats *st = s->st;
 	pthread_t th[64];
 	struct buf img = BUF_INIT;
 	struct key_rec rec;
 	int nth, i, rc;
 	uint64_t k;
 
-	memset(&s, 0, sizeof(s));
-	memset(st, 0, sizeof(*st));
-	s.r = r;
-	s.o = o;
-	s.st = st;
-	s.rootfd = -1;
-	pthread_mutex_init(&s.lock, NULL);
-	pthread_mutex_init(&s.pack_lock, NULL);
-	s.map = idmap_new();
-	s.packmap = idmap_new();
-	if (!s.map || !s.packmap) {
+	s->refs = calloc(t->n, sizeof(*s->refs));
+	s->files = malloc(t->n * sizeof(*s->files));
+	if (!s->refs || !s->files) {
 		rc = -ENOMEM;
 		goto out;
 	}
+	rc = load_key_base(s);
+	if (!rc && base)
+		rc = seed_from_base(s, base);
+	if (rc)
+		goto out;
+	for (k = 0; k < t->n; k++) {
+		struct cat_entry *e = &t->e[k];
+
+		if (S_ISDIR(e->mode))
+			st->dirs++;
+		else if (S_ISLNK(e->mode))
+			st->symlinks++;
+		else {
+			st->files++;
+			if (e->ino == k && e->size > 0 && t->base[k] == SNAP_NONE && t->paths[k])
+				s->files[s->nfiles++] = (uint32_t)k;
+			else if (e->ino == k && t->base[k] == SNAP_NONE)
+				e->size = 0;
+		}
+	}
+
+	nth = s->o->threads > 0 ? s->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nth < 1)
+		nth = 1;
+	if (nth > (int)ARRAY_SIZE(th))
+		nth = (int)ARRAY_SIZE(th);
+	for (i = 0; i < nth; i++) {
+		if (pthread_create(&th[i], NULL, worker, s) != 0) {
+			set_err(s, -EAGAIN);
+			break;
+		}
+	}
+	nth = i;
+	for (i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	rc = atomic_load(&s->err);
+	if (!rc && s->pw) {
+		struct pack_writer *w = s->pw;
+
+		s->pw = NULL;
+		rc = seal_and_upload(s, w, s->pw_idx);
+	}
+	if (rc)
+		goto out;
+	for (k = 0; k < t->n; k++)
+		if (S_ISREG(t->e[k].mode) && t->e[k].ino == k)
+			st->bytes += t->e[k].size;
+	rc = record_locations(s);
+	if (rc)
+		goto out;
+	rc = build_catalog(s, &img);
+	if (rc) {
+		log_err("building catalog: %s", strerror(-rc));
+		goto out;
+	}
+	rc = repo_put_catalog(s->r, &img, &st->catalog, &st->bytes_uploaded);
+	if (rc)
+		goto out;
+	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.key, sizeof(rec.key), "%s", s->o->key);
+	rec.catalog = st->catalog;
+	rec.time_ns = now_ns();
+	rec.files = st->files;
+	rec.bytes = st->bytes;
+	rc = keys_publish(s->r, &rec);
+out:
+	buf_free(&img);
+	return rc;
+}
+
+static int saver_init(struct saver *s, struct repo *r, const struct save_opts *o,
+		      struct snap_tree *t, struct snap_stats *st)
+{
+	memset(s, 0, sizeof(*s));
+	memset(st, 0, sizeof(*st));
+	s->r = r;
+	s->o = o;
+	s->t = t;
+	s->st = st;
+	s->rootfd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->pack_lock, NULL);
+	s->map = idmap_new();
+	s->packmap = idmap_new();
+	return s->map && s->packmap ? 0 : -ENOMEM;
+}
+
+static void saver_release(struct saver *s)
+{
+	uint64_t k;
+
+	if (s->pw)
+		pack_writer_abort(s->pw);
+	if (s->rootfd >= 0 && s->rootfd != AT_FDCWD)
+		close(s->rootfd);
+	for (k = 0; s->refs && k < s->t->n; k++)
+		free(s->refs[k].v);
+	free(s->refs);
+	free(s->files);
+	free(s->lnks);
+	free(s->ci);
+	free(s->packs);
+	free(s->read_ci);
+	idmap_free(s->map);
+	idmap_free(s->packmap);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->pack_lock);
+}
+
+int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st)
+{
+	struct snap_tree t;
+	struct saver s;
+	int rc;
+
+	memset(&t, 0, sizeof(t));
+	rc = saver_init(&s, r, o, &t, st);
+	if (rc)
+		goto out;
 	s.rootfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s.rootfd < 0) {
 		rc = -errno;
@@ -845,97 +1085,28 @@ int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *
 	rc = walk(&s);
 	if (!rc)
 		rc = link_groups(&s);
-	if (rc)
-		goto out;
-	s.refs = calloc(s.n, sizeof(*s.refs));
-	s.files = malloc(s.n * sizeof(*s.files));
-	if (!s.refs || !s.files) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (k = 0; k < s.n; k++) {
-		struct cat_entry *e = &s.e[k];
-
-		if (S_ISDIR(e->mode))
-			st->dirs++;
-		else if (S_ISLNK(e->mode))
-			st->symlinks++;
-		else {
-			st->files++;
-			if (e->ino == k && e->size > 0)
-				s.files[s.nfiles++] = (uint32_t)k;
-		}
-	}
-	rc = load_base(&s);
-	if (rc)
-		goto out;
-
-	nth = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (nth < 1)
-		nth = 1;
-	if (nth > (int)ARRAY_SIZE(th))
-		nth = (int)ARRAY_SIZE(th);
-	for (i = 0; i < nth; i++) {
-		if (pthread_create(&th[i], NULL, worker, &s) != 0) {
-			set_err(&s, -EAGAIN);
-			break;
-		}
-	}
-	nth = i;
-	for (i = 0; i < nth; i++)
-		pthread_join(th[i], NULL);
-	rc = atomic_load(&s.err);
-	if (!rc && s.pw) {
-		struct pack_writer *w = s.pw;
-
-		s.pw = NULL;
-		rc = seal_and_upload(&s, w, s.pw_idx);
-	}
-	if (rc)
-		goto out;
-	for (k = 0; k < s.n; k++)
-		if (S_ISREG(s.e[k].mode) && s.e[k].ino == k)
-			st->bytes += s.e[k].size;
-	rc = record_locations(&s);
-	if (rc)
-		goto out;
-	rc = build_catalog(&s, &img);
-	if (rc) {
-		log_err("save: building catalog: %s", strerror(-rc));
-		goto out;
-	}
-	rc = repo_put_catalog(r, &img, &st->catalog, &st->bytes_uploaded);
-	if (rc)
-		goto out;
-	memset(&rec, 0, sizeof(rec));
-	snprintf(rec.key, sizeof(rec.key), "%s", o->key);
-	rec.catalog = st->catalog;
-	rec.time_ns = now_ns();
-	rec.files = st->files;
-	rec.bytes = st->bytes;
-	rc = keys_publish(r, &rec);
+	if (!rc)
+		rc = publish(&s, NULL);
 out:
-	if (s.pw)
-		pack_writer_abort(s.pw);
-	if (s.rootfd >= 0)
-		close(s.rootfd);
-	free(s.lnks);
-	for (k = 0; k < s.n; k++) {
-		free(s.paths[k]);
-		if (s.refs)
-			free(s.refs[k].v);
+	saver_release(&s);
+	snap_tree_release(&t);
+	return rc;
+}
+
+int snapshot_publish(struct repo *r, struct snap_tree *t, const struct catalog *base,
+		     const uint32_t *reads, uint64_t n_reads, const struct save_opts *o,
+		     struct snap_stats *st)
+{
+	struct saver s;
+	int rc;
+
+	rc = saver_init(&s, r, o, t, st);
+	if (!rc) {
+		s.rootfd = AT_FDCWD;
+		s.reads = reads;
+		s.n_reads = n_reads;
+		rc = publish(&s, base);
 	}
-	free(s.paths);
-	free(s.refs);
-	free(s.files);
-	free(s.e);
-	free(s.ci);
-	free(s.packs);
-	buf_free(&s.strings);
-	buf_free(&img);
-	idmap_free(s.map);
-	idmap_free(s.packmap);
-	pthread_mutex_destroy(&s.lock);
-	pthread_mutex_destroy(&s.pack_lock);
+	saver_release(&s);
 	return rc;
 }

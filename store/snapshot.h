@@ -8,6 +8,8 @@
 
 #include "repo.h"
 
+#include <sys/stat.h>
+
 #include <stdint.h>
 
 struct snap_stats {
@@ -31,6 +33,39 @@ struct save_opts {
 
 /* 0 or -errno; every failure is logged as one line naming what and where. */
 int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st);
+
+#define SNAP_NONE UINT32_MAX
+
+/*
+ * A tree being assembled into a snapshot by another source than a real
+ * directory (the mount's commit).  The caller lays it out as a catalog
+ * wants: each directory's children a contiguous name-sorted block (set
+ * e[dir].first/count), hard-link members' e[i].ino pointing at the first
+ * member, nlink set.  Per entry, content comes from paths[i] (an absolute
+ * path, read and chunked) or from base[i] (a leader index in the base
+ * catalog whose chunks are reused without reading anything).
+ */
+struct snap_tree {
+	struct cat_entry *e;
+	char **paths;    /* owned, may be NULL */
+	uint32_t *base;  /* SNAP_NONE or a base catalog index */
+	uint64_t n, cap;
+	struct buf strings;
+};
+
+/* Append an entry (path is taken over); its index in *idx. */
+int snap_tree_add(struct snap_tree *t, uint32_t parent, const char *name, size_t len,
+		  const struct stat *st, char *path, uint32_t *idx);
+int snap_tree_set_target(struct snap_tree *t, uint32_t idx, const char *target, size_t len);
+void snap_tree_release(struct snap_tree *t);
+
+/*
+ * Upload what is new in t, write its catalog with the read record (base
+ * chunk indices in first-read order), publish o->key.
+ */
+int snapshot_publish(struct repo *r, struct snap_tree *t, const struct catalog *base,
+		     const uint32_t *reads, uint64_t n_reads, const struct save_opts *o,
+		     struct snap_stats *st);
 
 struct restore_opts {
 	const char *dir;

@@ -33,7 +33,10 @@ static void build(struct buf *img)
 	r[0] = (struct cat_ref){ 0, 0, 0 };
 	r[1] = (struct cat_ref){ 200, 1, 0 };
 	r[2] = (struct cat_ref){ 0, 1, 0 };
-	CHECK_EQ(catalog_build(img, e, 6, r, 3, ch, 2, packs, 1, strings, sizeof(strings) - 1), 0);
+	static const uint32_t reads[3] = { 1, 0, 1 };
+
+	CHECK_EQ(catalog_build(img, e, 6, r, 3, ch, 2, packs, 1, reads, 3, strings,
+			       sizeof(strings) - 1), 0);
 }
 
 int main(void)
@@ -67,6 +70,13 @@ int main(void)
 	CHECK_EQ(catalog_ref_at(c, catalog_entry(c, 2), 199), 0);
 	CHECK_EQ(catalog_ref_at(c, catalog_entry(c, 2), 200), 1);
 	CHECK_EQ(catalog_ref_at(c, catalog_entry(c, 2), 299), 1);
+	{
+		uint64_t nr;
+		const uint32_t *rd = catalog_reads(c, &nr);
+
+		CHECK_EQ(nr, 3);
+		CHECK(rd[0] == 1 && rd[1] == 0 && rd[2] == 1);
+	}
 	catalog_close(c);
 
 	/* truncation */
@@ -80,8 +90,8 @@ int main(void)
 		buf_reset(&copy);                                               \
 		buf_append(&copy, img.p, img.len);                              \
 		{                                                               \
-			struct cat_entry *E = (void *)(copy.p + 128);           \
-			struct cat_ref *R = (void *)(copy.p + 128 + 6 * 72);    \
+			struct cat_entry *E = (void *)(copy.p + 144);           \
+			struct cat_ref *R = (void *)(copy.p + 144 + 6 * 72);    \
 			(void)E;                                                \
 			(void)R;                                                \
 			field_expr;                                             \
