@@ -67,4 +67,7 @@ int mkdir_p(const char *path, mode_t mode);
  * static rotating buffers; fine for error lines. */
 const char *qpath(const char *path);
 
+/* s as a JSON string to f (non-ASCII bytes as \u00XX). */
+void json_str(FILE *f, const char *s);
+
 #endif

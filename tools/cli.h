@@ -54,13 +54,15 @@ void common_free(struct common *c);
 int common_open_repo(struct common *c, struct repo *r);
 
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* JSON string (keys and paths) to f. */
-void json_str(FILE *f, const char *s, size_t n);
 
 int cmd_save(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

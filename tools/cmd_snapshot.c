@@ -24,11 +24,11 @@ static void print_summary_json(const char *cmd, const char *key, enum hit_kind h
 
 	cas_id_hex(&st->catalog, hex);
 	printf("{\"command\":\"%s\",\"key\":", cmd);
-	json_str(stdout, key, strlen(key));
+	json_str(stdout, key);
 	if (!strcmp(cmd, "restore")) {
 		printf(",\"hit\":\"%s\",\"matched_key\":", hit_kind_name(hit));
 		if (hit_key)
-			json_str(stdout, hit_key, strlen(hit_key));
+			json_str(stdout, hit_key);
 		else
 			printf("null");
 	}
@@ -315,7 +315,7 @@ int cmd_ls(int argc, char **argv)
 
 			cas_id_hex(&v[i].catalog, hex);
 			printf("%s{\"key\":", i ? "," : "");
-			json_str(stdout, v[i].key, strlen(v[i].key));
+			json_str(stdout, v[i].key);
 			printf(",\"snapshot\":\"%s\",\"bytes\":%" PRIu64 ",\"files\":%" PRIu64
 			       ",\"published_ns\":%" PRId64 ",\"age_seconds\":%.0f}",
 			       hex, v[i].bytes, v[i].files, v[i].time_ns,

@@ -91,24 +91,6 @@ int usage_error(const char *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-void json_str(FILE *f, const char *s, size_t n)
-{
-	size_t i;
-
-	fputc('"', f);
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20 || ch >= 0x7f)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
 static const struct {
 	const char *name;
 	int (*fn)(int, char **);
@@ -116,6 +98,10 @@ static const struct {
 } commands[] = {
 	{ "save", cmd_save, "snapshot a real directory, publish KEY" },
 	{ "restore", cmd_restore, "materialize a snapshot into a real directory" },
+	{ "mount", cmd_mount, "mount a snapshot lazily, copy-on-write" },
+	{ "commit", cmd_commit, "publish a mounted view as a snapshot" },
+	{ "umount", cmd_umount, "(commit, then) unmount" },
+	{ "status", cmd_status, "what a mount fetched, wrote, uploaded" },
 	{ "ls", cmd_ls, "keys with size, files, age" },
 	{ "key", cmd_key, "a key from file contents (like hashFiles)" },
 	{ "gc", cmd_gc, "trim the local object cache, least recently used first" },

@@ -1,0 +1,301 @@
+/*
+ * stashfs commit: the mounted view (catalog + writable layer) becomes a
+ * new snapshot.  Runs beside the daemon, reading the state database and
+ * data files; unchanged files reuse the base catalog's chunks without
+ * being read, changed ones are read from their data files.
+ */
+#define _GNU_SOURCE
+#include "mount.h"
+#include "overlay.h"
+#include "../store/idmap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct walker {
+	struct ov *ov;
+	struct snap_tree *t;
+	struct idmap *links;   /* inode -> first entry index */
+	uint32_t *members;     /* per entry: hard-link group size (leaders) */
+};
+
+static void ino_key(uint64_t ino, struct cas_id *k)
+{
+	memset(k, 0, sizeof(*k));
+	memcpy(k->b, &ino, sizeof(ino));
+}
+
+static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *d,
+		     uint32_t *idx)
+{
+	struct ov_attr a;
+	struct stat st;
+	struct cas_id k;
+	uint32_t leader;
+	int rc;
+
+	rc = ov_getattr(w->ov, d->ino, &a);
+	if (rc)
+		return rc;
+	memset(&st, 0, sizeof(st));
+	st.st_mode = a.mode;
+	st.st_uid = a.uid;
+	st.st_gid = a.gid;
+	st.st_size = (off_t)a.size;
+	st.st_mtim.tv_sec = a.mtime_s;
+	st.st_mtim.tv_nsec = a.mtime_ns;
+	rc = snap_tree_add(w->t, parent, d->name, d->len, &st, NULL, idx);
+	if (rc)
+		return rc;
+	if (S_ISREG(a.mode)) {
+		ino_key(a.ino, &k);
+		if (idmap_get(w->links, &k, &leader) == 0) {
+			w->t->e[*idx].ino = leader;
+			return 0;
+		}
+		rc = idmap_put(w->links, &k, *idx);
+		if (rc)
+			return rc;
+		if (a.upper) {
+			char path[PATH_MAX];
+
+			ov_data_path(w->ov, a.ino, path);
+			w->t->paths[*idx] = strdup(path);
+			if (!w->t->paths[*idx])
+				return -ENOMEM;
+		} else {
+			w->t->base[*idx] = a.cat_idx;
+		}
+	} else if (S_ISLNK(a.mode)) {
+		char target[CATALOG_MAX_TARGET + 1];
+		ssize_t n = ov_readlink(w->ov, a.ino, target, sizeof(target));
+
+		if (n < 0)
+			return (int)n;
+		rc = snap_tree_set_target(w->t, *idx, target, (size_t)n);
+	}
+	return rc;
+}
+
+/* Lay the view out like save does: each directory's children a block. */
+static int walk_view(struct walker *w)
+{
+	struct ov_attr root;
+	struct stat st;
+	uint32_t *stack = NULL, idx;
+	uint64_t sp = 0, scap = 0, *inos = NULL;
+	int rc;
+
+	rc = ov_getattr(w->ov, 1, &root);
+	if (rc)
+		return rc;
+	memset(&st, 0, sizeof(st));
+	st.st_mode = root.mode;
+	st.st_uid = root.uid;
+	st.st_gid = root.gid;
+	st.st_mtim.tv_sec = root.mtime_s;
+	st.st_mtim.tv_nsec = root.mtime_ns;
+	rc = snap_tree_add(w->t, 0, "", 0, &st, NULL, &idx);
+	if (rc)
+		return rc;
+	/* stack of (entry index, inode) of directories to list */
+	scap = 64;
+	stack = malloc(scap * sizeof(*stack));
+	inos = malloc(scap * sizeof(*inos));
+	if (!stack || !inos) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	stack[sp] = 0;
+	inos[sp] = 1;
+	sp++;
+	while (sp > 0 && !rc) {
+		struct ov_dirent *v = NULL;
+		size_t n = 0, i;
+		uint32_t dir;
+		uint64_t dino, first, subdirs = 0;
+
+		sp--;
+		dir = stack[sp];
+		dino = inos[sp];
+		rc = ov_list(w->ov, dino, &v, &n);
+		if (rc)
+			break;
+		first = w->t->n;
+		for (i = 0; i < n && !rc; i++)
+			rc = add_child(w, dir, &v[i], &idx);
+		if (!rc) {
+			w->t->e[dir].first = first;
+			w->t->e[dir].count = (uint32_t)n;
+		}
+		for (i = n; !rc && i-- > 0;) {
+			if (!S_ISDIR(w->t->e[first + i].mode))
+				continue;
+			subdirs++;
+			if (sp == scap) {
+				uint32_t *ns;
+				uint64_t *ni;
+
+				scap *= 2;
+				ns = realloc(stack, scap * sizeof(*ns));
+				ni = ns ? realloc(inos, scap * sizeof(*ni)) : NULL;
+				if (ns)
+					stack = ns;
+				if (ni)
+					inos = ni;
+				if (!ns || !ni) {
+					rc = -ENOMEM;
+					break;
+				}
+			}
+			stack[sp] = (uint32_t)(first + i);
+			inos[sp] = v[i].ino;
+			sp++;
+		}
+		w->t->e[dir].nlink = (uint32_t)(2 + subdirs);
+		ov_dirents_free(v, n);
+	}
+out:
+	free(stack);
+	free(inos);
+	return rc;
+}
+
+static void link_counts(struct snap_tree *t)
+{
+	uint32_t *m = calloc(t->n ? t->n : 1, sizeof(*m));
+	uint64_t i;
+
+	if (!m)
+		return;
+	for (i = 0; i < t->n; i++)
+		if (S_ISREG(t->e[i].mode))
+			m[t->e[i].ino]++;
+	for (i = 0; i < t->n; i++)
+		if (S_ISREG(t->e[i].mode))
+			t->e[i].nlink = m[t->e[i].ino];
+	free(m);
+}
+
+int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,
+	      char *key_out, size_t key_len)
+{
+	char statedir[PATH_MAX], real[PATH_MAX], dbpath[PATH_MAX + 16], v[KEY_MAX + 1];
+	char path[PATH_MAX];
+	struct catalog *cat = NULL;
+	struct ov *ov = NULL;
+	struct ov_opts oo;
+	struct snap_tree t;
+	struct walker w;
+	struct save_opts so;
+	struct cas_id base;
+	struct buf reads = BUF_INIT;
+	struct mount_stats *stats = NULL;
+	int rc, fd;
+
+	memset(&t, 0, sizeof(t));
+	memset(&w, 0, sizeof(w));
+	rc = fs_state_dir(r, o->dir, statedir, sizeof(statedir), real, sizeof(real));
+	if (rc) {
+		log_err("commit: '%s': %s", qpath(o->dir), strerror(-rc));
+		return rc;
+	}
+	snprintf(dbpath, sizeof(dbpath), "%s/state.db", statedir);
+	if (access(dbpath, F_OK) != 0) {
+		log_err("commit: '%s' is not a stashfs mount of store %s", qpath(real),
+			store_path(r->store));
+		return -ENOENT;
+	}
+	/* dirty pages of mmap writers reach the daemon before we read */
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
+	if (ov_peek_meta(statedir, "catalog", v, sizeof(v)) != 0 || cas_id_parse(&base, v) != 0) {
+		log_err("commit: mount state %s is unreadable", statedir);
+		return -EBADMSG;
+	}
+	if (ov_peek_meta(statedir, "key", v, sizeof(v)) != 0)
+		v[0] = '\0';
+	snprintf(key_out, key_len, "%s", o->key ? o->key : v);
+	rc = repo_catalog(r, &base, &cat);
+	if (rc)
+		goto out;
+	memset(&oo, 0, sizeof(oo));
+	oo.readonly = 1;
+	oo.preserve_owner = 1; /* the snapshot keeps recorded owners */
+	rc = ov_open(statedir, cat, &oo, &ov);
+	if (rc)
+		goto out;
+	w.ov = ov;
+	w.t = &t;
+	w.links = idmap_new();
+	if (!w.links) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = walk_view(&w);
+	if (rc) {
+		log_err("commit: reading the view of '%s': %s", qpath(real), strerror(-rc));
+		goto out;
+	}
+	link_counts(&t);
+	snprintf(path, sizeof(path), "%s/reads.log", statedir);
+	if (read_file(path, &reads, 1u << 30) != 0)
+		buf_reset(&reads);
+	{
+		/* keep valid entries, first occurrence only */
+		uint64_t nchunks = catalog_header(cat)->n_chunks, i, k = 0;
+		uint8_t *seen = calloc(nchunks / 8 + 1, 1);
+
+		if (!seen) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < reads.len / 4; i++) {
+			uint32_t c;
+
+			memcpy(&c, reads.p + i * 4, 4);
+			if (c >= nchunks || (seen[c / 8] & (1 << (c % 8))))
+				continue;
+			seen[c / 8] |= (uint8_t)(1 << (c % 8));
+			memcpy(reads.p + k * 4, &c, 4);
+			k++;
+		}
+		free(seen);
+		reads.len = k * 4;
+	}
+	memset(&so, 0, sizeof(so));
+	so.dir = real;
+	so.key = key_out;
+	so.level = 1;
+	rc = snapshot_publish(r, &t, cat, (const uint32_t *)reads.p, reads.len / 4, &so, st);
+	if (rc)
+		goto out;
+	{
+		char hex[CAS_HEX_LEN + 1];
+
+		cas_id_hex(&st->catalog, hex);
+		ov_meta_set(ov, "committed_key", key_out);
+		ov_meta_set(ov, "committed_catalog", hex);
+	}
+	if (fs_stats_map(statedir, 0, &stats) == 0) {
+		__atomic_add_fetch(&stats->bytes_uploaded, st->bytes_uploaded, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&stats->commits, 1, __ATOMIC_RELAXED);
+		munmap(stats, sizeof(*stats));
+	}
+out:
+	buf_free(&reads);
+	idmap_free(w.links);
+	snap_tree_release(&t);
+	ov_close(ov);
+	catalog_close(cat);
+	return rc;
+}

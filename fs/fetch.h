@@ -1,0 +1,33 @@
+/*
+ * Lazy content for the mount: a byte range of a catalog file is served
+ * from the store's object cache, fetching (and verifying) only the chunks
+ * that cover it.  Concurrent readers of a missing chunk fetch it once.
+ * Every chunk read for the first time is appended to the read record
+ * (reads.log, uint32 catalog chunk indices) that commit turns into the
+ * next snapshot's prefetch order.
+ */
+#ifndef STASH_FETCH_H
+#define STASH_FETCH_H
+
+#include "../store/repo.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct fetcher;
+struct mount_stats;
+
+int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
+		struct mount_stats *stats, struct fetcher **out);
+void fetcher_free(struct fetcher *f);
+
+/* Up to n bytes at off of catalog file idx (a leader); short only at EOF. */
+ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n);
+
+/* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */
+int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
+
+/* Note that chunk chunk_idx was read (for the read record). */
+void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);
+
+#endif

@@ -1,0 +1,642 @@
+/*
+ * Mount lifecycle: fs_mount, fs_commit, fs_umount, fs_status.
+ *
+ * fs_mount resolves the key and prepares the state in the calling process,
+ * closes every SQLite handle, then forks the daemon, which reopens them,
+ * mounts, and says "ok" through a pipe once the mount is usable; the
+ * parent returns then.  Errors before that point reach the terminal.
+ */
+#define _GNU_SOURCE
+#include "fetch.h"
+#include "mount.h"
+#include "overlay.h"
+#include "../store/idmap.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int real_mountpoint(const char *dir, char *real, size_t rn)
+{
+	char tmp[PATH_MAX], *copy, *base;
+	char parent[PATH_MAX];
+
+	if (realpath(dir, tmp)) {
+		snprintf(real, rn, "%s", tmp);
+		return 0;
+	}
+	if (errno != ENOTCONN && errno != ENOENT)
+		return -errno;
+	/* a dead FUSE mount (or not there yet): resolve the parent */
+	copy = strdup(dir);
+	if (!copy)
+		return -ENOMEM;
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	base = basename(tmp);
+	if (!realpath(dirname(copy), parent)) {
+		int rc = -errno;
+
+		free(copy);
+		return rc;
+	}
+	free(copy);
+	snprintf(real, rn, "%s/%s", strcmp(parent, "/") ? parent : "", base);
+	return 0;
+}
+
+int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn)
+{
+	struct cas_id h;
+	char hex[CAS_HEX_LEN + 1];
+	int rc = real_mountpoint(dir, real, rn);
+
+	if (rc)
+		return rc;
+	cas_hash(real, strlen(real), &h);
+	cas_id_hex(&h, hex);
+	snprintf(out, n, "%s/mounts/%.32s", store_path(r->store), hex);
+	return 0;
+}
+
+/* Is path a mount point in our mount namespace?  1, 0. */
+static int is_mounted(const char *real, int *stashfs)
+{
+	FILE *f = fopen("/proc/self/mounts", "re");
+	char line[8192];
+	int found = 0;
+
+	*stashfs = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		char src[4096], mp[4096], type[256];
+
+		if (sscanf(line, "%4095s %4095s %255s", src, mp, type) != 3)
+			continue;
+		/* /proc/mounts escapes spaces as \040; compare the plain case */
+		if (strcmp(mp, real) == 0) {
+			found = 1;
+			*stashfs = strstr(type, "stashfs") != NULL;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int run_fusermount(const char *real, int lazy)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		if (fd >= 0)
+			dup2(fd, 1);
+		execlp("fusermount3", "fusermount3", "-u", lazy ? "-z" : "-q", real, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &st, 0) < 0)
+		return -errno;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EBUSY;
+}
+
+static int unmount_dir(const char *real, int lazy)
+{
+	if (geteuid() == 0) {
+		if (umount2(real, lazy ? MNT_DETACH : 0) == 0)
+			return 0;
+		if (errno == EBUSY && !lazy)
+			return -EBUSY;
+	}
+	return run_fusermount(real, lazy);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	if (remove(path) < 0 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+static int rm_rf(const char *path)
+{
+	if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int fs_stats_map(const char *statedir, int create, struct mount_stats **out)
+{
+	char path[PATH_MAX];
+	void *m;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/stats", statedir);
+	fd = open(path, (create ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR) | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (create && ftruncate(fd, sizeof(struct mount_stats)) < 0) {
+		int rc = -errno;
+
+		close(fd);
+		return rc;
+	}
+	m = mmap(NULL, sizeof(struct mount_stats), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return -errno;
+	*out = m;
+	if (!create && (*out)->magic != MOUNT_STATS_MAGIC) {
+		munmap(m, sizeof(struct mount_stats));
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static void stats_unmap(struct mount_stats *s)
+{
+	if (s)
+		munmap(s, sizeof(*s));
+}
+
+/* A root-only catalog for a miss: an empty writable tree. */
+static int empty_catalog(struct repo *r, struct cas_id *id)
+{
+	struct cat_entry root;
+	struct buf img = BUF_INIT;
+	char path[PATH_MAX];
+	struct timespec ts;
+	int rc;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	memset(&root, 0, sizeof(root));
+	root.mode = S_IFDIR | 0755;
+	root.mtime_sec = ts.tv_sec;
+	root.mtime_nsec = (uint32_t)ts.tv_nsec;
+	root.nlink = 2;
+	root.uid = getuid();
+	root.gid = getgid();
+	rc = catalog_build(&img, &root, 1, NULL, 0, NULL, 0, NULL, 0, NULL, 0, "", 0);
+	if (rc)
+		return rc;
+	cas_hash(img.p, img.len, id);
+	store_catalog_path(r->store, id, path, sizeof(path));
+	rc = write_file_atomic(path, img.p, img.len);
+	buf_free(&img);
+	return rc;
+}
+
+static int read_lower(void *arg, uint32_t idx, uint64_t off, void *buf, size_t n)
+{
+	ssize_t got = fetch_read(arg, idx, off, buf, n);
+
+	if (got < 0)
+		return (int)got;
+	return (size_t)got == n ? 0 : -EIO;
+}
+
+struct daemon_args {
+	const char *real;
+	const char *statedir;
+	const char *store_path;
+	const char *remote;
+	char *const *reads;
+	int n_reads;
+	struct cas_id catalog;
+	int allow_other;
+	int preserve_owner;
+	int foreground;
+	int ready_fd;
+};
+
+/* Open everything and serve until unmounted.  Runs in the daemon. */
+static int run_daemon(const struct daemon_args *d)
+{
+	struct repo r;
+	struct catalog *cat = NULL;
+	struct fetcher *f = NULL;
+	struct ov *ov = NULL;
+	struct mount_stats *stats = NULL;
+	struct ov_opts oo;
+	char path[PATH_MAX];
+	int rc;
+
+	rc = repo_open(&r, d->store_path, d->remote, d->reads, d->n_reads);
+	if (rc)
+		return rc;
+	rc = repo_catalog(&r, &d->catalog, &cat);
+	if (rc)
+		goto out;
+	rc = fs_stats_map(d->statedir, 1, &stats);
+	if (rc) {
+		log_err("mount: cannot create %s/stats: %s", d->statedir, strerror(-rc));
+		goto out;
+	}
+	stats->magic = MOUNT_STATS_MAGIC;
+	stats->pid = getpid();
+	stats->mounted_ns = now_ns();
+	stats->files_total = catalog_header(cat)->n_files;
+	stats->bytes_total = catalog_header(cat)->total_bytes;
+	snprintf(path, sizeof(path), "%s/reads.log", d->statedir);
+	rc = fetcher_new(&r, cat, path, stats, &f);
+	if (rc)
+		goto out;
+	memset(&oo, 0, sizeof(oo));
+	oo.preserve_owner = d->preserve_owner;
+	oo.uid = getuid();
+	oo.gid = getgid();
+	oo.read_lower = read_lower;
+	oo.read_arg = f;
+	rc = ov_open(d->statedir, cat, &oo, &ov);
+	if (rc)
+		goto out;
+	snprintf(path, sizeof(path), "%s/daemon.log", d->statedir);
+	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, d->allow_other, d->ready_fd,
+		      d->foreground, path);
+out:
+	ov_close(ov);
+	fetcher_free(f);
+	if (stats)
+		stats->pid = 0;
+	stats_unmap(stats);
+	catalog_close(cat);
+	repo_close(&r);
+	return rc;
+}
+
+int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
+	     const char *remote, char *const *reads, int n_reads)
+{
+	char statedir[PATH_MAX], real[PATH_MAX], hex[CAS_HEX_LEN + 1], v[1024], dbpath[PATH_MAX + 16];
+	struct daemon_args d;
+	struct key_rec rec;
+	enum hit_kind hit = HIT_MISS;
+	struct catalog *cat = NULL;
+	struct stat st;
+	int rc, stashfs, resumed = 0, pipefd[2] = { -1, -1 };
+	uint64_t changes = 0, files = 0, bytes = 0;
+	double t0 = mono_sec();
+	pid_t pid;
+
+	rc = fs_state_dir(r, o->dir, statedir, sizeof(statedir), real, sizeof(real));
+	if (rc) {
+		log_err("mount: '%s': %s", qpath(o->dir), strerror(-rc));
+		return rc;
+	}
+	if (stat(real, &st) < 0) {
+		if (errno == ENOTCONN) {
+			/* the daemon of an earlier mount was killed: clear its mount */
+			unmount_dir(real, 1);
+		} else if (errno == ENOENT) {
+			rc = mkdir_p(real, 0755);
+			if (rc) {
+				log_err("mount: cannot create '%s': %s", qpath(real), strerror(-rc));
+				return rc;
+			}
+		} else {
+			rc = -errno;
+			log_err("mount: '%s': %s", qpath(real), strerror(errno));
+			return rc;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		log_err("mount: '%s' is not a directory", qpath(real));
+		return -ENOTDIR;
+	}
+	if (is_mounted(real, &stashfs)) {
+		if (stat(real, &st) < 0 && errno == ENOTCONN) {
+			unmount_dir(real, 1);
+		} else {
+			log_err("mount: '%s' is already a mount point%s", qpath(real),
+				stashfs ? " (stashfs: 'stashfs umount' it first)" : "");
+			return -EBUSY;
+		}
+	}
+	if (o->fresh) {
+		rc = rm_rf(statedir);
+		if (rc) {
+			log_err("mount: cannot discard %s: %s", statedir, strerror(-rc));
+			return rc;
+		}
+	}
+	rc = keys_resolve(r, o->key, o->restore, o->n_restore, &rec, &hit);
+	if (rc) {
+		log_err("mount: looking up key '%s': %s", o->key, strerror(-rc));
+		return rc;
+	}
+	if (hit == HIT_MISS && o->fail_on_miss) {
+		log_err("mount: miss for key '%s' (--fail-on-miss)", o->key);
+		return -ENOENT;
+	}
+	memset(&d, 0, sizeof(d));
+	if (hit != HIT_MISS)
+		d.catalog = rec.catalog;
+
+	/* an earlier state for this DIR: resume it, or refuse to drop changes */
+	snprintf(dbpath, sizeof(dbpath), "%s/state.db", statedir);
+	if (access(dbpath, F_OK) == 0) {
+		struct catalog *old = NULL;
+		struct ov *ov = NULL;
+		struct ov_opts oo;
+		struct cas_id oldcat;
+		char oldkey[KEY_MAX + 1] = "", oldhit[16] = "";
+
+		memset(&oo, 0, sizeof(oo));
+		oo.readonly = 1;
+		rc = ov_peek_meta(statedir, "catalog", v, sizeof(v));
+		if (!rc)
+			rc = cas_id_parse(&oldcat, v);
+		ov_peek_meta(statedir, "key", oldkey, sizeof(oldkey));
+		ov_peek_meta(statedir, "hit", oldhit, sizeof(oldhit));
+		if (rc == 0 && repo_catalog(r, &oldcat, &old) == 0 && ov_open(statedir, old, &oo, &ov) == 0)
+			changes = ov_changes(ov);
+		ov_close(ov);
+		catalog_close(old);
+		if (rc == 0 && ((hit != HIT_MISS && cas_id_cmp(&oldcat, &rec.catalog) == 0) ||
+				(hit == HIT_MISS && !strcmp(oldhit, "miss") && !strcmp(oldkey, o->key)))) {
+			d.catalog = oldcat;
+			resumed = 1;
+		} else if (changes) {
+			log_err("mount: '%s' has uncommitted changes on key '%s'; mount that key to "
+				"resume them, or add --fresh to discard them", qpath(real), oldkey);
+			return -EEXIST;
+		} else {
+			rm_rf(statedir);
+		}
+	}
+	if (hit == HIT_MISS && !resumed) {
+		rc = empty_catalog(r, &d.catalog);
+		if (rc) {
+			log_err("mount: cannot write an empty catalog in %s: %s", store_path,
+				strerror(-rc));
+			return rc;
+		}
+	}
+	rc = repo_catalog(r, &d.catalog, &cat);
+	if (rc)
+		return rc;
+	files = catalog_header(cat)->n_files;
+	bytes = catalog_header(cat)->total_bytes;
+	rc = mkdir_p(statedir, 0700);
+	if (!rc) {
+		struct ov *ov = NULL;
+		struct ov_opts oo;
+
+		memset(&oo, 0, sizeof(oo));
+		oo.readonly = 1;
+		rc = ov_open(statedir, cat, &oo, &ov);
+		cas_id_hex(&d.catalog, hex);
+		if (!rc && !resumed) {
+			ov_meta_set(ov, "catalog", hex);
+			ov_meta_set(ov, "key", o->key);
+			ov_meta_set(ov, "hit", hit_kind_name(hit));
+			ov_meta_set(ov, "matched_key", hit == HIT_MISS ? "" : rec.key);
+		}
+		if (!rc)
+			rc = ov_meta_set(ov, "dir", real);
+		ov_close(ov);
+	}
+	catalog_close(cat);
+	if (rc) {
+		log_err("mount: cannot prepare state in %s: %s", statedir, strerror(-rc));
+		return rc;
+	}
+
+	d.real = real;
+	d.statedir = statedir;
+	d.store_path = store_path;
+	d.remote = remote;
+	d.reads = reads;
+	d.n_reads = n_reads;
+	d.allow_other = o->allow_other;
+	d.preserve_owner = o->preserve_owner;
+	d.foreground = o->foreground;
+	d.ready_fd = -1;
+
+	{
+		char total[32];
+
+		fmt_size(total, sizeof(total), bytes);
+		if (hit == HIT_MISS)
+			snprintf(v, sizeof(v), "miss for key '%s': %s writable tree", o->key,
+				 resumed ? "resumed the" : "an empty");
+		else
+			snprintf(v, sizeof(v), "%s hit '%s': %" PRIu64 " files, %s%s", hit_kind_name(hit),
+				 rec.key, files, total, resumed ? ", changes resumed" : "");
+	}
+	/* no SQLite handle may cross fork() */
+	repo_close(r);
+	if (o->foreground) {
+		log_info("mount: %s at %s (foreground)", v, qpath(real));
+		return run_daemon(&d);
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		close(pipefd[0]);
+		setsid();
+		if (fork() > 0)
+			_exit(0); /* the daemon is reparented; the caller reaps us now */
+		d.ready_fd = pipefd[1];
+		rc = run_daemon(&d);
+		_exit(rc ? 1 : 0);
+	}
+	close(pipefd[1]);
+	waitpid(pid, NULL, 0);
+	{
+		char ok[4] = "";
+		struct pollfd pfd = { pipefd[0], POLLIN, 0 };
+		ssize_t n = 0;
+
+		if (poll(&pfd, 1, 60000) > 0)
+			n = read(pipefd[0], ok, 2);
+		close(pipefd[0]);
+		if (n != 2 || memcmp(ok, "ok", 2) != 0) {
+			log_err("mount: the daemon for '%s' did not start (see above, and %s/daemon.log)",
+				qpath(real), statedir);
+			return -EIO;
+		}
+	}
+	if (o->json) {
+		printf("{\"command\":\"mount\",\"dir\":");
+		json_str(stdout, real);
+		printf(",\"key\":");
+		json_str(stdout, o->key);
+		printf(",\"hit\":\"%s\",\"matched_key\":", hit_kind_name(hit));
+		if (hit == HIT_MISS)
+			printf("null");
+		else
+			json_str(stdout, rec.key);
+		printf(",\"files\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"resumed\":%s,\"seconds\":%.3f}\n",
+		       files, bytes, resumed ? "true" : "false", mono_sec() - t0);
+	}
+	log_info("mount: %s at %s; %.2f s", v, qpath(real), mono_sec() - t0);
+	return 0;
+}
+
+int fs_umount(struct repo *r, const char *dir)
+{
+	char statedir[PATH_MAX], real[PATH_MAX];
+	struct mount_stats *stats = NULL;
+	struct stat st;
+	int64_t pid = 0;
+	int rc, stashfs, i;
+
+	rc = fs_state_dir(r, dir, statedir, sizeof(statedir), real, sizeof(real));
+	if (rc) {
+		log_err("umount: '%s': %s", qpath(dir), strerror(-rc));
+		return rc;
+	}
+	if (fs_stats_map(statedir, 0, &stats) == 0) {
+		pid = stats->pid;
+		stats_unmap(stats);
+	}
+	if (!is_mounted(real, &stashfs)) {
+		log_err("umount: '%s' is not mounted", qpath(real));
+		return -EINVAL;
+	}
+	if (!stashfs) {
+		log_err("umount: '%s' is not a stashfs mount", qpath(real));
+		return -EINVAL;
+	}
+	if (stat(real, &st) < 0 && errno == ENOTCONN) {
+		rc = unmount_dir(real, 1); /* the daemon is gone */
+	} else {
+		rc = unmount_dir(real, 0);
+		if (rc == -EBUSY) {
+			log_err("umount: '%s' is busy (files open or a shell inside it)", qpath(real));
+			return rc;
+		}
+	}
+	if (rc) {
+		log_err("umount: '%s': %s", qpath(real), strerror(-rc));
+		return rc;
+	}
+	/* wait for the daemon to finish writing its state */
+	for (i = 0; pid > 0 && i < 300 && kill((pid_t)pid, 0) == 0; i++)
+		usleep(100000);
+	return 0;
+}
+
+int fs_discard_state(struct repo *r, const char *dir)
+{
+	char statedir[PATH_MAX], real[PATH_MAX];
+	int rc = fs_state_dir(r, dir, statedir, sizeof(statedir), real, sizeof(real));
+
+	return rc ? rc : rm_rf(statedir);
+}
+
+static void status_one(const char *statedir, int json, int *first)
+{
+	char dir[PATH_MAX] = "", key[KEY_MAX + 1] = "", hit[16] = "", matched[KEY_MAX + 1] = "";
+	struct mount_stats *s = NULL, zero;
+	int alive = 0;
+
+	if (ov_peek_meta(statedir, "dir", dir, sizeof(dir)) != 0)
+		return;
+	ov_peek_meta(statedir, "key", key, sizeof(key));
+	ov_peek_meta(statedir, "hit", hit, sizeof(hit));
+	ov_peek_meta(statedir, "matched_key", matched, sizeof(matched));
+	memset(&zero, 0, sizeof(zero));
+	if (fs_stats_map(statedir, 0, &s) != 0)
+		s = &zero;
+	alive = s->pid > 0 && kill((pid_t)s->pid, 0) == 0;
+	if (json) {
+		printf("%s{\"dir\":", *first ? "" : ",");
+		json_str(stdout, dir);
+		printf(",\"mounted\":%s,\"key\":", alive ? "true" : "false");
+		json_str(stdout, key);
+		printf(",\"hit\":\"%s\",\"matched_key\":", hit);
+		json_str(stdout, matched);
+		printf(",\"files\":%" PRIu64 ",\"bytes_total\":%" PRIu64 ",\"bytes_fetched\":%" PRIu64
+		       ",\"objects_fetched\":%" PRIu64 ",\"bytes_read\":%" PRIu64
+		       ",\"bytes_written\":%" PRIu64 ",\"copy_ups\":%" PRIu64
+		       ",\"fetch_errors\":%" PRIu64 ",\"bytes_uploaded\":%" PRIu64
+		       ",\"commits\":%" PRIu64 "}",
+		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
+		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
+		       s->bytes_uploaded, s->commits);
+	} else {
+		char fetched[32], total[32], written[32], up[32];
+
+		fmt_size(fetched, sizeof(fetched), s->bytes_fetched);
+		fmt_size(total, sizeof(total), s->bytes_total);
+		fmt_size(written, sizeof(written), s->bytes_written);
+		fmt_size(up, sizeof(up), s->bytes_uploaded);
+		printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64 " files; fetched %s of %s in %" PRIu64
+		       " objects; wrote %s; uploaded %s in %" PRIu64 " commits%s\n",
+		       dir, alive ? "mounted" : "not mounted", key, hit, *matched ? " hit '" : "",
+		       matched, *matched ? "'" : "", s->files_total, fetched, total,
+		       s->objects_fetched, written, up, s->commits,
+		       s->fetch_errors ? "; FETCH ERRORS (see daemon.log)" : "");
+	}
+	*first = 0;
+	if (s != &zero)
+		stats_unmap(s);
+}
+
+int fs_status(struct repo *r, const char *dir, int json)
+{
+	char statedir[PATH_MAX], real[PATH_MAX], path[PATH_MAX];
+	int first = 1, rc;
+
+	if (json)
+		printf("[");
+	if (dir) {
+		rc = fs_state_dir(r, dir, statedir, sizeof(statedir), real, sizeof(real));
+		if (!rc && ov_peek_meta(statedir, "dir", path, sizeof(path)) != 0)
+			rc = -ENOENT;
+		if (rc) {
+			if (json)
+				printf("]\n");
+			log_err("status: '%s' is not a stashfs mount of store %s", qpath(dir),
+				store_path(r->store));
+			return rc;
+		}
+		status_one(statedir, json, &first);
+	} else {
+		DIR *d;
+		struct dirent *de;
+
+		snprintf(path, sizeof(path), "%s/mounts", store_path(r->store));
+		d = opendir(path);
+		while (d && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(statedir, sizeof(statedir), "%s/%s", path, de->d_name);
+			status_one(statedir, json, &first);
+		}
+		if (d)
+			closedir(d);
+	}
+	if (json)
+		printf("]\n");
+	return 0;
+}

@@ -1,0 +1,79 @@
+/*
+ * Mount lifecycle: mount (resolve the key, prepare the state, start the
+ * FUSE daemon), commit, unmount, status.  A mount's state lives in
+ * STORE/mounts/<sha256(realpath DIR)>/: state.db and data/ (the writable
+ * layer, fs/overlay.h), reads.log (the read record), stats (counters
+ * shared with `stashfs status`), daemon.log.
+ */
+#ifndef STASH_MOUNT_H
+#define STASH_MOUNT_H
+
+#include "../store/repo.h"
+#include "../store/snapshot.h"
+
+#include <stdint.h>
+
+#define MOUNT_STATS_MAGIC 0x5354415354415431ULL /* "STASTAT1" */
+
+/* Counters in a shared file; updated with atomics by the daemon and commit. */
+struct mount_stats {
+	uint64_t magic;
+	int64_t pid;
+	int64_t mounted_ns;
+	uint64_t files_total;
+	uint64_t bytes_total;
+	uint64_t bytes_fetched;   /* stored bytes read from remotes */
+	uint64_t objects_fetched;
+	uint64_t bytes_read;      /* served to readers */
+	uint64_t bytes_written;
+	uint64_t copy_ups;
+	uint64_t fetch_errors;
+	uint64_t bytes_uploaded;  /* by commits */
+	uint64_t commits;
+	uint64_t reserved[16];
+};
+
+struct mount_opts {
+	const char *dir;
+	const char *key;
+	char *const *restore;
+	int n_restore;
+	int allow_other;
+	int foreground;
+	int preserve_owner;
+	int fresh;
+	int fail_on_miss;
+	int json;
+};
+
+/* Everything the daemon needs; fs/ops.c. */
+struct fs_ctx;
+
+int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
+	     const char *remote, char *const *reads, int n_reads);
+
+struct commit_opts {
+	const char *dir;
+	const char *key;  /* NULL: the mount's key */
+	int json;
+};
+int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,
+	      char *key_out, size_t key_len);
+
+int fs_umount(struct repo *r, const char *dir);
+/* Remove the state of DIR's mount (after a commit that published it). */
+int fs_discard_state(struct repo *r, const char *dir);
+int fs_stats_map(const char *statedir, int create, struct mount_stats **out);
+int fs_status(struct repo *r, const char *dir, int json);
+
+/* STORE/mounts/<id> for a mount point (which must exist). */
+int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn);
+
+/* The FUSE session over an open state; returns when unmounted. */
+struct ov;
+struct fetcher;
+int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
+	     struct mount_stats *stats, const char *store_path, int allow_other,
+	     int ready_fd, int foreground, const char *log_path);
+
+#endif

@@ -1,0 +1,1254 @@
+/*
+ * The mount's writable layer; see overlay.h for the model.
+ *
+ * Locking: ov->lock (rwlock) guards the database and the two in-memory
+ * sets; every change runs under the write lock in one transaction.
+ * ov->copy_lock serializes copy-ups, which read content (maybe from the
+ * remote) without holding ov->lock.
+ *
+ * The sets are caches that let the hot paths skip SQLite: "rows" holds the
+ * inodes that have a record, "dirty" the directories that have dentries.
+ * A set may claim more than the database holds (after a rolled-back
+ * transaction); every reader falls back to the catalog when a row is
+ * missing, so that is harmless.
+ */
+#define _GNU_SOURCE
+#include "overlay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+struct u64set {
+	uint64_t *v; /* 0 marks a free slot: inode 0 does not exist */
+	size_t cap, n;
+};
+
+static size_t slot_of(const struct u64set *s, uint64_t x)
+{
+	size_t i = (size_t)((x * 0x9e3779b97f4a7c15ULL) >> 20) & (s->cap - 1);
+
+	while (s->v[i] && s->v[i] != x)
+		i = (i + 1) & (s->cap - 1);
+	return i;
+}
+
+static int set_has(const struct u64set *s, uint64_t x)
+{
+	return s->cap && s->v[slot_of(s, x)] == x;
+}
+
+static int set_add(struct u64set *s, uint64_t x)
+{
+	size_t i;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		struct u64set ns = { NULL, s->cap ? s->cap * 2 : 1024, 0 };
+
+		ns.v = calloc(ns.cap, sizeof(*ns.v));
+		if (!ns.v)
+			return -ENOMEM;
+		for (i = 0; i < s->cap; i++)
+			if (s->v[i]) {
+				ns.v[slot_of(&ns, s->v[i])] = s->v[i];
+				ns.n++;
+			}
+		free(s->v);
+		*s = ns;
+	}
+	i = slot_of(s, x);
+	if (!s->v[i]) {
+		s->v[i] = x;
+		s->n++;
+	}
+	return 0;
+}
+
+struct ov {
+	char dir[PATH_MAX];
+	struct catalog *cat;
+	uint64_t ncat;
+	struct ov_opts o;
+	sqlite3 *db;
+	pthread_rwlock_t lock;
+	pthread_mutex_t copy_lock;
+	struct u64set rows;
+	struct u64set dirty;
+	uint64_t next_ino;
+	int has_xattrs;
+	sqlite3_stmt *get_ino, *put_ino, *get_dent, *put_dent, *del_dent, *list_dent;
+};
+
+static const char schema[] =
+	"PRAGMA journal_mode=WAL;"
+	"PRAGMA synchronous=NORMAL;"
+	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS inodes(ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL, gid INTEGER NOT NULL, nlink INTEGER NOT NULL,"
+	" size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+	" ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, target BLOB,"
+	" upper INTEGER NOT NULL, cat INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS dentries(parent INTEGER NOT NULL, name BLOB NOT NULL,"
+	" ino INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS xattrs(ino INTEGER NOT NULL, name TEXT NOT NULL,"
+	" value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;";
+
+static int sqlerr(struct ov *ov, int rc, const char *what)
+{
+	if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
+		return 0;
+	log_err("mount state %s: %s: %s", ov->dir, what, sqlite3_errmsg(ov->db));
+	if (rc == SQLITE_FULL)
+		return -ENOSPC;
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+		return -EBUSY;
+	return -EIO;
+}
+
+static void now_ts(int64_t *s, uint32_t *ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	*s = ts.tv_sec;
+	*ns = (uint32_t)ts.tv_nsec;
+}
+
+void ov_data_path(struct ov *ov, uint64_t ino, char *out)
+{
+	snprintf(out, PATH_MAX, "%s/data/%llu", ov->dir, (unsigned long long)ino);
+}
+
+uint64_t ov_cat_ino(struct ov *ov, uint32_t idx)
+{
+	return (uint64_t)catalog_entry(ov->cat, idx)->ino + 1;
+}
+
+/* ---- transactions ---- */
+
+static int begin(struct ov *ov)
+{
+	pthread_rwlock_wrlock(&ov->lock);
+	return sqlerr(ov, sqlite3_exec(ov->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+}
+
+static int end(struct ov *ov, int rc)
+{
+	if (rc == 0)
+		rc = sqlerr(ov, sqlite3_exec(ov->db, "COMMIT", NULL, NULL, NULL), "commit");
+	if (rc)
+		sqlite3_exec(ov->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+/* ---- records ---- */
+
+static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *target)
+{
+	sqlite3_stmt *st = ov->get_ino;
+	int rc;
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		a->ino = ino;
+		a->mode = (uint32_t)sqlite3_column_int64(st, 0);
+		a->uid = (uint32_t)sqlite3_column_int64(st, 1);
+		a->gid = (uint32_t)sqlite3_column_int64(st, 2);
+		a->nlink = (uint32_t)sqlite3_column_int64(st, 3);
+		a->size = (uint64_t)sqlite3_column_int64(st, 4);
+		a->mtime_s = sqlite3_column_int64(st, 5);
+		a->mtime_ns = (uint32_t)sqlite3_column_int64(st, 6);
+		a->ctime_s = sqlite3_column_int64(st, 7);
+		a->ctime_ns = (uint32_t)sqlite3_column_int64(st, 8);
+		a->upper = sqlite3_column_int(st, 10);
+		a->cat_idx = (uint32_t)sqlite3_column_int64(st, 11);
+		if (target) {
+			buf_reset(target);
+			rc = buf_append(target, sqlite3_column_blob(st, 9),
+					(size_t)sqlite3_column_bytes(st, 9));
+			if (!rc)
+				rc = buf_append(target, "", 1);
+		} else {
+			rc = 0;
+		}
+	} else if (rc == SQLITE_DONE) {
+		rc = -ENOENT;
+	} else {
+		rc = sqlerr(ov, rc, "read inode");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int put_row(struct ov *ov, const struct ov_attr *a, const char *target, size_t tlen)
+{
+	sqlite3_stmt *st = ov->put_ino;
+	int rc;
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)a->ino);
+	sqlite3_bind_int64(st, 2, a->mode);
+	sqlite3_bind_int64(st, 3, a->uid);
+	sqlite3_bind_int64(st, 4, a->gid);
+	sqlite3_bind_int64(st, 5, a->nlink);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)a->size);
+	sqlite3_bind_int64(st, 7, a->mtime_s);
+	sqlite3_bind_int64(st, 8, a->mtime_ns);
+	sqlite3_bind_int64(st, 9, a->ctime_s);
+	sqlite3_bind_int64(st, 10, a->ctime_ns);
+	if (target)
+		sqlite3_bind_blob(st, 11, target, (int)tlen, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 11);
+	sqlite3_bind_int(st, 12, a->upper);
+	sqlite3_bind_int64(st, 13, a->cat_idx);
+	rc = sqlerr(ov, sqlite3_step(st), "write inode");
+	sqlite3_reset(st);
+	if (!rc)
+		rc = set_add(&ov->rows, a->ino);
+	return rc;
+}
+
+static void cat_attr(struct ov *ov, uint32_t idx, struct ov_attr *a)
+{
+	const struct cat_entry *e = catalog_entry(ov->cat, idx);
+
+	memset(a, 0, sizeof(*a));
+	a->ino = (uint64_t)idx + 1;
+	a->mode = e->mode;
+	a->uid = ov->o.preserve_owner ? e->uid : ov->o.uid;
+	a->gid = ov->o.preserve_owner ? e->gid : ov->o.gid;
+	a->nlink = e->nlink;
+	a->size = S_ISDIR(e->mode) ? 4096 : e->size;
+	a->mtime_s = a->ctime_s = e->mtime_sec;
+	a->mtime_ns = a->ctime_ns = e->mtime_nsec;
+	a->cat_idx = idx;
+}
+
+/* Attributes of ino; with the lock held (either way). */
+static int attr_locked(struct ov *ov, uint64_t ino, struct ov_attr *a)
+{
+	int rc = -ENOENT;
+
+	if (set_has(&ov->rows, ino)) {
+		rc = get_row(ov, ino, a, NULL);
+		if (rc && rc != -ENOENT)
+			return rc;
+	}
+	if (rc == -ENOENT) {
+		uint32_t idx;
+
+		if (ino == 0 || ino > ov->ncat)
+			return -ENOENT;
+		idx = (uint32_t)(ino - 1);
+		if (catalog_entry(ov->cat, idx)->ino != idx)
+			return -ENOENT; /* a hard-link member's own index: not an inode */
+		cat_attr(ov, idx, a);
+		return 0;
+	}
+	if (a->upper) {
+		char path[PATH_MAX];
+		struct stat st;
+
+		ov_data_path(ov, ino, path);
+		if (stat(path, &st) == 0) {
+			a->size = (uint64_t)st.st_size;
+			a->mtime_s = st.st_mtim.tv_sec;
+			a->mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
+			if (st.st_ctim.tv_sec > a->ctime_s ||
+			    (st.st_ctim.tv_sec == a->ctime_s && (uint32_t)st.st_ctim.tv_nsec > a->ctime_ns)) {
+				a->ctime_s = st.st_ctim.tv_sec;
+				a->ctime_ns = (uint32_t)st.st_ctim.tv_nsec;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Write a's record, keeping a symlink's target (from its row or the catalog). */
+static int save_row(struct ov *ov, const struct ov_attr *a)
+{
+	struct buf t = BUF_INIT;
+	struct ov_attr tmp;
+	int rc;
+
+	if (!S_ISLNK(a->mode))
+		return put_row(ov, a, NULL, 0);
+	if (set_has(&ov->rows, a->ino) && get_row(ov, a->ino, &tmp, &t) == 0 && t.len > 1) {
+		rc = put_row(ov, a, (const char *)t.p, t.len - 1);
+	} else if (a->cat_idx != OV_NONE) {
+		const struct cat_entry *e = catalog_entry(ov->cat, a->cat_idx);
+
+		rc = put_row(ov, a, catalog_target(ov->cat, e), e->count);
+	} else {
+		rc = -EIO;
+	}
+	buf_free(&t);
+	return rc;
+}
+
+/* Make sure ino has a row (copying the catalog's record); its attrs in *a. */
+static int ensure_row(struct ov *ov, uint64_t ino, struct ov_attr *a)
+{
+	int rc = attr_locked(ov, ino, a);
+
+	if (rc)
+		return rc;
+	if (set_has(&ov->rows, ino)) {
+		struct ov_attr tmp;
+
+		if (get_row(ov, ino, &tmp, NULL) == 0)
+			return 0;
+	}
+	return save_row(ov, a);
+}
+
+/* Catalog child of parent named name (parent must be a catalog dir). */
+static int cat_has(struct ov *ov, uint64_t parent, const char *name, uint32_t *idx)
+{
+	if (parent == 0 || parent > ov->ncat)
+		return -ENOENT;
+	if (!S_ISDIR(catalog_entry(ov->cat, (uint32_t)(parent - 1))->mode))
+		return -ENOTDIR;
+	return catalog_lookup(ov->cat, (uint32_t)(parent - 1), name, strlen(name), idx);
+}
+
+/* Inode of parent/name, or -ENOENT.  Lock held. */
+static int lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint64_t *ino)
+{
+	uint32_t idx;
+	int rc;
+
+	if (set_has(&ov->dirty, parent)) {
+		sqlite3_stmt *st = ov->get_dent;
+
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
+		sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*ino = (uint64_t)sqlite3_column_int64(st, 0);
+			sqlite3_reset(st);
+			return *ino ? 0 : -ENOENT;
+		}
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return sqlerr(ov, rc, "lookup");
+	}
+	rc = cat_has(ov, parent, name, &idx);
+	if (rc)
+		return rc == -ENOTDIR ? -ENOENT : rc;
+	*ino = ov_cat_ino(ov, idx);
+	return 0;
+}
+
+static int set_dentry(struct ov *ov, uint64_t parent, const char *name, uint64_t ino)
+{
+	sqlite3_stmt *st = ov->put_dent;
+	int rc;
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
+	sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)ino);
+	rc = sqlerr(ov, sqlite3_step(st), "write name");
+	sqlite3_reset(st);
+	if (!rc)
+		rc = set_add(&ov->dirty, parent);
+	return rc;
+}
+
+/* Remove a name: a whiteout where the catalog has it, else drop the row. */
+static int remove_name(struct ov *ov, uint64_t parent, const char *name)
+{
+	uint32_t idx;
+	sqlite3_stmt *st = ov->del_dent;
+	int rc;
+
+	if (cat_has(ov, parent, name, &idx) == 0)
+		return set_dentry(ov, parent, name, 0);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
+	sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
+	rc = sqlerr(ov, sqlite3_step(st), "remove name");
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* A directory's entries changed: mtime and ctime now, nlink += delta. */
+static int touch_dir(struct ov *ov, uint64_t dir, int delta)
+{
+	struct ov_attr a;
+	int rc = ensure_row(ov, dir, &a);
+
+	if (rc)
+		return rc;
+	now_ts(&a.mtime_s, &a.mtime_ns);
+	a.ctime_s = a.mtime_s;
+	a.ctime_ns = a.mtime_ns;
+	a.nlink = (uint32_t)((int)a.nlink + delta);
+	return save_row(ov, &a);
+}
+
+/* ---- open/close ---- */
+
+static int prep(struct ov *ov, sqlite3_stmt **st, const char *sql)
+{
+	return sqlerr(ov, sqlite3_prepare_v2(ov->db, sql, -1, st, NULL), "prepare");
+}
+
+static int load_sets(struct ov *ov)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = prep(ov, &st, "SELECT ino FROM inodes");
+	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		rc = set_add(&ov->rows, (uint64_t)sqlite3_column_int64(st, 0));
+	rc = rc == SQLITE_DONE ? 0 : rc;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (!rc)
+		rc = prep(ov, &st, "SELECT DISTINCT parent FROM dentries");
+	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		rc = set_add(&ov->dirty, (uint64_t)sqlite3_column_int64(st, 0));
+	rc = rc == SQLITE_DONE ? 0 : rc;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (!rc)
+		rc = prep(ov, &st, "SELECT COUNT(*) FROM xattrs");
+	if (!rc && sqlite3_step(st) == SQLITE_ROW)
+		ov->has_xattrs = sqlite3_column_int64(st, 0) > 0;
+	sqlite3_finalize(st);
+	return rc > 0 ? sqlerr(ov, rc, "load") : rc;
+}
+
+/* Unlinked inodes can no longer be open: drop them and their data. */
+static int drop_orphans(struct ov *ov)
+{
+	sqlite3_stmt *st = NULL;
+	char path[PATH_MAX];
+	int rc;
+
+	rc = prep(ov, &st, "SELECT ino FROM inodes WHERE nlink = 0");
+	while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+		ov_data_path(ov, (uint64_t)sqlite3_column_int64(st, 0), path);
+		unlink(path);
+	}
+	sqlite3_finalize(st);
+	if (!rc)
+		rc = sqlerr(ov, sqlite3_exec(ov->db,
+					     "DELETE FROM xattrs WHERE ino IN (SELECT ino FROM inodes WHERE nlink = 0);"
+					     "DELETE FROM inodes WHERE nlink = 0;",
+					     NULL, NULL, NULL), "drop orphans");
+	return rc;
+}
+
+int ov_meta_get(struct ov *ov, const char *k, char *v, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(ov, &st, "SELECT v FROM meta WHERE k = ?1");
+
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(v, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sqlerr(ov, rc, "read meta");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int ov_meta_set(struct ov *ov, const char *k, const char *v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = prep(ov, &st, "INSERT OR REPLACE INTO meta VALUES(?1, ?2)");
+
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+	rc = sqlerr(ov, sqlite3_step(st), "write meta");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int ov_peek_meta(const char *dir, const char *k, char *v, size_t n)
+{
+	char path[PATH_MAX + 16];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc = -ENOENT;
+
+	snprintf(path, sizeof(path), "%s/state.db", dir);
+	if (access(path, F_OK) != 0)
+		return -ENOENT;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_busy_timeout(db, 30000);
+	if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(v, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = 0;
+	}
+out:
+	sqlite3_finalize(st);
+	if (db)
+		sqlite3_close(db);
+	return rc;
+}
+
+int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struct ov **out)
+{
+	struct ov *ov = calloc(1, sizeof(*ov));
+	char path[PATH_MAX + 32], v[64];
+	char *err = NULL;
+	int rc, i;
+
+	if (!ov)
+		return -ENOMEM;
+	snprintf(ov->dir, sizeof(ov->dir), "%s", dir);
+	ov->cat = cat;
+	ov->ncat = catalog_count(cat);
+	ov->o = *o;
+	pthread_rwlock_init(&ov->lock, NULL);
+	pthread_mutex_init(&ov->copy_lock, NULL);
+	snprintf(path, sizeof(path), "%s/data", dir);
+	rc = mkdir_p(path, 0700);
+	if (rc)
+		goto fail;
+	snprintf(path, sizeof(path), "%s/state.db", dir);
+	rc = sqlite3_open_v2(path, &ov->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				     SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		log_err("mount state '%s': cannot open", qpath(path));
+		rc = -EIO;
+		goto fail;
+	}
+	sqlite3_busy_timeout(ov->db, 30000);
+	for (i = 0; i < 400; i++) {
+		rc = sqlite3_exec(ov->db, schema, NULL, NULL, &err);
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+		sqlite3_free(err);
+		err = NULL;
+		usleep(25000);
+	}
+	if (rc != SQLITE_OK) {
+		log_err("mount state '%s': %s", qpath(path), err ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+		rc = rc == SQLITE_FULL ? -ENOSPC : -EIO;
+		goto fail;
+	}
+	rc = prep(ov, &ov->get_ino, "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns,"
+		  " ctime_s, ctime_ns, target, upper, cat FROM inodes WHERE ino = ?1");
+	if (!rc)
+		rc = prep(ov, &ov->put_ino, "INSERT OR REPLACE INTO inodes VALUES"
+			  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
+	if (!rc)
+		rc = prep(ov, &ov->get_dent, "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
+	if (!rc)
+		rc = prep(ov, &ov->put_dent, "INSERT OR REPLACE INTO dentries VALUES(?1,?2,?3)");
+	if (!rc)
+		rc = prep(ov, &ov->del_dent, "DELETE FROM dentries WHERE parent=?1 AND name=?2");
+	if (!rc)
+		rc = prep(ov, &ov->list_dent,
+			  "SELECT name, ino FROM dentries WHERE parent=?1 ORDER BY name");
+	if (!rc && !o->readonly)
+		rc = drop_orphans(ov);
+	if (!rc)
+		rc = load_sets(ov);
+	if (rc)
+		goto fail;
+	ov->next_ino = ov->ncat + 1;
+	if (ov_meta_get(ov, "next_ino", v, sizeof(v)) == 0 && strtoull(v, NULL, 10) > ov->next_ino)
+		ov->next_ino = strtoull(v, NULL, 10);
+	*out = ov;
+	return 0;
+fail:
+	ov_close(ov);
+	return rc;
+}
+
+void ov_close(struct ov *ov)
+{
+	if (!ov)
+		return;
+	sqlite3_finalize(ov->get_ino);
+	sqlite3_finalize(ov->put_ino);
+	sqlite3_finalize(ov->get_dent);
+	sqlite3_finalize(ov->put_dent);
+	sqlite3_finalize(ov->del_dent);
+	sqlite3_finalize(ov->list_dent);
+	if (ov->db)
+		sqlite3_close(ov->db);
+	free(ov->rows.v);
+	free(ov->dirty.v);
+	pthread_rwlock_destroy(&ov->lock);
+	pthread_mutex_destroy(&ov->copy_lock);
+	free(ov);
+}
+
+uint64_t ov_changes(struct ov *ov)
+{
+	return ov->rows.n + ov->dirty.n;
+}
+
+/* ---- reads ---- */
+
+int ov_getattr(struct ov *ov, uint64_t ino, struct ov_attr *a)
+{
+	int rc;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	rc = attr_locked(ov, ino, a);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+int ov_lookup(struct ov *ov, uint64_t parent, const char *name, struct ov_attr *a)
+{
+	uint64_t ino;
+	int rc;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	rc = lookup_locked(ov, parent, name, &ino);
+	if (!rc)
+		rc = attr_locked(ov, ino, a);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+ssize_t ov_readlink(struct ov *ov, uint64_t ino, char *out, size_t n)
+{
+	struct ov_attr a;
+	struct buf t = BUF_INIT;
+	ssize_t rc;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	if (set_has(&ov->rows, ino) && get_row(ov, ino, &a, &t) == 0) {
+		rc = S_ISLNK(a.mode) ? (ssize_t)t.len - 1 : -EINVAL;
+		if (rc > 0)
+			snprintf(out, n, "%s", (const char *)t.p);
+	} else if (ino >= 1 && ino <= ov->ncat) {
+		const struct cat_entry *e = catalog_entry(ov->cat, (uint32_t)(ino - 1));
+
+		rc = S_ISLNK(e->mode) ? (ssize_t)e->count : -EINVAL;
+		if (rc > 0)
+			snprintf(out, n, "%.*s", (int)e->count, catalog_target(ov->cat, e));
+	} else {
+		rc = -ENOENT;
+	}
+	pthread_rwlock_unlock(&ov->lock);
+	buf_free(&t);
+	return rc;
+}
+
+void ov_dirents_free(struct ov_dirent *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+struct dvec {
+	struct ov_dirent *v;
+	size_t n, cap;
+};
+
+static int dvec_add(struct dvec *d, const char *name, size_t len, uint64_t ino, uint32_t mode)
+{
+	if (d->n == d->cap) {
+		size_t nc = d->cap ? d->cap * 2 : 64;
+		struct ov_dirent *nv = realloc(d->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		d->v = nv;
+		d->cap = nc;
+	}
+	d->v[d->n].name = strndup(name, len);
+	if (!d->v[d->n].name)
+		return -ENOMEM;
+	d->v[d->n].len = len;
+	d->v[d->n].ino = ino;
+	d->v[d->n].mode = mode;
+	d->n++;
+	return 0;
+}
+
+/* An added name, with its inode's type. */
+static int add_db_name(struct ov *ov, struct dvec *d, const struct ov_dirent *x)
+{
+	struct ov_attr a;
+
+	if (x->ino == 0 || attr_locked(ov, x->ino, &a))
+		return 0;
+	return dvec_add(d, x->name, x->len, x->ino, a.mode);
+}
+
+static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n)
+{
+	struct dvec db = { NULL, 0, 0 }, out = { NULL, 0, 0 };
+	struct ov_attr a;
+	size_t i = 0, j;
+	uint64_t c = 0, cn = 0;
+	int rc;
+
+	rc = attr_locked(ov, dir, &a);
+	if (!rc && !S_ISDIR(a.mode))
+		rc = -ENOTDIR;
+	if (!rc && set_has(&ov->dirty, dir)) {
+		sqlite3_stmt *st = ov->list_dent;
+
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)dir);
+		while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
+			rc = dvec_add(&db, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+				      (uint64_t)sqlite3_column_int64(st, 1), 0);
+		rc = rc == SQLITE_DONE ? 0 : rc > 0 ? sqlerr(ov, rc, "list") : rc;
+		sqlite3_reset(st);
+	}
+	if (!rc && dir <= ov->ncat) {
+		const struct cat_entry *d = catalog_entry(ov->cat, (uint32_t)(dir - 1));
+
+		c = d->first;
+		cn = d->first + d->count;
+	}
+	/* merge two name-sorted lists; an added name or whiteout wins */
+	while (!rc && (c < cn || i < db.n)) {
+		const struct cat_entry *e = c < cn ? catalog_entry(ov->cat, (uint32_t)c) : NULL;
+		int cmp;
+
+		if (!e)
+			cmp = 1;
+		else if (i == db.n)
+			cmp = -1;
+		else
+			cmp = catalog_name_cmp(catalog_name(ov->cat, e), e->name_len, db.v[i].name,
+					       db.v[i].len);
+		if (cmp < 0) {
+			rc = dvec_add(&out, catalog_name(ov->cat, e), e->name_len,
+				      ov_cat_ino(ov, (uint32_t)c), e->mode);
+			c++;
+		} else {
+			rc = add_db_name(ov, &out, &db.v[i]);
+			i++;
+			if (cmp == 0)
+				c++;
+		}
+	}
+	for (j = 0; j < db.n; j++)
+		free(db.v[j].name);
+	free(db.v);
+	if (rc) {
+		ov_dirents_free(out.v, out.n);
+		return rc;
+	}
+	*v = out.v;
+	*n = out.n;
+	return 0;
+}
+
+int ov_list(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n)
+{
+	int rc;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	rc = list_locked(ov, dir, v, n);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+/* ---- changes ---- */
+
+static int dir_is_empty(struct ov *ov, uint64_t dir)
+{
+	struct ov_dirent *v;
+	size_t n;
+	int rc;
+
+	rc = list_locked(ov, dir, &v, &n);
+	if (rc)
+		return rc;
+	ov_dirents_free(v, n);
+	return n == 0;
+}
+
+int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid,
+	      gid_t gid, const char *target, struct ov_attr *a)
+{
+	struct ov_attr p;
+	uint64_t ino;
+	char path[PATH_MAX], v[32];
+	int rc, fd;
+
+	if (strlen(name) > CATALOG_MAX_NAME)
+		return -ENAMETOOLONG;
+	rc = begin(ov);
+	if (rc)
+		return end(ov, rc);
+	rc = attr_locked(ov, parent, &p);
+	if (!rc && !S_ISDIR(p.mode))
+		rc = -ENOTDIR;
+	if (!rc && p.nlink == 0)
+		rc = -ENOENT;
+	if (!rc && lookup_locked(ov, parent, name, &ino) == 0)
+		rc = -EEXIST;
+	if (rc)
+		return end(ov, rc);
+	ino = ov->next_ino++;
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)ov->next_ino);
+	memset(a, 0, sizeof(*a));
+	a->ino = ino;
+	a->mode = mode;
+	a->uid = uid;
+	a->gid = gid;
+	a->nlink = S_ISDIR(mode) ? 2 : 1;
+	a->size = S_ISDIR(mode) ? 4096 : target ? strlen(target) : 0;
+	now_ts(&a->mtime_s, &a->mtime_ns);
+	a->ctime_s = a->mtime_s;
+	a->ctime_ns = a->mtime_ns;
+	a->upper = S_ISREG(mode);
+	a->cat_idx = OV_NONE;
+	if (S_ISREG(mode)) {
+		ov_data_path(ov, ino, path);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return end(ov, -errno);
+		close(fd);
+	}
+	rc = ov_meta_set(ov, "next_ino", v);
+	if (!rc)
+		rc = put_row(ov, a, target, target ? strlen(target) : 0);
+	if (!rc)
+		rc = set_dentry(ov, parent, name, ino);
+	if (!rc)
+		rc = touch_dir(ov, parent, S_ISDIR(mode) ? 1 : 0);
+	if (!rc)
+		rc = attr_locked(ov, ino, a);
+	return end(ov, rc);
+}
+
+int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name, struct ov_attr *a)
+{
+	struct ov_attr p;
+	uint64_t other;
+	int rc;
+
+	if (strlen(name) > CATALOG_MAX_NAME)
+		return -ENAMETOOLONG;
+	rc = begin(ov);
+	if (!rc)
+		rc = attr_locked(ov, parent, &p);
+	if (!rc && !S_ISDIR(p.mode))
+		rc = -ENOTDIR;
+	if (!rc && lookup_locked(ov, parent, name, &other) == 0)
+		rc = -EEXIST;
+	if (!rc)
+		rc = ensure_row(ov, ino, a);
+	if (!rc && S_ISDIR(a->mode))
+		rc = -EPERM;
+	if (rc)
+		return end(ov, rc);
+	a->nlink++;
+	now_ts(&a->ctime_s, &a->ctime_ns);
+	rc = save_row(ov, a);
+	if (!rc)
+		rc = set_dentry(ov, parent, name, ino);
+	if (!rc)
+		rc = touch_dir(ov, parent, 0);
+	if (!rc)
+		rc = attr_locked(ov, ino, a);
+	return end(ov, rc);
+}
+
+/* Drop one link of ino (dir: all). */
+static int drop_link(struct ov *ov, uint64_t ino, int dir)
+{
+	struct ov_attr a;
+	int rc = ensure_row(ov, ino, &a);
+
+	if (rc)
+		return rc;
+	a.nlink = dir || a.nlink == 0 ? 0 : a.nlink - 1;
+	now_ts(&a.ctime_s, &a.ctime_ns);
+	return save_row(ov, &a);
+}
+
+int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir)
+{
+	struct ov_attr a;
+	uint64_t ino;
+	int rc;
+
+	rc = begin(ov);
+	if (!rc)
+		rc = lookup_locked(ov, parent, name, &ino);
+	if (!rc)
+		rc = attr_locked(ov, ino, &a);
+	if (rc)
+		return end(ov, rc);
+	if (dir && !S_ISDIR(a.mode))
+		return end(ov, -ENOTDIR);
+	if (!dir && S_ISDIR(a.mode))
+		return end(ov, -EISDIR);
+	if (dir) {
+		rc = dir_is_empty(ov, ino);
+		if (rc < 0)
+			return end(ov, rc);
+		if (rc == 0)
+			return end(ov, -ENOTEMPTY);
+	}
+	rc = remove_name(ov, parent, name);
+	if (!rc)
+		rc = drop_link(ov, ino, dir);
+	if (!rc)
+		rc = touch_dir(ov, parent, dir ? -1 : 0);
+	return end(ov, rc);
+}
+
+int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned int flags)
+{
+	struct ov_attr src, dst, np;
+	uint64_t sino, dino = 0;
+	int rc, have_dst;
+
+	if (flags & ~RENAME_NOREPLACE)
+		return -EINVAL;
+	if (strlen(newname) > CATALOG_MAX_NAME)
+		return -ENAMETOOLONG;
+	rc = begin(ov);
+	if (!rc)
+		rc = lookup_locked(ov, parent, name, &sino);
+	if (!rc)
+		rc = attr_locked(ov, sino, &src);
+	if (!rc)
+		rc = attr_locked(ov, newparent, &np);
+	if (!rc && !S_ISDIR(np.mode))
+		rc = -ENOTDIR;
+	if (rc)
+		return end(ov, rc);
+	have_dst = lookup_locked(ov, newparent, newname, &dino) == 0;
+	if (have_dst) {
+		if (flags & RENAME_NOREPLACE)
+			return end(ov, -EEXIST);
+		if (dino == sino)
+			return end(ov, 0);
+		rc = attr_locked(ov, dino, &dst);
+		if (rc)
+			return end(ov, rc);
+		if (S_ISDIR(src.mode) && !S_ISDIR(dst.mode))
+			return end(ov, -ENOTDIR);
+		if (!S_ISDIR(src.mode) && S_ISDIR(dst.mode))
+			return end(ov, -EISDIR);
+		if (S_ISDIR(dst.mode)) {
+			rc = dir_is_empty(ov, dino);
+			if (rc < 0)
+				return end(ov, rc);
+			if (rc == 0)
+				return end(ov, -ENOTEMPTY);
+		}
+		rc = drop_link(ov, dino, S_ISDIR(dst.mode));
+		if (!rc && S_ISDIR(dst.mode))
+			rc = touch_dir(ov, newparent, -1);
+	}
+	if (!rc)
+		rc = remove_name(ov, parent, name);
+	if (!rc)
+		rc = set_dentry(ov, newparent, newname, sino);
+	if (!rc)
+		rc = touch_dir(ov, parent, S_ISDIR(src.mode) && parent != newparent ? -1 : 0);
+	if (!rc && newparent != parent)
+		rc = touch_dir(ov, newparent, S_ISDIR(src.mode) ? 1 : 0);
+	if (!rc) {
+		/* rename changes the moved inode's ctime */
+		rc = ensure_row(ov, sino, &src);
+		if (!rc) {
+			now_ts(&src.ctime_s, &src.ctime_ns);
+			rc = save_row(ov, &src);
+		}
+	}
+	return end(ov, rc);
+}
+
+int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st, struct ov_attr *a)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	rc = begin(ov);
+	if (!rc)
+		rc = ensure_row(ov, ino, a);
+	if (rc)
+		goto out;
+	ov_data_path(ov, ino, path);
+	if (what & OV_SET_SIZE) {
+		if (!S_ISREG(a->mode)) {
+			rc = S_ISDIR(a->mode) ? -EISDIR : -EINVAL;
+			goto out;
+		}
+		if (!a->upper) {
+			rc = -EIO; /* caller copies up first */
+			goto out;
+		}
+		if (truncate(path, st->st_size) < 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	if (what & OV_SET_MODE)
+		a->mode = (a->mode & S_IFMT) | (st->st_mode & 07777);
+	if (what & OV_SET_UID)
+		a->uid = st->st_uid;
+	if (what & OV_SET_GID)
+		a->gid = st->st_gid;
+	if (what & (OV_SET_MTIME | OV_SET_MTIME_NOW)) {
+		struct timespec ts[2];
+
+		if (what & OV_SET_MTIME_NOW)
+			now_ts(&a->mtime_s, &a->mtime_ns);
+		else {
+			a->mtime_s = st->st_mtim.tv_sec;
+			a->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+		}
+		if (a->upper) {
+			ts[0].tv_sec = 0;
+			ts[0].tv_nsec = UTIME_OMIT;
+			ts[1].tv_sec = a->mtime_s;
+			ts[1].tv_nsec = a->mtime_ns;
+			if (utimensat(AT_FDCWD, path, ts, 0) < 0) {
+				rc = -errno;
+				goto out;
+			}
+		}
+	}
+	now_ts(&a->ctime_s, &a->ctime_ns);
+	rc = save_row(ov, a);
+	if (!rc)
+		rc = attr_locked(ov, ino, a);
+out:
+	return end(ov, rc);
+}
+
+int ov_copy_up(struct ov *ov, uint64_t ino, int truncate_it)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct ov_attr a;
+	uint8_t *b = NULL;
+	uint64_t off;
+	int fd = -1, rc;
+
+	pthread_mutex_lock(&ov->copy_lock);
+	rc = ov_getattr(ov, ino, &a);
+	if (rc || a.upper)
+		goto out;
+	if (!S_ISREG(a.mode) || a.cat_idx == OV_NONE) {
+		rc = -EINVAL;
+		goto out;
+	}
+	ov_data_path(ov, ino, path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!truncate_it && a.size) {
+		b = malloc(1 << 20);
+		if (!b) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (off = 0; off < a.size;) {
+			size_t n = a.size - off < (1 << 20) ? (size_t)(a.size - off) : (1 << 20);
+
+			rc = ov->o.read_lower(ov->o.read_arg, a.cat_idx, off, b, n);
+			if (!rc)
+				rc = pwrite_full(fd, b, n, (off_t)off);
+			if (rc)
+				goto out;
+			off += n;
+		}
+	}
+	if (!truncate_it) {
+		/* copy-up keeps the file's times until it is written */
+		struct timespec ts[2] = { { a.mtime_s, a.mtime_ns }, { a.mtime_s, a.mtime_ns } };
+
+		if (futimens(fd, ts) < 0) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		rc = -errno;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = begin(ov);
+	if (!rc)
+		rc = ensure_row(ov, ino, &a);
+	if (!rc) {
+		a.upper = 1;
+		rc = save_row(ov, &a);
+	}
+	rc = end(ov, rc);
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+	}
+	free(b);
+	pthread_mutex_unlock(&ov->copy_lock);
+	return rc;
+}
+
+/* ---- xattrs ---- */
+
+int ov_setxattr(struct ov *ov, uint64_t ino, const char *name, const void *v, size_t n, int flags)
+{
+	sqlite3_stmt *st = NULL;
+	struct ov_attr a;
+	int rc, exists = 0;
+
+	rc = begin(ov);
+	if (!rc)
+		rc = attr_locked(ov, ino, &a);
+	if (!rc)
+		rc = prep(ov, &st, "SELECT 1 FROM xattrs WHERE ino=?1 AND name=?2");
+	if (rc)
+		goto out;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	exists = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	st = NULL;
+	if ((flags & XATTR_CREATE) && exists) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if ((flags & XATTR_REPLACE) && !exists) {
+		rc = -ENODATA;
+		goto out;
+	}
+	rc = prep(ov, &st, "INSERT OR REPLACE INTO xattrs VALUES(?1,?2,?3)");
+	if (rc)
+		goto out;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, n ? v : "", (int)n, SQLITE_STATIC);
+	rc = sqlerr(ov, sqlite3_step(st), "set xattr");
+	if (!rc)
+		ov->has_xattrs = 1;
+out:
+	sqlite3_finalize(st);
+	return end(ov, rc);
+}
+
+ssize_t ov_getxattr(struct ov *ov, uint64_t ino, const char *name, void *v, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	ssize_t rc;
+
+	if (!ov->has_xattrs)
+		return -ENODATA;
+	pthread_rwlock_rdlock(&ov->lock);
+	rc = prep(ov, &st, "SELECT value FROM xattrs WHERE ino=?1 AND name=?2");
+	if (!rc) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			size_t len = (size_t)sqlite3_column_bytes(st, 0);
+
+			if (n == 0)
+				rc = (ssize_t)len;
+			else if (len > n)
+				rc = -ERANGE;
+			else {
+				memcpy(v, sqlite3_column_blob(st, 0), len);
+				rc = (ssize_t)len;
+			}
+		} else {
+			rc = -ENODATA;
+		}
+	}
+	sqlite3_finalize(st);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+ssize_t ov_listxattr(struct ov *ov, uint64_t ino, char *v, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	size_t total = 0;
+	ssize_t rc;
+
+	if (!ov->has_xattrs)
+		return 0;
+	pthread_rwlock_rdlock(&ov->lock);
+	rc = prep(ov, &st, "SELECT name FROM xattrs WHERE ino=?1 ORDER BY name");
+	if (!rc) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			size_t len = (size_t)sqlite3_column_bytes(st, 0) + 1;
+
+			if (n && total + len > n) {
+				rc = -ERANGE;
+				break;
+			}
+			if (n)
+				memcpy(v + total, sqlite3_column_text(st, 0), len);
+			total += len;
+		}
+		if (!rc)
+			rc = (ssize_t)total;
+	}
+	sqlite3_finalize(st);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = begin(ov);
+	if (!rc)
+		rc = prep(ov, &st, "DELETE FROM xattrs WHERE ino=?1 AND name=?2");
+	if (!rc) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+		rc = sqlerr(ov, sqlite3_step(st), "remove xattr");
+		if (!rc && sqlite3_changes(ov->db) == 0)
+			rc = -ENODATA;
+	}
+	sqlite3_finalize(st);
+	return end(ov, rc);
+}

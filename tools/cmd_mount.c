@@ -1,0 +1,271 @@
+/* stashfs mount, commit, umount, status. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "../fs/mount.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_ALLOW_OTHER, OPT_FOREGROUND,
+	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT
+};
+
+static const char mount_help[] =
+	"usage: stashfs mount DIR --key KEY [--restore-key PREFIX]... [OPTIONS]\n\n"
+	"Mount the snapshot lazily at DIR: metadata now, content on first read,\n"
+	"writes kept copy-on-write in the store.  On a miss, an empty writable\n"
+	"tree.  Changes survive a crash of the daemon: mounting the same DIR again\n"
+	"resumes them.\n\n"
+	"  --key KEY            the key to mount\n"
+	"  --restore-key PREFIX fallback prefix, repeatable, tried in order\n"
+	"  --allow-other        let other users (and containers) use the mount\n"
+	"  --preserve-owner     show recorded owners instead of the mounting user\n"
+	"  --foreground         stay in the foreground (serve until unmounted)\n"
+	"  --fresh              discard changes left by an earlier mount of DIR\n"
+	"  --fail-on-miss       exit 1 when no key matched\n"
+	COMMON_HELP;
+
+int cmd_mount(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "restore-key", required_argument, NULL, OPT_RESTORE_KEY },
+		{ "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+		{ "preserve-owner", no_argument, NULL, OPT_PRESERVE_OWNER },
+		{ "fresh", no_argument, NULL, OPT_FRESH },
+		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	struct mount_opts mo;
+	char *restore[64];
+	struct common c;
+	struct repo r;
+	int opt, rc;
+
+	memset(&mo, 0, sizeof(mo));
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("mount", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: mo.key = optarg; break;
+		case OPT_RESTORE_KEY:
+			if (mo.n_restore == (int)ARRAY_SIZE(restore) || key_valid(optarg))
+				return usage_error("mount", "bad or too many --restore-key");
+			restore[mo.n_restore++] = optarg;
+			break;
+		case OPT_ALLOW_OTHER: mo.allow_other = 1; break;
+		case OPT_FOREGROUND: mo.foreground = 1; break;
+		case OPT_PRESERVE_OWNER: mo.preserve_owner = 1; break;
+		case OPT_FRESH: mo.fresh = 1; break;
+		case OPT_FAIL_ON_MISS: mo.fail_on_miss = 1; break;
+		case OPT_HELP: fputs(mount_help, stdout); return 0;
+		default: return usage_error("mount", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("mount", "expected one DIR");
+	if (!mo.key)
+		return usage_error("mount", "--key is required");
+	if (key_valid(mo.key))
+		return usage_error("mount", "key must be 1-512 printable ASCII characters");
+	mo.dir = argv[optind];
+	mo.restore = restore;
+	mo.json = c.json;
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = fs_mount(&r, &mo, c.store, c.remote, c.reads, c.n_reads);
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
+
+static void commit_summary(const char *cmd, const char *key, const struct snap_stats *st,
+			   double secs, int json)
+{
+	char total[32], up[32], hex[CAS_HEX_LEN + 1];
+
+	fmt_size(total, sizeof(total), st->bytes);
+	fmt_size(up, sizeof(up), st->bytes_uploaded);
+	log_info("%s: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
+		 " new chunks, uploaded %s in %" PRIu64 " packs; %.2f s",
+		 cmd, key, st->files, st->dirs, total, st->chunks_new, up, st->packs_uploaded, secs);
+	if (json) {
+		cas_id_hex(&st->catalog, hex);
+		printf("{\"command\":\"%s\",\"key\":", cmd);
+		json_str(stdout, key);
+		printf(",\"snapshot\":\"%s\",\"files\":%" PRIu64 ",\"dirs\":%" PRIu64
+		       ",\"bytes\":%" PRIu64 ",\"chunks_new\":%" PRIu64 ",\"bytes_uploaded\":%" PRIu64
+		       ",\"packs_uploaded\":%" PRIu64 ",\"seconds\":%.3f}\n",
+		       hex, st->files, st->dirs, st->bytes, st->chunks_new, st->bytes_uploaded,
+		       st->packs_uploaded, secs);
+	}
+}
+
+static const char commit_help[] =
+	"usage: stashfs commit DIR [--key KEY] [OPTIONS]\n\n"
+	"Publish the mounted view at DIR as a snapshot under KEY (default: the key\n"
+	"it was mounted with).  Unchanged files are not read again; only content\n"
+	"the remote lacks is uploaded.  The mount stays up.\n\n"
+	"  --key KEY            key to publish\n" COMMON_HELP;
+
+int cmd_commit(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	struct commit_opts co;
+	struct snap_stats st;
+	char key[KEY_MAX + 1];
+	struct common c;
+	struct repo r;
+	double t0 = mono_sec();
+	int opt, rc;
+
+	memset(&co, 0, sizeof(co));
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("commit", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: co.key = optarg; break;
+		case OPT_HELP: fputs(commit_help, stdout); return 0;
+		default: return usage_error("commit", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("commit", "expected one DIR");
+	if (co.key && key_valid(co.key))
+		return usage_error("commit", "key must be 1-512 printable ASCII characters");
+	co.dir = argv[optind];
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = fs_commit(&r, &co, &st, key, sizeof(key));
+	if (!rc)
+		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
+
+static const char umount_help[] =
+	"usage: stashfs umount DIR [--commit KEY] [OPTIONS]\n\n"
+	"Unmount DIR, after publishing it as KEY with --commit.  Without --commit\n"
+	"the changes stay in the store and the next mount of DIR resumes them;\n"
+	"after a commit they are published and the local state is dropped.\n\n"
+	"  --commit KEY         commit as KEY first\n" COMMON_HELP;
+
+int cmd_umount(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "commit", required_argument, NULL, OPT_COMMIT },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	struct commit_opts co;
+	struct snap_stats st;
+	char key[KEY_MAX + 1];
+	struct common c;
+	struct repo r;
+	double t0 = mono_sec();
+	int opt, rc = 0, committed = 0;
+
+	memset(&co, 0, sizeof(co));
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("umount", "too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_COMMIT: co.key = optarg; break;
+		case OPT_HELP: fputs(umount_help, stdout); return 0;
+		default: return usage_error("umount", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("umount", "expected one DIR");
+	if (co.key && key_valid(co.key))
+		return usage_error("umount", "key must be 1-512 printable ASCII characters");
+	co.dir = argv[optind];
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	if (co.key) {
+		rc = fs_commit(&r, &co, &st, key, sizeof(key));
+		if (rc)
+			goto out;
+		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
+		committed = 1;
+	}
+	rc = fs_umount(&r, co.dir);
+	if (!rc && committed)
+		fs_discard_state(&r, co.dir);
+	if (!rc)
+		log_info("umount: %s unmounted%s", co.dir,
+			 committed ? "; its changes are published" : "; changes kept for the next mount");
+out:
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
+
+static const char status_help[] =
+	"usage: stashfs status [DIR] [--json]\n\n"
+	"What a mount (every mount of the store without DIR) fetched, wrote and\n"
+	"uploaded.\n\n" COMMON_HELP;
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option longopts[] = { COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
+	struct common c;
+	struct repo r;
+	int opt, rc;
+
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("status", "too many --read-remote");
+		if (h)
+			continue;
+		if (opt == OPT_HELP) {
+			fputs(status_help, stdout);
+			return 0;
+		}
+		return usage_error("status", "unknown option");
+	}
+	if (optind + 1 < argc)
+		return usage_error("status", "at most one DIR");
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = fs_status(&r, optind < argc ? argv[optind] : NULL, c.json);
+	repo_close(&r);
+	common_free(&c);
+	return rc ? 1 : 0;
+}
