@@ -608,7 +608,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	int rc = ov_setxattr(ctx_of(req)->ov, ino, name, value, size, flags);
+	int rc;
+
+	/* no POSIX ACLs: saying so makes cp -a and tar fall back to chmod */
+	if (strncmp(name, "system.", 7) == 0) {
+		reply_err(req, -EOPNOTSUPP);
+		return;
+	}
+	rc = ov_setxattr(ctx_of(req)->ov, ino, name, value, size, flags);
 
 	if (rc)
 		reply_err(req, rc);

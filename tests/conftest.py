@@ -89,3 +89,61 @@ def user_tmp():
     yield d
     subprocess.run(["chmod", "-R", "u+rwX", d])
     shutil.rmtree(d, ignore_errors=True)
+
+
+def syscalls_bin():
+    b = os.environ.get("STASHFS_SYSCALLS") or os.path.join(ROOT, "build", "syscalls")
+    if not os.path.exists(b):
+        pytest.exit(f"syscall exerciser not found at {b}: build first", returncode=1)
+    return b
+
+
+def fuse_available():
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    if not shutil.which("fusermount3"):
+        return "no fusermount3 (apt-get install fuse3)"
+    return None
+
+
+class Mounts:
+    """Mounts made by a test; always unmounted, daemon logs checked after."""
+
+    def __init__(self, stash):
+        self.stash = stash
+        self.dirs = []
+        self.allowed_log = []
+
+    def mount(self, stash, d, key, *extra, check=True, user=None):
+        p = stash.run("mount", d, "--key", key, *extra, check=check, user=user)
+        if p.returncode == 0:
+            self.dirs.append(str(d))
+        return p
+
+    def daemon_logs(self, stash):
+        out = []
+        mounts = os.path.join(stash.store, "mounts")
+        if os.path.isdir(mounts):
+            for m in os.listdir(mounts):
+                p = os.path.join(mounts, m, "daemon.log")
+                if os.path.exists(p):
+                    out += [ln for ln in open(p, errors="replace").read().splitlines() if ln]
+        return out
+
+    def cleanup(self):
+        for d in reversed(self.dirs):
+            subprocess.run(["fusermount3", "-u", "-z", d], capture_output=True)
+
+
+@pytest.fixture
+def mounts(stash):
+    why = fuse_available()
+    if why:
+        pytest.skip(f"FUSE not usable here: {why}")
+    m = Mounts(stash)
+    yield m
+    m.cleanup()
+    # like libfuse's output checker: the daemon said nothing unexpected
+    logs = [ln for ln in m.daemon_logs(stash)
+            if not any(a in ln for a in m.allowed_log)]
+    assert not logs, "unexpected daemon output:\n" + "\n".join(logs)

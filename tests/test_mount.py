@@ -1,0 +1,328 @@
+"""The mount: faithful, lazy, copy-on-write, crash-safe; commit and umount."""
+import json
+import os
+import random
+import signal
+import stat
+import struct
+import subprocess
+import time
+
+import pytest
+from conftest import syscalls_bin
+
+
+def status(stash, d):
+    r = stash.run("status", d, "--json")
+    v = json.loads(r.stdout)
+    assert len(v) == 1
+    return v[0]
+
+
+def inode_map(root):
+    out = {}
+    for dp, dn, fn in os.walk(root):
+        for n in dn + fn:
+            p = os.path.join(dp, n)
+            out[os.path.relpath(p, root)] = os.lstat(p).st_ino
+    return out
+
+
+def test_mount_is_faithful_and_stable(stash, mounts, tree, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    tree.make_edge_tree(src)
+    stash.run("save", src, "--key", "edge")
+    t0 = time.monotonic()
+    mounts.mount(stash, mnt, "edge")
+    assert time.monotonic() - t0 < 5
+    tree.compare(src, mnt)
+    st = os.stat(mnt / "small.txt")
+    assert st.st_uid == os.getuid() and st.st_gid == os.getgid()
+    inos = inode_map(mnt)
+    assert len(set(inos.values())) < len(inos)  # hard links share inodes
+    stash.run("umount", mnt)
+    mounts.mount(stash, mnt, "edge")
+    assert inode_map(mnt) == inos
+    tree.fix_ro_dirs(src)
+
+
+def test_read_fetches_only_what_is_read(stash, mounts, tree, tmp_path):
+    rng = random.Random(3)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    tree.make_random_tree(src, 60, 500_000, rng)  # 30 MB in small-ish files
+    (src / "large").write_bytes(rng.randbytes(40 << 20))
+    stash.run("save", src, "--key", "lazy")
+    shutil_rm_cache(stash)
+    mounts.mount(stash, mnt, "lazy")
+    s = status(stash, mnt)
+    assert s["bytes_fetched"] == 0 and s["bytes_total"] > 70_000_000
+    data = (mnt / "dir03" / "file00013").read_bytes()
+    assert data == (src / "dir03" / "file00013").read_bytes()
+    s = status(stash, mnt)
+    assert 500_000 <= s["bytes_fetched"] <= 520_000, s
+    assert s["objects_fetched"] == 1
+    # 64 kB from the middle of a 40 MB file: one or two chunks, not the file
+    with open(mnt / "large", "rb") as f:
+        f.seek(20 << 20)
+        part = f.read(65536)
+    with open(src / "large", "rb") as f:
+        f.seek(20 << 20)
+        assert part == f.read(65536)
+    s2 = status(stash, mnt)
+    assert s2["bytes_fetched"] - s["bytes_fetched"] <= 2 * (4 << 20)
+    assert s2["objects_fetched"] - s["objects_fetched"] <= 2
+    # cached content is served again without fetching
+    (mnt / "dir03" / "file00013").read_bytes()
+    assert status(stash, mnt)["bytes_fetched"] == s2["bytes_fetched"]
+
+
+def shutil_rm_cache(stash):
+    import shutil
+    shutil.rmtree(os.path.join(stash.store, "objects"), ignore_errors=True)
+    os.makedirs(os.path.join(stash.store, "objects"))
+
+
+def test_concurrent_reads_fetch_once(stash, mounts, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "f").write_bytes(random.Random(1).randbytes(3 << 20))
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    procs = [subprocess.Popen(["cat", str(mnt / "f")], stdout=subprocess.DEVNULL) for _ in range(8)]
+    for p in procs:
+        assert p.wait() == 0
+    s = status(stash, mnt)
+    # random bytes are stored raw: each chunk fetched exactly once
+    assert s["bytes_fetched"] == 3 << 20, s
+    assert 1 <= s["objects_fetched"] <= 12
+
+
+def apply_ops(root):
+    """The same changes, applied to a native tree and to a mount."""
+    j = lambda *p: os.path.join(root, *p)  # noqa: E731
+    with open(j("small.txt"), "a") as f:       # append to a lower file (copy-up)
+        f.write("appended\n")
+    with open(j("random-3M"), "r+b") as f:     # overwrite inside a large lower file
+        f.seek(1 << 20)
+        f.write(b"X" * 5000)
+    os.truncate(j("compressible-2M"), 1000)    # truncate a lower file
+    with open(j("new-file"), "wb") as f:       # create
+        f.write(b"new content\n")
+    os.unlink(j("empty"))                      # unlink lower
+    os.rename(j("with space.txt"), j("exec.sh"))   # rename over an existing file
+    os.rename(j("sub"), j("sub-renamed"))      # rename a lower directory
+    os.mkdir(j("new-dir"))
+    os.mkdir(j("new-dir", "nested"))
+    os.rmdir(j("empty-dir"))
+    os.symlink("new-file", j("new-link"))
+    os.link(j("new-file"), j("new-dir", "hard"))   # link a new file
+    os.link(j("old"), j("old-link"))           # link a lower file
+    os.chmod(j("private"), 0o640)              # chmod a lower file, no copy-up
+    os.utime(j("readonly"), ns=(5, 1_234_567_890_987_654_321))
+    for i in range(50):
+        with open(j("new-dir", f"n{i}"), "w") as f:
+            f.write(str(i) * i)
+    os.unlink(j("many", "f0007"))
+    os.rename(j("many", "f0008"), j("new-dir", "moved"))
+    # fix times on what we created so both trees agree
+    ns = 1_700_000_000_111_111_111
+    for p in ["new-file", "new-link", "new-dir", "new-dir/nested", "sub-renamed",
+              "exec.sh", "old-link", "small.txt", "random-3M", "compressible-2M", "private",
+              "new-dir/moved", "many", ""]:
+        os.utime(j(p), ns=(ns, ns), follow_symlinks=False)
+    for i in range(50):
+        os.utime(j("new-dir", f"n{i}"), ns=(ns, ns))
+    os.utime(j("new-dir"), ns=(ns, ns))
+
+
+def test_copy_on_write_commit_and_remount(stash, mounts, tree, tmp_path):
+    src, mnt, native = tmp_path / "src", tmp_path / "mnt", tmp_path / "native"
+    tree.make_edge_tree(src)
+    tree.fix_ro_dirs(src)
+    subprocess.run(["cp", "-a", str(src), str(native)], check=True)
+    stash.run("save", src, "--key", "base")
+    objects_before = sorted(os.listdir(tmp_path / "remote" / "packs"))
+    mounts.mount(stash, mnt, "base")
+    apply_ops(mnt)
+    apply_ops(native)
+    tree.compare(native, mnt)
+    # the snapshot and the cached objects are untouched
+    out = tmp_path / "restored-base"
+    stash.run("restore", out, "--key", "base")
+    tree.compare(src, out)
+    objdir = os.path.join(stash.store, "objects")
+    import hashlib
+    for sub in os.listdir(objdir):
+        for name in os.listdir(os.path.join(objdir, sub)):
+            data = open(os.path.join(objdir, sub, name), "rb").read()
+            assert hashlib.sha256(data).hexdigest() == sub + name
+    # commit while mounted, then a fresh mount of the new key shows the changed tree
+    r = stash.run("commit", mnt, "--key", "changed", json_out=True)
+    # only changed content was uploaded: the edited chunk of random-3M (about
+    # 1 MiB, incompressible) and small files, not the 3 MB file or the tree
+    assert r.json["bytes_uploaded"] < 1_700_000, r.json
+    assert set(objects_before) <= set(os.listdir(tmp_path / "remote" / "packs"))
+    mnt2 = tmp_path / "mnt2"
+    mounts.mount(stash, mnt2, "changed")
+    tree.compare(native, mnt2)
+    out2 = tmp_path / "restored-changed"
+    stash.run("restore", out2, "--key", "changed")
+    tree.compare(native, out2)
+
+
+def test_syscall_exerciser_in_mount(stash, mounts, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "lower.txt").write_text("from the snapshot")
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    os.mkdir(mnt / "work")
+    r = subprocess.run([syscalls_bin(), str(mnt / "work")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 failed" in r.stdout
+    # and on a miss: an empty writable tree
+    empty = tmp_path / "empty"
+    p = mounts.mount(stash, empty, "no-such-key")
+    assert "miss for key 'no-such-key'" in p.stderr.decode()
+    assert os.listdir(empty) == []
+    r = subprocess.run([syscalls_bin(), str(empty)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def daemon_pid(stash, mnt):
+    statedir = None
+    for m in os.listdir(os.path.join(stash.store, "mounts")):
+        d = os.path.join(stash.store, "mounts", m)
+        with open(os.path.join(d, "stats"), "rb") as f:
+            magic, pid = struct.unpack("<Qq", f.read(16))
+        if pid > 0:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            statedir = d
+            return pid, statedir
+    raise AssertionError("no live daemon")
+
+
+def test_kill9_keeps_changes(stash, mounts, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("original")
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    (mnt / "a").write_text("changed before the crash")
+    (mnt / "b").write_text("new before the crash")
+    os.mkdir(mnt / "d")
+    pid, _ = daemon_pid(stash, mnt)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with pytest.raises(OSError):
+        os.listdir(mnt)  # transport endpoint is not connected
+    p = mounts.mount(stash, mnt, "k")
+    assert "changes resumed" in p.stderr.decode()
+    assert (mnt / "a").read_text() == "changed before the crash"
+    assert (mnt / "b").read_text() == "new before the crash"
+    assert (mnt / "d").is_dir()
+    # another key over uncommitted changes is refused, nothing lost
+    stash.run("umount", mnt)
+    r = stash.run("mount", mnt, "--key", "other", check=False)
+    assert r.returncode == 1 and "uncommitted changes" in r.stderr.decode()
+    # --fresh discards them
+    mounts.mount(stash, mnt, "k", "--fresh")
+    assert (mnt / "a").read_text() == "original"
+    assert not (mnt / "b").exists()
+
+
+def test_umount_commit_publishes_and_drops_state(stash, mounts, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("1")
+    stash.run("save", src, "--key", "v1")
+    mounts.mount(stash, mnt, "v1")
+    (mnt / "a").write_text("2")
+    r = stash.run("umount", mnt, "--commit", "v2")
+    assert "published" in r.stderr.decode()
+    assert not os.path.ismount(mnt)
+    assert os.listdir(os.path.join(stash.store, "mounts")) == []
+    out = tmp_path / "out"
+    stash.run("restore", out, "--key", "v2")
+    assert (out / "a").read_text() == "2"
+    # a busy mount is not unmounted, and says so
+    mounts.mount(stash, mnt, "v2")
+    f = open(mnt / "a")
+    r = stash.run("umount", mnt, check=False)
+    assert r.returncode == 1 and "busy" in r.stderr.decode()
+    f.close()
+    stash.run("umount", mnt)
+
+
+def test_read_record_in_commit(stash, mounts, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    contents = {f"f{i}": os.urandom(1000 + i) for i in range(10)}
+    for n, c in contents.items():
+        (src / n).write_bytes(c)
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    order = ["f7", "f2", "f9", "f2", "f0"]
+    for n in order:
+        (mnt / n).read_bytes()
+    r = stash.run("commit", mnt, "--key", "k2", json_out=True)
+    cat = open(os.path.join(stash.store, "catalogs", r.json["snapshot"]), "rb").read()
+    hdr = struct.unpack("<8sII16Q", cat[:144])
+    n_chunks, off_chunks = hdr[5], hdr[10]
+    n_reads, off_reads = hdr[17], hdr[18]
+    ids = [cat[off_chunks + 56 * i: off_chunks + 56 * i + 32] for i in range(n_chunks)]
+    reads = struct.unpack(f"<{n_reads}I", cat[off_reads: off_reads + 4 * n_reads])
+    import hashlib
+    want = [hashlib.sha256(contents[n]).digest() for n in ["f7", "f2", "f9", "f0"]]
+    assert [ids[i] for i in reads] == want
+
+
+def test_untar_and_cp_inside_mount(stash, mounts, tree, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    tree.make_edge_tree(tmp_path / "edge")
+    tree.fix_ro_dirs(tmp_path / "edge")
+    tarball = tmp_path / "t.tar"
+    # GNU tar's POSIX format keeps nanosecond mtimes (Python's tarfile does not)
+    subprocess.run(["tar", "--posix", "-cf", str(tarball), "-C", str(tmp_path), "edge"], check=True)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    subprocess.run(["tar", "-xf", str(tarball), "-C", str(mnt)], check=True)
+    tree.compare(tmp_path / "edge", mnt / "edge", check_root_mtime=False)
+    subprocess.run(["cp", "-a", str(venv), str(mnt / "venv")], check=True)
+    tree.compare(venv, mnt / "venv")
+    subprocess.run(["cp", "-a", str(mnt / "edge"), str(tmp_path / "back")], check=True)
+    tree.compare(tmp_path / "edge", tmp_path / "back", check_root_mtime=False)
+
+
+def test_venv_in_mount_no_pyc_rewrite(stash, mounts, tmp_path):
+    mnt = tmp_path / "mnt"
+    mounts.mount(stash, mnt, "venv-key")  # a miss: empty tree
+    venv = mnt / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    code = "import pip._internal.cli.main, email.parser, json; print('ok')"
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+    stash.run("umount", mnt, "--commit", "venv-key")
+    mounts.mount(stash, mnt, "venv-key")
+
+    def pycs():
+        out = {}
+        for dp, _, fn in os.walk(venv):
+            for n in fn:
+                if n.endswith(".pyc"):
+                    st = os.stat(os.path.join(dp, n))
+                    out[os.path.join(dp, n)] = (st.st_mtime_ns, st.st_size)
+        return out
+    before = pycs()
+    assert len(before) > 50
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+    assert pycs() == before
+    assert status(stash, mnt)["copy_ups"] == 0
+    assert status(stash, mnt)["bytes_written"] == 0
