@@ -42,9 +42,16 @@ struct fs_ctx {
 struct fh {
 	int fd;          /* data file when upper, else -1 */
 	uint32_t cat_idx;
+	/* lower files: the last chunk's cache file stays open, so sequential
+	 * reads keep one descriptor and its readahead state */
+	pthread_mutex_t lock;
+	int chunk_fd;
+	uint32_t chunk;
 };
 
 struct dh {
+	pthread_mutex_t lock;
+	int listed;
 	struct ov_dirent *v;
 	size_t n;
 };
@@ -104,6 +111,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	/* attributes and data change only through this mount */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (getenv("STASHFS_WRITEBACK") && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
 }
@@ -315,6 +324,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	h->fd = -1;
+	h->chunk_fd = -1;
+	pthread_mutex_init(&h->lock, NULL);
 	h->cat_idx = a.cat_idx;
 	if ((acc != O_RDONLY || trunc) && !a.upper) {
 		rc = ov_copy_up(c->ov, ino, trunc);
@@ -361,6 +372,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	h->cat_idx = OV_NONE;
+	h->chunk_fd = -1;
+	pthread_mutex_init(&h->lock, NULL);
 	rc = open_upper(c, a.ino, O_RDWR, h);
 	if (rc) {
 		free(h);
@@ -411,19 +424,28 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		uint64_t within = (uint64_t)off - ref->off;
 
 		if (within + size <= ch->raw_len) {
-			int fd = fetch_chunk_fd(c->f, ref->chunk);
+			pthread_mutex_lock(&h->lock);
+			if (h->chunk_fd < 0 || h->chunk != ref->chunk) {
+				int fd = fetch_chunk_fd(c->f, ref->chunk);
 
-			if (fd < 0) {
-				reply_err(req, fd);
-				return;
+				if (fd < 0) {
+					pthread_mutex_unlock(&h->lock);
+					reply_err(req, fd);
+					return;
+				}
+				if (h->chunk_fd >= 0)
+					close(h->chunk_fd);
+				h->chunk_fd = fd;
+				h->chunk = ref->chunk;
+				posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+				fetch_note_read(c->f, ref->chunk);
 			}
-			fetch_note_read(c->f, ref->chunk);
 			bv.buf[0].size = size;
 			bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-			bv.buf[0].fd = fd;
+			bv.buf[0].fd = h->chunk_fd;
 			bv.buf[0].pos = (off_t)within;
 			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-			close(fd);
+			pthread_mutex_unlock(&h->lock);
 			__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
 			return;
 		}
@@ -461,13 +483,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	fuse_reply_write(req, size);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	fuse_reply_err(req, 0);
-}
-
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
@@ -475,6 +490,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)ino;
 	if (h->fd >= 0)
 		close(h->fd);
+	if (h->chunk_fd >= 0)
+		close(h->chunk_fd);
+	pthread_mutex_destroy(&h->lock);
 	free(h);
 	fuse_reply_err(req, 0);
 }
@@ -496,18 +514,15 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct dh *d = calloc(1, sizeof(*d));
-	int rc;
 
+	(void)ino;
 	if (!d) {
 		reply_err(req, -ENOMEM);
 		return;
 	}
-	rc = ov_list(ctx_of(req)->ov, ino, &d->v, &d->n);
-	if (rc) {
-		free(d);
-		reply_err(req, rc);
-		return;
-	}
+	/* the listing is made on the first readdir: with the kernel's
+	 * directory cache warm, opendir is all there is */
+	pthread_mutex_init(&d->lock, NULL);
 	fi->fh = (uintptr_t)d;
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
@@ -526,6 +541,19 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_err(req, -ENOMEM);
 		return;
 	}
+	pthread_mutex_lock(&d->lock);
+	if (!d->listed) {
+		int rc = ov_list(c->ov, ino, &d->v, &d->n);
+
+		if (rc) {
+			pthread_mutex_unlock(&d->lock);
+			free(buf);
+			reply_err(req, rc);
+			return;
+		}
+		d->listed = 1;
+	}
+	pthread_mutex_unlock(&d->lock);
 	for (i = (size_t)off; i < d->n + 2; i++) {
 		const char *name = i == 0 ? "." : i == 1 ? ".." : d->v[i - 2].name;
 		struct fuse_entry_param e;
@@ -580,6 +608,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 	(void)ino;
 	ov_dirents_free(d->v, d->n);
+	pthread_mutex_destroy(&d->lock);
 	free(d);
 	fuse_reply_err(req, 0);
 }
@@ -690,7 +719,6 @@ static const struct fuse_lowlevel_ops ops = {
 	.create = op_create,
 	.read = op_read,
 	.write = op_write,
-	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
 	.opendir = op_opendir,

@@ -520,7 +520,7 @@ out:
 int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struct ov **out)
 {
 	struct ov *ov = calloc(1, sizeof(*ov));
-	char path[PATH_MAX + 32], v[64];
+	char path[PATH_MAX + 32];
 	char *err = NULL;
 	int rc, i;
 
@@ -579,9 +579,17 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 		rc = load_sets(ov);
 	if (rc)
 		goto fail;
+	/* new inodes are numbered after the catalog's and every recorded one */
 	ov->next_ino = ov->ncat + 1;
-	if (ov_meta_get(ov, "next_ino", v, sizeof(v)) == 0 && strtoull(v, NULL, 10) > ov->next_ino)
-		ov->next_ino = strtoull(v, NULL, 10);
+	{
+		sqlite3_stmt *st = NULL;
+
+		if (prep(ov, &st, "SELECT COALESCE(MAX(ino), 0) FROM inodes") == 0 &&
+		    sqlite3_step(st) == SQLITE_ROW &&
+		    (uint64_t)sqlite3_column_int64(st, 0) >= ov->next_ino)
+			ov->next_ino = (uint64_t)sqlite3_column_int64(st, 0) + 1;
+		sqlite3_finalize(st);
+	}
 	*out = ov;
 	return 0;
 fail:
@@ -800,7 +808,7 @@ int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid
 {
 	struct ov_attr p;
 	uint64_t ino;
-	char path[PATH_MAX], v[32];
+	char path[PATH_MAX];
 	int rc, fd;
 
 	if (strlen(name) > CATALOG_MAX_NAME)
@@ -818,7 +826,6 @@ int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid
 	if (rc)
 		return end(ov, rc);
 	ino = ov->next_ino++;
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)ov->next_ino);
 	memset(a, 0, sizeof(*a));
 	a->ino = ino;
 	a->mode = mode;
@@ -838,9 +845,7 @@ int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid
 			return end(ov, -errno);
 		close(fd);
 	}
-	rc = ov_meta_set(ov, "next_ino", v);
-	if (!rc)
-		rc = put_row(ov, a, target, target ? strlen(target) : 0);
+	rc = put_row(ov, a, target, target ? strlen(target) : 0);
 	if (!rc)
 		rc = set_dentry(ov, parent, name, ino);
 	if (!rc)
