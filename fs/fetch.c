@@ -116,6 +116,8 @@ static int fetch_one(struct fetcher *f, uint32_t c)
 	if (rc) {
 		log_err("fetch: object %s in pack %s: %s", chex, hex,
 			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
+		/* the reader gets EIO for this read; everything cached keeps working */
+		rc = -EIO;
 		goto out;
 	}
 	__atomic_add_fetch(&f->stats->bytes_fetched, in.len, __ATOMIC_RELAXED);

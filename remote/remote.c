@@ -20,8 +20,12 @@ int remote_open(const char *url, int read_only, struct remote **out)
 	}
 	if (strncmp(url, "file://", 7) == 0) {
 		rc = remote_file_open(url, r);
+	} else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
+		   strncmp(url, "s3://", 5) == 0) {
+		rc = remote_http_open(url, r);
 	} else {
-		log_err("remote '%s': unsupported scheme (use file:///dir)", url);
+		log_err("remote '%s': unsupported scheme (use file:///dir, http(s)://host/path "
+			"or s3://bucket/prefix)", url);
 		rc = -EINVAL;
 	}
 	if (rc)

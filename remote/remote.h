@@ -44,7 +44,15 @@ struct remote {
 	void *priv;
 };
 
-/* Open by URL: file:///abs/dir.  -EINVAL with a logged reason. */
+/*
+ * Open by URL: file:///abs/dir, http(s)://host/path, s3://bucket/prefix.
+ * HTTP settings come from the environment: STASHFS_TIMEOUT (seconds for
+ * one operation, retries included; default 60), STASHFS_TOKEN (bearer),
+ * NETRC, STASHFS_INSECURE=1, STASHFS_CA_BUNDLE, STASHFS_CLIENT_CERT/KEY;
+ * S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+ * AWS_REGION, STASHFS_S3_ENDPOINT (or AWS_ENDPOINT_URL),
+ * STASHFS_S3_PATH_STYLE.  -EINVAL with a logged reason.
+ */
 int remote_open(const char *url, int read_only, struct remote **out);
 void remote_free(struct remote *r);
 
@@ -54,7 +62,8 @@ int remote_put_file(struct remote *r, const char *name, const char *path, int ma
 int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);
 
-/* The file:// backend, for remote.c */
+/* Backends, for remote.c: file:// and http(s):// / s3:// (remote/http.c). */
 int remote_file_open(const char *url, struct remote *r);
+int remote_http_open(const char *url, struct remote *r);
 
 #endif

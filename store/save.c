@@ -789,6 +789,39 @@ static int load_key_base(struct saver *s)
 	return rc;
 }
 
+/* Copy a pack from whichever remote has it to the primary, verified. */
+static int copy_pack(struct saver *s, const struct cas_id *id, const char *name)
+{
+	struct buf b = BUF_INIT;
+	struct cas_id got;
+	char hex[CAS_HEX_LEN + 1];
+	int rc;
+
+	cas_id_hex(id, hex);
+	rc = repo_get(s->r, name, 0, REMOTE_WHOLE, &b, 1u << 30);
+	if (rc) {
+		log_err("pack %s of the base snapshot: %s", hex,
+			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
+		goto out;
+	}
+	cas_hash(b.p, b.len, &got);
+	if (cas_id_cmp(&got, id) != 0) {
+		log_err("pack %s of the base snapshot: hash mismatch; not copied", hex);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = remote_put_buf(s->r->primary, name, b.p, b.len);
+	if (rc) {
+		log_err("pack %s: copying to %s: %s", hex, s->r->primary->url, strerror(-rc));
+		goto out;
+	}
+	s->st->bytes_uploaded += b.len;
+	s->st->packs_uploaded++;
+out:
+	buf_free(&b);
+	return rc;
+}
+
 /*
  * Entries whose content is unchanged from the base snapshot reuse its
  * chunk list: nothing is read.  The base's packs must be on the primary
@@ -816,13 +849,12 @@ static int seed_from_base(struct saver *s, const struct catalog *base)
 		rc = remote_exists(s->r->primary, name);
 		if (rc < 0)
 			goto out;
-		if (rc == 0) {
-			log_err("commit: pack %s of the base snapshot is not on %s (mounted from a "
-				"read remote?); save the directory instead", hex, s->r->primary->url);
-			rc = -ENOENT;
+		/* mounted from a read remote (a pull request reading main's
+		 * cache): the new snapshot must not depend on a scope it cannot
+		 * write, so the pack is copied into the primary */
+		rc = rc == 0 ? copy_pack(s, &p->id, name) : 0;
+		if (rc)
 			goto out;
-		}
-		rc = 0;
 	}
 	for (i = 0; i < s->npacks; i++)
 		s->packs[i].cat = NONE;

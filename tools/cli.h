@@ -24,6 +24,7 @@ struct common {
 /* Options every command takes; ids >= 1000 so commands can add theirs. */
 enum {
 	OPT_STORE = 1000, OPT_REMOTE, OPT_READ_REMOTE, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_HELP,
+	OPT_TIMEOUT, OPT_INSECURE,
 	OPT_CMD_BASE = 1100
 };
 
@@ -34,7 +35,9 @@ enum {
 	{ "json", no_argument, NULL, OPT_JSON },                               \
 	{ "quiet", no_argument, NULL, OPT_QUIET },                             \
 	{ "verbose", no_argument, NULL, OPT_VERBOSE },                         \
-	{ "help", no_argument, NULL, OPT_HELP }
+	{ "help", no_argument, NULL, OPT_HELP },                               \
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },                   \
+	{ "insecure", no_argument, NULL, OPT_INSECURE }
 
 #define COMMON_HELP                                                            \
 	"  --store PATH         local store (env STASHFS_STORE; default\n"         \
@@ -43,6 +46,9 @@ enum {
 	"                       file:///dir; default: the store alone\n"          \
 	"  --read-remote URL    read-only fallback remote, repeatable\n"          \
 	"                       (env STASHFS_READ_REMOTES, space-separated)\n"    \
+	"  --timeout SECONDS    bound on one remote operation, retries included\n" \
+	"                       (env STASHFS_TIMEOUT, default 60)\n"            \
+	"  --insecure           do not verify TLS certificates (loudly)\n"       \
 	"  --json               machine-readable output on stdout\n"              \
 	"  --quiet              no summary line\n"                                \
 	"  --help               this help\n"

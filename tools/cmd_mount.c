@@ -53,7 +53,7 @@ int cmd_mount(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("mount", "too many --read-remote");
+			return usage_error("mount", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
@@ -141,7 +141,7 @@ int cmd_commit(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("commit", "too many --read-remote");
+			return usage_error("commit", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
@@ -195,7 +195,7 @@ int cmd_umount(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("umount", "too many --read-remote");
+			return usage_error("umount", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
@@ -249,7 +249,7 @@ int cmd_status(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("status", "too many --read-remote");
+			return usage_error("status", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		if (opt == OPT_HELP) {

@@ -73,7 +73,7 @@ int cmd_save(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("save", "too many --read-remote");
+			return usage_error("save", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
@@ -180,7 +180,7 @@ int cmd_restore(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("restore", "too many --read-remote");
+			return usage_error("restore", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
@@ -286,7 +286,7 @@ int cmd_ls(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("ls", "too many --read-remote");
+			return usage_error("ls", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		if (opt == OPT_HELP) {
@@ -569,7 +569,7 @@ int cmd_gc(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("gc", "too many --read-remote");
+			return usage_error("gc", "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {

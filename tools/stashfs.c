@@ -63,6 +63,15 @@ int common_opt(struct common *c, int opt, const char *arg)
 	case OPT_VERBOSE:
 		log_verbose = 1;
 		return 1;
+	case OPT_TIMEOUT:
+		if (strtod(arg, NULL) <= 0)
+			return -1;
+		/* the remotes read it when they open (the daemon inherits it) */
+		setenv("STASHFS_TIMEOUT", arg, 1);
+		return 1;
+	case OPT_INSECURE:
+		setenv("STASHFS_INSECURE", "1", 1);
+		return 1;
 	}
 	return 0;
 }

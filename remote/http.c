@@ -1,0 +1,659 @@
+/*
+ * http:// and https:// remotes (any server with GET, PUT and HEAD: nginx
+ * WebDAV, bazel-remote-style caches) and s3://bucket/prefix (any
+ * S3-compatible store, SigV4 signed by libcurl), on libcurl.
+ *
+ * Each request borrows an easy handle from a small pool, so concurrent
+ * callers (save's and restore's worker threads, the mount's readers) run
+ * in parallel and each handle keeps its connections alive for reuse.
+ *
+ * Every operation has a deadline (the remote timeout, default 60 s): a
+ * connect timeout, a low-speed abort for stalled bodies, and retries with
+ * backoff on 5xx, 429, resets, timeouts and short bodies, all inside it.
+ * CURLcode and HTTP status become errno here: 404 -> ENOENT, 401/403 ->
+ * EACCES, timeouts -> ETIMEDOUT, the rest -> EIO; the detail is logged with
+ * the URL's secrets removed.
+ */
+#define _GNU_SOURCE
+#include "remote.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POOL_MAX 16
+#define MAX_TRIES 5
+
+struct http_remote {
+	char *base;          /* URL prefix ending without '/' */
+	char *shown;         /* for messages: no credentials */
+	int s3;
+	char *sigv4;         /* "aws:amz:REGION:s3" */
+	char *userpwd;       /* S3 key:secret (never logged) */
+	struct curl_slist *auth_headers; /* bearer token, S3 session token */
+	double timeout;      /* seconds for one operation, retries included */
+	int insecure;
+	pthread_mutex_t lock;
+	CURL *pool[POOL_MAX];
+	int npool;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static CURL *take(struct http_remote *h)
+{
+	CURL *c = NULL;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->npool)
+		c = h->pool[--h->npool];
+	pthread_mutex_unlock(&h->lock);
+	if (!c)
+		c = curl_easy_init();
+	else
+		curl_easy_reset(c);
+	return c;
+}
+
+static void give(struct http_remote *h, CURL *c)
+{
+	pthread_mutex_lock(&h->lock);
+	if (h->npool < POOL_MAX) {
+		h->pool[h->npool++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
+struct sink {
+	struct buf *out;
+	size_t start;
+	size_t cap;
+	int too_big;
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *arg)
+{
+	struct sink *s = arg;
+	size_t len = sz * n;
+
+	if (s->out->len - s->start + len > s->cap) {
+		s->too_big = 1;
+		return 0;
+	}
+	if (buf_append(s->out, p, len))
+		return 0;
+	return len;
+}
+
+static void sha256_hex(const void *p, size_t n, char *hex)
+{
+	unsigned char md[32];
+	unsigned int len = 32;
+
+	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
+	hex_encode(hex, md, 32);
+}
+
+static int file_sha256_hex(const char *path, char *hex)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[32], b[1 << 16];
+	unsigned int len = 32;
+	int fd, rc = 0;
+
+	if (!ctx)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (;;) {
+		ssize_t r = read(fd, b, sizeof(b));
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if (r == 0)
+			break;
+		EVP_DigestUpdate(ctx, b, (size_t)r);
+	}
+	close(fd);
+	EVP_DigestFinal_ex(ctx, md, &len);
+	hex_encode(hex, md, 32);
+out:
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+enum method { M_GET, M_HEAD, M_PUT };
+
+struct request {
+	enum method m;
+	const char *name;
+	uint64_t off, len;    /* GET range; len REMOTE_WHOLE: all */
+	struct buf *out;      /* GET body */
+	size_t cap;
+	const void *body;     /* PUT from memory */
+	size_t body_len;
+	const char *path;     /* PUT from a file */
+	char payload_sha[65]; /* for S3 */
+};
+
+struct upload {
+	const uint8_t *p;
+	size_t n, pos;
+	FILE *f;
+};
+
+static size_t on_upload(char *dst, size_t sz, size_t n, void *arg)
+{
+	struct upload *u = arg;
+	size_t want = sz * n;
+
+	if (u->f)
+		return fread(dst, 1, want, u->f);
+	if (want > u->n - u->pos)
+		want = u->n - u->pos;
+	memcpy(dst, u->p + u->pos, want);
+	u->pos += want;
+	return want;
+}
+
+/* curl rewinds an upload when it must resend it on a fresh connection */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+	struct upload *u = arg;
+
+	if (origin != SEEK_SET || off < 0)
+		return CURL_SEEKFUNC_CANTSEEK;
+	if (u->f)
+		return fseeko(u->f, (off_t)off, SEEK_SET) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+	if ((size_t)off > u->n)
+		return CURL_SEEKFUNC_FAIL;
+	u->pos = (size_t)off;
+	return CURL_SEEKFUNC_OK;
+}
+
+static int retryable(CURLcode cc, long status)
+{
+	switch (cc) {
+	case CURLE_OK:
+		return status >= 500 || status == 429 || status == 408;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SEND_FAIL_REWIND:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
+		   CURLcode *ccout, int *too_big, int *got_206)
+{
+	char url[8192], range[64], hdr[128];
+	struct curl_slist *hl = NULL, *it;
+	struct sink sink = { rq->out, rq->out ? rq->out->len : 0, rq->cap, 0 };
+	struct upload up = { NULL, 0, 0, NULL };
+	double left = deadline - now_s();
+	CURLcode cc;
+	CURL *c;
+	int rc = 0;
+
+	if (left <= 0.05)
+		return -ETIMEDOUT;
+	c = take(h);
+	if (!c)
+		return -ENOMEM;
+	snprintf(url, sizeof(url), "%s/%s", h->base, rq->name);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(left * 1000));
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(left < 10 ? left * 1000 : 10000));
+	/* a body that stalls (under 1 kB/s for 10 s, or a fifth of the budget) fails */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)(h->timeout / 5 < 10 ? h->timeout / 5 + 1 : 10));
+	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
+	if (getenv("NETRC"))
+		curl_easy_setopt(c, CURLOPT_NETRC_FILE, getenv("NETRC"));
+	if (h->insecure) {
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (getenv("STASHFS_CA_BUNDLE"))
+		curl_easy_setopt(c, CURLOPT_CAINFO, getenv("STASHFS_CA_BUNDLE"));
+	if (getenv("STASHFS_CLIENT_CERT"))
+		curl_easy_setopt(c, CURLOPT_SSLCERT, getenv("STASHFS_CLIENT_CERT"));
+	if (getenv("STASHFS_CLIENT_KEY"))
+		curl_easy_setopt(c, CURLOPT_SSLKEY, getenv("STASHFS_CLIENT_KEY"));
+	for (it = h->auth_headers; it; it = it->next)
+		hl = curl_slist_append(hl, it->data);
+	if (h->s3) {
+		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, h->sigv4);
+		curl_easy_setopt(c, CURLOPT_USERPWD, h->userpwd);
+		snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s", rq->payload_sha);
+		hl = curl_slist_append(hl, hdr);
+	}
+	switch (rq->m) {
+	case M_GET:
+		if (rq->off || rq->len != REMOTE_WHOLE) {
+			if (rq->len == REMOTE_WHOLE)
+				snprintf(range, sizeof(range), "%llu-", (unsigned long long)rq->off);
+			else if (rq->len == 0)
+				snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)rq->off,
+					 (unsigned long long)rq->off);
+			else
+				snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)rq->off,
+					 (unsigned long long)(rq->off + rq->len - 1));
+			curl_easy_setopt(c, CURLOPT_RANGE, range);
+		}
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+		break;
+	case M_HEAD:
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+		break;
+	case M_PUT:
+		if (rq->path) {
+			struct stat st;
+
+			up.f = fopen(rq->path, "rb");
+			if (!up.f || fstat(fileno(up.f), &st) < 0) {
+				rc = -errno;
+				goto out;
+			}
+			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+		} else {
+			up.p = rq->body;
+			up.n = rq->body_len;
+			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_len);
+		}
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
+		curl_easy_setopt(c, CURLOPT_READDATA, &up);
+		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(c, CURLOPT_SEEKDATA, &up);
+		hl = curl_slist_append(hl, "Expect:");
+		break;
+	}
+	if (hl)
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	cc = curl_easy_perform(c);
+	*ccout = cc;
+	*status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	*too_big = sink.too_big;
+	*got_206 = *status == 206;
+	if (cc != CURLE_OK && rq->out)
+		rq->out->len = sink.start;
+out:
+	if (up.f)
+		fclose(up.f);
+	curl_slist_free_all(hl);
+	give(h, c);
+	return rc;
+}
+
+static int do_request(struct remote *r, struct request *rq)
+{
+	struct http_remote *h = r->priv;
+	double deadline = now_s() + h->timeout, backoff = 0.1;
+	static const char *const mname[] = { "GET", "HEAD", "PUT" };
+	long status = 0;
+	CURLcode cc = CURLE_OK;
+	int tries, rc = 0, too_big = 0, got_206 = 0;
+	size_t start = rq->out ? rq->out->len : 0;
+
+	for (tries = 1;; tries++) {
+		if (rq->out)
+			rq->out->len = start;
+		rc = one_try(h, rq, deadline, &status, &cc, &too_big, &got_206);
+		if (rc)
+			break;
+		if (too_big) {
+			rc = -EFBIG;
+			break;
+		}
+		if (cc == CURLE_OK && status >= 200 && status < 300) {
+			if (rq->m == M_GET && rq->out && (rq->off || rq->len != REMOTE_WHOLE) && !got_206) {
+				/* the server ignored Range: the body is the whole object */
+				size_t have = rq->out->len - start;
+				uint64_t want = rq->len;
+
+				if (rq->off > have) {
+					rc = -EIO;
+					break;
+				}
+				if (want == REMOTE_WHOLE || rq->off + want > have)
+					want = have - rq->off;
+				memmove(rq->out->p + start, rq->out->p + start + rq->off, (size_t)want);
+				rq->out->len = start + (size_t)want;
+			}
+			return 0;
+		}
+		if (cc == CURLE_OK && status == 404)
+			return -ENOENT;
+		if (cc == CURLE_OK && status == 416)
+			return -EINVAL;
+		if (!retryable(cc, status) || tries == MAX_TRIES || now_s() + backoff >= deadline)
+			break;
+		log_debug("%s %s/%s: %s; retrying", mname[rq->m], h->shown, rq->name,
+			  cc ? curl_easy_strerror(cc) : "server error");
+		usleep((useconds_t)(backoff * 1e6));
+		backoff *= 2;
+	}
+	if (rc == -EFBIG || too_big) {
+		log_err("%s %s/%s: response over %zu bytes", mname[rq->m], h->shown, rq->name, rq->cap);
+		return -EFBIG;
+	}
+	if (rc)
+		return rc;
+	if (cc != CURLE_OK) {
+		log_err("%s %s/%s: %s (after %d tries)", mname[rq->m], h->shown, rq->name,
+			curl_easy_strerror(cc), tries);
+		if (cc == CURLE_OPERATION_TIMEDOUT)
+			return -ETIMEDOUT;
+		if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE)
+			return -EACCES;
+		return -EIO;
+	}
+	log_err("%s %s/%s: HTTP %ld (after %d tries)", mname[rq->m], h->shown, rq->name, status, tries);
+	if (status == 401 || status == 403)
+		return -EACCES;
+	if (status == 507 || status == 413)
+		return -ENOSPC;
+	return -EIO;
+}
+
+static const char empty_sha[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
+		    struct buf *out, size_t cap)
+{
+	struct request rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.m = M_GET;
+	rq.name = name;
+	rq.off = off;
+	rq.len = len;
+	rq.out = out;
+	/* a server that ignores Range sends the whole object: allow room for it */
+	rq.cap = off || len != REMOTE_WHOLE ? (cap > (1u << 30) ? cap : (1u << 30)) : cap;
+	memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));
+	if (len == 0)
+		return 0;
+	{
+		int rc = do_request(r, &rq);
+
+		if (!rc && out->len > cap)
+			return -EFBIG;
+		return rc;
+	}
+}
+
+static int http_put_buf(struct remote *r, const char *name, const void *p, size_t n)
+{
+	struct request rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.m = M_PUT;
+	rq.name = name;
+	rq.body = p;
+	rq.body_len = n;
+	if (((struct http_remote *)r->priv)->s3)
+		sha256_hex(p, n, rq.payload_sha);
+	return do_request(r, &rq);
+}
+
+static int http_put_file(struct remote *r, const char *name, const char *path, int may_move)
+{
+	struct request rq;
+	int rc;
+
+	(void)may_move;
+	memset(&rq, 0, sizeof(rq));
+	rq.m = M_PUT;
+	rq.name = name;
+	rq.path = path;
+	if (((struct http_remote *)r->priv)->s3) {
+		rc = file_sha256_hex(path, rq.payload_sha);
+		if (rc)
+			return rc;
+	}
+	return do_request(r, &rq);
+}
+
+static int http_exists(struct remote *r, const char *name)
+{
+	struct request rq;
+	int rc;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.m = M_HEAD;
+	rq.name = name;
+	memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));
+	rc = do_request(r, &rq);
+	if (rc == -ENOENT)
+		return 0;
+	return rc ? rc : 1;
+}
+
+static void http_free(struct remote *r)
+{
+	struct http_remote *h = r->priv;
+	int i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->npool; i++)
+		curl_easy_cleanup(h->pool[i]);
+	curl_slist_free_all(h->auth_headers);
+	if (h->userpwd) {
+		explicit_bzero(h->userpwd, strlen(h->userpwd));
+		free(h->userpwd);
+	}
+	free(h->sigv4);
+	free(h->base);
+	free(h->shown);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static const struct remote_ops http_ops = {
+	.scheme = "http",
+	.get = http_get,
+	.put_file = http_put_file,
+	.put_buf = http_put_buf,
+	.exists = http_exists,
+	.free = http_free,
+};
+
+/* "scheme://user:pass@host/..." shown as "scheme://host/...". */
+static char *redact(const char *url)
+{
+	const char *p = strstr(url, "://"), *at, *slash;
+	char *out;
+
+	if (!p)
+		return strdup(url);
+	p += 3;
+	slash = strchr(p, '/');
+	at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
+	if (!at)
+		return strdup(url);
+	if (asprintf(&out, "%.*s%s", (int)(p - url), url, at + 1) < 0)
+		return NULL;
+	return out;
+}
+
+static double env_timeout(void)
+{
+	const char *t = getenv("STASHFS_TIMEOUT");
+	double v = t ? strtod(t, NULL) : 0;
+
+	return v > 0 ? v : 60.0;
+}
+
+int remote_http_open(const char *url, struct remote *r)
+{
+	struct http_remote *h = calloc(1, sizeof(*h));
+	const char *tok = getenv("STASHFS_TOKEN");
+	size_t len;
+	int rc = -ENOMEM;
+
+	if (!h)
+		return -ENOMEM;
+	pthread_once(&curl_once, curl_init_once);
+	pthread_mutex_init(&h->lock, NULL);
+	h->timeout = env_timeout();
+	h->insecure = getenv("STASHFS_INSECURE") && *getenv("STASHFS_INSECURE") == '1';
+	if (strncmp(url, "s3://", 5) == 0) {
+		const char *bucket = url + 5, *slash = strchr(bucket, '/');
+		const char *ep = getenv("STASHFS_S3_ENDPOINT");
+		const char *region = getenv("AWS_REGION");
+		const char *key = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
+		const char *session = getenv("AWS_SESSION_TOKEN");
+		const char *ps = getenv("STASHFS_S3_PATH_STYLE");
+		size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
+		const char *prefix = slash ? slash + 1 : "";
+		int path_style;
+
+		if (!ep || !*ep)
+			ep = getenv("AWS_ENDPOINT_URL");
+		if (!region || !*region)
+			region = getenv("AWS_DEFAULT_REGION");
+		if (!region || !*region)
+			region = "us-east-1";
+		if (blen == 0) {
+			log_err("remote '%s': no bucket (use s3://bucket/prefix)", url);
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (!key || !secret) {
+			log_err("remote '%s': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", url);
+			rc = -EINVAL;
+			goto fail;
+		}
+		/* a custom endpoint (MinIO, Ceph RGW, R2...) means path style unless told */
+		path_style = ps ? *ps == '1' : (ep && *ep);
+		while (*prefix == '/')
+			prefix++;
+		len = strlen(prefix);
+		while (len && prefix[len - 1] == '/')
+			len--;
+		if (ep && *ep) {
+			size_t el = strlen(ep);
+
+			while (el && ep[el - 1] == '/')
+				el--;
+			if (path_style)
+				rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen, bucket,
+					      len ? "/" : "", (int)len, prefix);
+			else {
+				const char *sch = strstr(ep, "://");
+				const char *host = sch ? sch + 3 : ep;
+
+				rc = asprintf(&h->base, "%.*s%.*s.%.*s%s%.*s", (int)(host - ep), ep,
+					      (int)blen, bucket, (int)(el - (size_t)(host - ep)), host,
+					      len ? "/" : "", (int)len, prefix);
+			}
+		} else {
+			rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen, bucket,
+				      region, len ? "/" : "", (int)len, prefix);
+		}
+		if (rc < 0) {
+			h->base = NULL;
+			rc = -ENOMEM;
+			goto fail;
+		}
+		h->s3 = 1;
+		if (asprintf(&h->sigv4, "aws:amz:%s:s3", region) < 0 ||
+		    asprintf(&h->userpwd, "%s:%s", key, secret) < 0) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		if (session && *session) {
+			char *hd;
+
+			if (asprintf(&hd, "x-amz-security-token: %s", session) < 0)
+				goto fail;
+			h->auth_headers = curl_slist_append(h->auth_headers, hd);
+			free(hd);
+		}
+	} else {
+		len = strlen(url);
+		while (len > 8 && url[len - 1] == '/')
+			len--;
+		h->base = strndup(url, len);
+		if (!h->base)
+			goto fail;
+		if (tok && *tok) {
+			char *hd;
+
+			if (asprintf(&hd, "Authorization: Bearer %s", tok) < 0)
+				goto fail;
+			h->auth_headers = curl_slist_append(h->auth_headers, hd);
+			explicit_bzero(hd, strlen(hd));
+			free(hd);
+		}
+	}
+	h->shown = redact(h->base);
+	if (!h->shown)
+		goto fail;
+	if (h->insecure)
+		log_warn("TLS verification is OFF for %s (STASHFS_INSECURE/--insecure): "
+			 "anyone on the path can read and change what is transferred", h->shown);
+	r->ops = &http_ops;
+	r->priv = h;
+	/* messages show the redacted URL */
+	free(r->url);
+	r->url = strdup(h->shown);
+	return r->url ? 0 : -ENOMEM;
+fail:
+	r->priv = h;
+	http_free(r);
+	r->priv = NULL;
+	return rc < 0 ? rc : -ENOMEM;
+}

@@ -1,0 +1,257 @@
+"""Real servers for the remote tests, all on loopback: nginx with WebDAV PUT,
+s3rver (an S3-protocol server from npm), and a fault-injecting HTTP server."""
+import http.server
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc=None, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class Nginx:
+    """nginx serving root with GET/HEAD/Range and WebDAV PUT/DELETE."""
+
+    def __init__(self, workdir, root):
+        self.dir = str(workdir)
+        self.root = str(root)
+        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        user = "user root;" if os.geteuid() == 0 else ""
+        with open(conf, "w") as f:
+            f.write(f"""{user}
+worker_processes 2;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body;
+  proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fastcgi;
+  uwsgi_temp_path {self.dir}/uwsgi;
+  scgi_temp_path {self.dir}/scgi;
+  keepalive_requests 10000;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {self.root};
+    location / {{
+      dav_methods PUT DELETE MKCOL;
+      create_full_put_path on;
+      client_max_body_size 0;
+      dav_access user:rw group:r all:r;
+    }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port, self.proc)
+        self.url = f"http://127.0.0.1:{self.port}/cache"
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def s3rver_bin():
+    local = os.path.join(ROOT, "build-deps", "npm", "node_modules", ".bin", "s3rver")
+    if os.path.exists(local):
+        return local
+    return shutil.which("s3rver")
+
+
+class S3rver:
+    def __init__(self, workdir, bucket="stash"):
+        b = s3rver_bin()
+        if not b:
+            raise FileNotFoundError("s3rver not installed (tools/install-deps installs it with npm)")
+        self.port = free_port()
+        self.bucket = bucket
+        d = os.path.join(str(workdir), "s3data")
+        os.makedirs(d, exist_ok=True)
+        self.proc = subprocess.Popen([b, "-d", d, "-a", "127.0.0.1", "-p", str(self.port),
+                                      "--configure-bucket", bucket, "--silent"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, timeout=60)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def env(self):
+        return {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
+                "AWS_REGION": "us-east-1", "STASHFS_S3_ENDPOINT": self.endpoint}
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class FaultServer:
+    """GET (with Range), HEAD and PUT over a directory, with injectable faults.
+
+    add(match, mode, count=1, method=None): the next `count` requests whose
+    path contains `match` get `mode`: "500", "404", "503", "slow" (2 s before
+    the body), "stall" (half the body, then silence), "reset" (close without
+    a response), "truncate" (declared length, half the body, close),
+    "wrong" (one byte flipped), "norange" (ignore Range, send all).
+    """
+
+    def __init__(self, root):
+        self.root = str(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.rules = []
+        self.log = []
+        self.lock = threading.Lock()
+        srv = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def fault(self):
+                with srv.lock:
+                    srv.log.append((self.command, self.path, self.headers.get("Range"),
+                                    self.headers.get("Authorization")))
+                    for r in srv.rules:
+                        if r["count"] > 0 and r["match"] in self.path and \
+                                (r["method"] is None or r["method"] == self.command):
+                            r["count"] -= 1
+                            return r["mode"]
+                return None
+
+            def local(self):
+                p = self.path.split("?")[0].lstrip("/")
+                return os.path.join(srv.root, p)
+
+            def do_PUT(self):
+                mode = self.fault()
+                n = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(n)
+                if mode in ("500", "503"):
+                    self.send_response(int(mode))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                p = self.local()
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p + ".tmp", "wb") as f:
+                    f.write(body)
+                os.rename(p + ".tmp", p)
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+            def do_GET(self, head=False):
+                mode = self.fault()
+                if mode in ("500", "503", "404"):
+                    self.send_response(int(mode))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                p = self.local()
+                if not os.path.isfile(p):
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = open(p, "rb").read()
+                status = 200
+                rng = self.headers.get("Range")
+                if rng and mode != "norange":
+                    a, b = rng.split("=")[1].split("-")
+                    a = int(a)
+                    b = int(b) if b else len(data) - 1
+                    data = data[a:b + 1]
+                    status = 206
+                if mode == "wrong" and data:
+                    data = bytearray(data)
+                    data[len(data) // 2] ^= 0xFF
+                    data = bytes(data)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if head:
+                    return
+                if mode == "slow":
+                    time.sleep(2)
+                if mode in ("stall", "truncate"):
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    if mode == "stall":
+                        time.sleep(30)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/cache"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, match, mode, count=1, method=None):
+        with self.lock:
+            self.rules.append({"match": match, "mode": mode, "count": count, "method": method})
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+            self.log = []
+
+    def requests(self, match=""):
+        with self.lock:
+            return [r for r in self.log if match in r[1]]
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,259 @@
+"""HTTP(S) and S3 remotes: real nginx and s3rver on loopback, and a
+fault-injecting server for 5xx, resets, stalls, short and wrong bodies."""
+import json
+import os
+import random
+import subprocess
+import time
+
+import pytest
+from conftest import Stash
+from servers import FaultServer, Nginx, S3rver
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    n = Nginx(tmp_path / "nginx", tmp_path / "www")
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    try:
+        s = S3rver(tmp_path_factory.mktemp("s3"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    f = FaultServer(tmp_path / "faulty")
+    yield f
+    f.stop()
+
+
+def make_src(path, n=20, size=200_000, seed=1):
+    rng = random.Random(seed)
+    (path / "sub").mkdir(parents=True)
+    for i in range(n):
+        (path / "sub" / f"f{i}").write_bytes(rng.randbytes(size))
+    (path / "hello.txt").write_text("hello over http\n")
+    return path
+
+
+def test_two_machines_one_nginx(tmp_path, nginx, tree, mounts):
+    src = make_src(tmp_path / "src")
+    a = Stash(tmp_path, "laptop", nginx.url)
+    b = Stash(tmp_path, "ci", nginx.url)
+    a.run("save", src, "--key", "deps-1")
+    # machine b, empty store: restore, and mount lazily
+    b.run("restore", tmp_path / "out", "--key", "deps-1")
+    tree.compare(src, tmp_path / "out")
+    mnt = tmp_path / "mnt"
+    mounts.stash = b
+    mounts.mount(b, mnt, "deps-1")
+    assert (mnt / "sub" / "f3").read_bytes() == (src / "sub" / "f3").read_bytes()
+    st = json.loads(b.run("status", mnt, "--json").stdout)[0]
+    assert st["bytes_fetched"] < 400_000  # one file, not the 4 MB tree
+    (mnt / "hello.txt").write_text("changed on ci\n")
+    b.run("umount", mnt, "--commit", "deps-2")
+    mounts.dirs.clear()
+    # machine a sees b's commit
+    a.run("restore", tmp_path / "out2", "--key", "deps-2")
+    assert (tmp_path / "out2" / "hello.txt").read_text() == "changed on ci\n"
+    assert (tmp_path / "out2" / "sub" / "f7").read_bytes() == (src / "sub" / "f7").read_bytes()
+    # a second save of the same tree from a fresh store uploads no packs
+    c = Stash(tmp_path, "fresh", nginx.url)
+    r = c.run("save", src, "--key", "deps-1", json_out=True)
+    assert r.json["packs_uploaded"] == 0
+
+
+@pytest.mark.parametrize("kind", ["http", "s3"])
+def test_restore_keys_over_remotes(tmp_path, kind, request):
+    if kind == "http":
+        srv = request.getfixturevalue("nginx")
+        remote, env = srv.url, {}
+    else:
+        srv = request.getfixturevalue("s3")
+        remote, env = f"s3://{srv.bucket}/{tmp_path.name}", srv.env()
+    st = Stash(tmp_path, "a", remote)
+    for i, key in enumerate(["cargo-linux-aaa", "cargo-linux-bbb", "cargo-mac-ccc"]):
+        d = tmp_path / f"src{i}"
+        d.mkdir()
+        (d / "k").write_text(key)
+        st.run("save", d, "--key", key, env=env)
+    other = Stash(tmp_path, "b", remote)
+    r = other.run("restore", tmp_path / "o1", "--key", "cargo-linux-aaa", json_out=True, env=env)
+    assert r.json["hit"] == "exact"
+    r = other.run("restore", tmp_path / "o2", "--key", "cargo-linux-new", "--restore-key",
+                  "cargo-linux-", json_out=True, env=env)
+    assert r.json["hit"] == "partial" and r.json["matched_key"] == "cargo-linux-bbb"
+    assert (tmp_path / "o2" / "k").read_text() == "cargo-linux-bbb"
+    r = other.run("restore", tmp_path / "o3", "--key", "nope", "--restore-key", "npm-",
+                  json_out=True, env=env)
+    assert r.json["hit"] == "miss"
+    keys = [k["key"] for k in json.loads(other.run("ls", "cargo-", "--json", env=env).stdout)]
+    assert keys == ["cargo-mac-ccc", "cargo-linux-bbb", "cargo-linux-aaa"]
+
+
+def test_s3_save_restore_mount(tmp_path, s3, tree, mounts):
+    src = make_src(tmp_path / "src", n=5)
+    remote = f"s3://{s3.bucket}/mount-test"
+    a = Stash(tmp_path, "a", remote)
+    a.run("save", src, "--key", "s3-key", env=s3.env())
+    b = Stash(tmp_path, "b", remote)
+    b.run("restore", tmp_path / "out", "--key", "s3-key", env=s3.env())
+    tree.compare(src, tmp_path / "out")
+    mnt = tmp_path / "mnt"
+    mounts.stash = b
+    r = b.run("mount", mnt, "--key", "s3-key", env=s3.env())
+    mounts.dirs.append(str(mnt))
+    tree.compare(src, mnt)
+
+
+def test_read_remote_is_read_but_never_written(tmp_path, nginx, tree, mounts):
+    """A pull request reads main's scope and writes its own."""
+    src = make_src(tmp_path / "src", n=4)
+    main_url = nginx.url + "/main"
+    pr_url = nginx.url + "/pr-42"
+    main = Stash(tmp_path, "main", main_url)
+    main.run("save", src, "--key", "build-main")
+    before = sorted(os.listdir(tmp_path / "www" / "cache" / "main" / "keys"))
+    pr = Stash(tmp_path, "pr", pr_url)
+    mnt = tmp_path / "mnt"
+    mounts.stash = pr
+    p = mounts.mount(pr, mnt, "build-pr-42", "--restore-key", "build-", "--read-remote", main_url)
+    assert "partial hit 'build-main'" in p.stderr.decode()
+    (mnt / "hello.txt").write_text("pr change\n")
+    pr.run("umount", mnt, "--commit", "build-pr-42", "--read-remote", main_url)
+    mounts.dirs.clear()
+    # main's scope is untouched; the pr scope restores alone
+    assert sorted(os.listdir(tmp_path / "www" / "cache" / "main" / "keys")) == before
+    alone = Stash(tmp_path, "alone", pr_url)
+    alone.run("restore", tmp_path / "out", "--key", "build-pr-42")
+    assert (tmp_path / "out" / "hello.txt").read_text() == "pr change\n"
+    assert (tmp_path / "out" / "sub" / "f1").read_bytes() == (src / "sub" / "f1").read_bytes()
+    # and main's key does not see the pr's change
+    main.run("restore", tmp_path / "out-main", "--key", "build-main")
+    assert (tmp_path / "out-main" / "hello.txt").read_text() == "hello over http\n"
+
+
+def saved(tmp_path, faulty, n=6):
+    src = make_src(tmp_path / "src", n=n)
+    st = Stash(tmp_path, "writer", faulty.url)
+    st.run("save", src, "--key", "k")
+    faulty.clear()
+    return src, Stash(tmp_path, "reader", faulty.url)
+
+
+@pytest.mark.parametrize("mode", ["500", "503", "reset", "truncate", "slow"])
+def test_transient_faults_are_retried(tmp_path, faulty, tree, mode):
+    src, rd = saved(tmp_path, faulty)
+    faulty.add("/packs/", mode, count=2)
+    faulty.add("/catalogs/", mode, count=1)
+    r = rd.run("restore", tmp_path / "out", "--key", "k", "--timeout", "20")
+    tree.compare(src, tmp_path / "out")
+    if mode == "slow":
+        assert len(faulty.requests("/packs/")) == 1  # slow but inside the bound: no retry
+    else:
+        assert len(faulty.requests("/packs/")) >= 3  # the failures, then success
+
+
+def test_save_retries_a_failed_upload(tmp_path, faulty, tree):
+    src = make_src(tmp_path / "src", n=3)
+    faulty.add("/packs/", "503", count=1, method="PUT")
+    faulty.add("/keys/", "reset", count=1, method="PUT")
+    st = Stash(tmp_path, "w", faulty.url)
+    st.run("save", src, "--key", "k", "--timeout", "20")
+    st.run("restore", tmp_path / "out", "--key", "k")
+    tree.compare(src, tmp_path / "out")
+
+
+def test_server_ignoring_range_still_works(tmp_path, faulty, tree):
+    src, rd = saved(tmp_path, faulty)
+    faulty.add("/packs/", "norange", count=1000)
+    rd.run("restore", tmp_path / "out", "--key", "k")
+    tree.compare(src, tmp_path / "out")
+
+
+def test_wrong_bytes_are_never_served(tmp_path, faulty, mounts):
+    src, rd = saved(tmp_path, faulty)
+    faulty.add("/packs/", "wrong", count=1000)
+    r = rd.run("restore", tmp_path / "out", "--key", "k", check=False)
+    assert r.returncode == 1
+    assert "hash mismatch" in r.stderr.decode().strip().splitlines()[-1]
+    # what was written is verified content or still a hole, never the flipped bytes
+    for p in (tmp_path / "out" / "sub").iterdir():
+        got, want = p.read_bytes(), (src / "sub" / p.name).read_bytes()
+        assert len(got) == len(want)
+        for i in range(0, len(got), 4096):
+            assert got[i:i + 4096] in (want[i:i + 4096], bytes(len(got[i:i + 4096]))), (p, i)
+    # through a mount: EIO, never the wrong bytes
+    mnt = tmp_path / "mnt"
+    mounts.stash = rd
+    mounts.allowed_log.append("hash mismatch")
+    mounts.mount(rd, mnt, "k")
+    with pytest.raises(OSError) as e:
+        (mnt / "sub" / "f1").read_bytes()
+    assert e.value.errno == 5
+
+
+def test_missing_objects_are_clear_errors(tmp_path, faulty):
+    src, rd = saved(tmp_path, faulty)
+    faulty.add("/catalogs/", "404", count=1000)
+    r = rd.run("restore", tmp_path / "out", "--key", "k", check=False)
+    assert r.returncode == 1
+    line = r.stderr.decode().strip().splitlines()[-1]
+    assert "catalog" in line and "missing on every remote" in line
+
+
+def test_stalled_server_never_hangs(tmp_path, faulty, mounts):
+    src, rd = saved(tmp_path, faulty)
+    # warm the cache with one file through a mount, then stall everything
+    mnt = tmp_path / "mnt"
+    mounts.stash = rd
+    mounts.allowed_log += ["Timeout", "timed out", "fetch:"]
+    mounts.mount(rd, mnt, "k", "--timeout", "3")
+    cached = (mnt / "sub" / "f0").read_bytes()
+    faulty.add("/packs/", "stall", count=1000)
+    t = time.monotonic()
+    with pytest.raises(OSError) as e:
+        (mnt / "sub" / "f2").read_bytes()
+    took = time.monotonic() - t
+    assert e.value.errno == 5  # EIO for that read only
+    assert took < 15, took
+    assert (mnt / "sub" / "f0").read_bytes() == cached  # cached content still works
+    assert (mnt / "hello.txt").exists()
+    # restore also gives up within the bound, with a clear error
+    t = time.monotonic()
+    r = rd.run("restore", tmp_path / "out", "--key", "k", "--timeout", "3", check=False)
+    assert r.returncode == 1 and time.monotonic() - t < 20
+    assert "pack" in r.stderr.decode()
+
+
+def test_secrets_are_sent_but_never_shown(tmp_path, faulty):
+    src = make_src(tmp_path / "src", n=1)
+    secret = "s3cr3t-t0ken-value"
+    st = Stash(tmp_path, "w", faulty.url)
+    st.run("save", src, "--key", "k", env={"STASHFS_TOKEN": secret})
+    auths = {r[3] for r in faulty.requests()}
+    assert auths == {f"Bearer {secret}"}
+    # an error names the server but not the token, nor a password in the URL
+    faulty.add("/keys/", "500", count=1000)
+    port = faulty.port
+    st.remote = f"http://user:hunter2pass@127.0.0.1:{port}/cache"
+    r = st.run("restore", tmp_path / "o", "--key", "k", "--timeout", "2", check=False,
+               env={"STASHFS_TOKEN": secret})
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "HTTP 500" in err
+    assert secret not in err and "hunter2pass" not in err
+    assert f"127.0.0.1:{port}" in err
+
+
+def test_insecure_is_loud(tmp_path, nginx):
+    st = Stash(tmp_path, "a", nginx.url)
+    r = st.run("ls", "--insecure")
+    assert "TLS verification is OFF" in r.stderr.decode()
