@@ -424,10 +424,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		uint64_t within = (uint64_t)off - ref->off;
 
 		if (within + size <= ch->raw_len) {
+			int fd;
+
 			pthread_mutex_lock(&h->lock);
 			if (h->chunk_fd < 0 || h->chunk != ref->chunk) {
-				int fd = fetch_chunk_fd(c->f, ref->chunk);
-
+				fd = fetch_chunk_fd(c->f, ref->chunk);
 				if (fd < 0) {
 					pthread_mutex_unlock(&h->lock);
 					reply_err(req, fd);
@@ -440,13 +441,22 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				fetch_note_read(c->f, ref->chunk);
 			}
+			/* once the reply is out the kernel may release h: reply
+			 * through a duplicate (same file description, same
+			 * readahead state) without holding anything of h */
+			fd = dup(h->chunk_fd);
+			pthread_mutex_unlock(&h->lock);
+			if (fd < 0) {
+				reply_err(req, -errno);
+				return;
+			}
 			bv.buf[0].size = size;
 			bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-			bv.buf[0].fd = h->chunk_fd;
+			bv.buf[0].fd = fd;
 			bv.buf[0].pos = (off_t)within;
-			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-			pthread_mutex_unlock(&h->lock);
 			__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
+			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+			close(fd);
 			return;
 		}
 	}

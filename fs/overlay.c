@@ -159,11 +159,20 @@ static int end(struct ov *ov, int rc)
 
 /* ---- records ---- */
 
+/*
+ * Readers share the prepared statements under the read lock: the
+ * connection's (recursive) mutex keeps each bind..step..reset whole, so one
+ * thread never reads columns another thread has reset.
+ */
+#define STMT_BEGIN(ov) sqlite3_mutex_enter(sqlite3_db_mutex((ov)->db))
+#define STMT_END(ov) sqlite3_mutex_leave(sqlite3_db_mutex((ov)->db))
+
 static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *target)
 {
 	sqlite3_stmt *st = ov->get_ino;
 	int rc;
 
+	STMT_BEGIN(ov);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -194,6 +203,7 @@ static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *t
 		rc = sqlerr(ov, rc, "read inode");
 	}
 	sqlite3_reset(st);
+	STMT_END(ov);
 	return rc;
 }
 
@@ -338,15 +348,16 @@ static int lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint6
 	if (set_has(&ov->dirty, parent)) {
 		sqlite3_stmt *st = ov->get_dent;
 
+		STMT_BEGIN(ov);
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
 		sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
 		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW) {
+		if (rc == SQLITE_ROW)
 			*ino = (uint64_t)sqlite3_column_int64(st, 0);
-			sqlite3_reset(st);
-			return *ino ? 0 : -ENOENT;
-		}
 		sqlite3_reset(st);
+		STMT_END(ov);
+		if (rc == SQLITE_ROW)
+			return *ino ? 0 : -ENOENT;
 		if (rc != SQLITE_DONE)
 			return sqlerr(ov, rc, "lookup");
 	}
@@ -730,12 +741,14 @@ static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t
 	if (!rc && set_has(&ov->dirty, dir)) {
 		sqlite3_stmt *st = ov->list_dent;
 
+		STMT_BEGIN(ov);
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)dir);
 		while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
 			rc = dvec_add(&db, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
 				      (uint64_t)sqlite3_column_int64(st, 1), 0);
 		rc = rc == SQLITE_DONE ? 0 : rc > 0 ? sqlerr(ov, rc, "list") : rc;
 		sqlite3_reset(st);
+		STMT_END(ov);
 	}
 	if (!rc && dir <= ov->ncat) {
 		const struct cat_entry *d = catalog_entry(ov->cat, (uint32_t)(dir - 1));
