@@ -1,7 +1,23 @@
-/* Lazy chunk fetching and lower-file reads; see fetch.h. */
+/*
+ * Lazy chunk fetching for the mount; see fetch.h.
+ *
+ * A miss never costs a round trip for one small file alone: chunks are
+ * laid out in packs in directory order, so a miss fetches, in one ranged
+ * GET, the missing chunk and the chunks after it in the same pack that
+ * belong to files of the same directory (up to NEIGHBOUR_BYTES).  Large
+ * files being streamed get their next chunks queued for the background
+ * fetchers, and a snapshot that carries a read record (what the previous
+ * job read, in order) has all of it queued at mount time.  Foreground
+ * misses never wait for the queue: they fetch directly, and the
+ * background is limited to PREFETCH_THREADS requests at a time.
+ *
+ * Every chunk is marked in flight while a batch holding it is fetched;
+ * a reader that wants it waits for that batch instead of fetching again.
+ */
 #define _GNU_SOURCE
 #include "fetch.h"
 #include "mount.h"
+#include "../store/chunker.h"
 #include "../store/pack.h"
 
 #include <errno.h>
@@ -11,53 +27,120 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define NEIGHBOUR_BYTES (1u << 20)
+#define PREFETCH_BATCH (4u << 20)
+#define MAX_GAP (64u << 10)
+#define PREFETCH_THREADS 2
+#define READ_AHEAD_CHUNKS 2
+#define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 
 struct fetcher {
 	struct repo *r;
 	struct catalog *cat;
 	struct mount_stats *stats;
+	uint32_t n;              /* chunks */
 	int reads_fd;
-	uint64_t *seen;          /* bitmap of chunks already in the read record */
-	pthread_mutex_t lock;    /* protects inflight */
+	uint64_t *seen;          /* chunks already in the read record */
+	uint32_t *order;         /* chunk indices sorted by (pack, offset) */
+	uint32_t *pos;           /* chunk -> index in order */
+	uint32_t *dir;           /* chunk -> directory of the first file using it */
+	uint8_t *inflight;       /* per chunk, under lock */
+	uint8_t *have;           /* per chunk: known cached (a hint) */
+	uint8_t *wanted;         /* per chunk: in the read record */
+	pthread_mutex_t lock;
 	pthread_cond_t done;
-	uint32_t *inflight;
-	size_t n_inflight, cap_inflight;
+	/* background queue, under lock */
+	uint32_t *queue;
+	size_t qhead, qtail, qcap;
+	pthread_cond_t work;
+	pthread_t threads[PREFETCH_THREADS];
+	int nthreads;
+	int stop;
 };
+
+static const struct catalog *sort_cat;
+
+static int by_place(const void *a, const void *b)
+{
+	const struct cat_chunk *x = catalog_chunk(sort_cat, *(const uint32_t *)a);
+	const struct cat_chunk *y = catalog_chunk(sort_cat, *(const uint32_t *)b);
+
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->pack_off < y->pack_off ? -1 : x->pack_off > y->pack_off;
+}
+
+static void load_record(struct fetcher *f, const char *reads_log)
+{
+	struct buf b = BUF_INIT;
+	size_t i;
+
+	if (read_file(reads_log, &b, 1u << 30) == 0)
+		for (i = 0; i + 4 <= b.len; i += 4) {
+			uint32_t c;
+
+			memcpy(&c, b.p + i, 4);
+			if (c < f->n)
+				f->seen[c / 64] |= 1ULL << (c % 64);
+		}
+	buf_free(&b);
+}
 
 int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 		struct mount_stats *stats, struct fetcher **out)
 {
+	static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
 	struct fetcher *f = calloc(1, sizeof(*f));
-	uint64_t n = catalog_header(cat)->n_chunks;
+	uint32_t i, k, n = (uint32_t)catalog_header(cat)->n_chunks;
 
 	if (!f)
 		return -ENOMEM;
 	f->r = r;
 	f->cat = cat;
 	f->stats = stats;
-	f->seen = calloc(n / 64 + 1, sizeof(uint64_t));
+	f->n = n;
+	f->reads_fd = -1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->done, NULL);
-	f->reads_fd = reads_log ? open(reads_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
-	if (!f->seen) {
+	pthread_cond_init(&f->work, NULL);
+	f->seen = calloc(n / 64 + 1, sizeof(uint64_t));
+	f->order = malloc((n ? n : 1) * sizeof(uint32_t));
+	f->pos = malloc((n ? n : 1) * sizeof(uint32_t));
+	f->dir = malloc((n ? n : 1) * sizeof(uint32_t));
+	f->inflight = calloc(n ? n : 1, 1);
+	f->have = calloc(n ? n : 1, 1);
+	f->wanted = calloc(n ? n : 1, 1);
+	if (!f->seen || !f->order || !f->pos || !f->dir || !f->inflight || !f->have || !f->wanted) {
 		fetcher_free(f);
 		return -ENOMEM;
 	}
-	if (f->reads_fd >= 0) {
-		/* a resumed mount: chunks already recorded stay recorded once */
-		struct buf b = BUF_INIT;
-		size_t i;
+	for (i = 0; i < n; i++) {
+		f->order[i] = i;
+		f->dir[i] = UINT32_MAX;
+	}
+	pthread_mutex_lock(&sort_lock);
+	sort_cat = cat;
+	qsort(f->order, n, sizeof(uint32_t), by_place);
+	pthread_mutex_unlock(&sort_lock);
+	for (i = 0; i < n; i++)
+		f->pos[f->order[i]] = i;
+	for (i = 0; i < catalog_count(cat); i++) {
+		const struct cat_entry *e = catalog_entry(cat, i);
+		const struct cat_ref *rf;
 
-		if (read_file(reads_log, &b, 1u << 30) == 0)
-			for (i = 0; i + 4 <= b.len; i += 4) {
-				uint32_t c;
-
-				memcpy(&c, b.p + i, 4);
-				if (c < n)
-					f->seen[c / 64] |= 1ULL << (c % 64);
-			}
-		buf_free(&b);
+		if (!S_ISREG(e->mode) || e->ino != i)
+			continue;
+		rf = catalog_refs(cat, e);
+		for (k = 0; k < e->count; k++)
+			if (f->dir[rf[k].chunk] == UINT32_MAX)
+				f->dir[rf[k].chunk] = e->parent;
+	}
+	if (reads_log) {
+		load_record(f, reads_log);
+		f->reads_fd = open(reads_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	}
 	*out = f;
 	return 0;
@@ -65,14 +148,29 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 
 void fetcher_free(struct fetcher *f)
 {
+	int i;
+
 	if (!f)
 		return;
+	pthread_mutex_lock(&f->lock);
+	f->stop = 1;
+	pthread_cond_broadcast(&f->work);
+	pthread_mutex_unlock(&f->lock);
+	for (i = 0; i < f->nthreads; i++)
+		pthread_join(f->threads[i], NULL);
 	if (f->reads_fd >= 0)
 		close(f->reads_fd);
 	free(f->seen);
+	free(f->order);
+	free(f->pos);
+	free(f->dir);
 	free(f->inflight);
+	free(f->have);
+	free(f->wanted);
+	free(f->queue);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->done);
+	pthread_cond_destroy(&f->work);
 	free(f);
 }
 
@@ -89,116 +187,292 @@ void fetch_note_read(struct fetcher *f, uint32_t c)
 	}
 }
 
-static int is_inflight(struct fetcher *f, uint32_t c)
+static int cached(struct fetcher *f, uint32_t c)
 {
-	size_t i;
+	char path[PATH_MAX];
+	struct stat st;
+	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
 
-	for (i = 0; i < f->n_inflight; i++)
-		if (f->inflight[i] == c)
-			return 1;
+	if (__atomic_load_n(&f->have[c], __ATOMIC_RELAXED))
+		return 1;
+	store_object_path(f->r->store, &ch->id, path, sizeof(path));
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size == ch->raw_len) {
+		__atomic_store_n(&f->have[c], 1, __ATOMIC_RELAXED);
+		return 1;
+	}
 	return 0;
 }
 
-/* Fetch one chunk from the remotes into the object cache. */
-static int fetch_one(struct fetcher *f, uint32_t c)
+enum pick { PICK_NEIGHBOURS, PICK_RECORD };
+
+/*
+ * Choose a batch starting at chunk c: c, then the chunks after it in the
+ * same pack (within `limit` bytes, gaps up to MAX_GAP) that are not cached
+ * nor in flight and that belong to the same directory (PICK_NEIGHBOURS) or
+ * are in the read record (PICK_RECORD).  Marks them in flight.  Under
+ * lock.  Returns the count, chunks in out.
+ */
+static size_t pick_batch(struct fetcher *f, uint32_t c, uint32_t limit, enum pick how,
+			 uint32_t *out, size_t max)
 {
-	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+	const struct cat_chunk *first = catalog_chunk(f->cat, c);
+	uint64_t end = first->pack_off + first->stored_len;
+	uint32_t p;
+	size_t n = 0;
+
+	out[n++] = c;
+	f->inflight[c] = 1;
+	for (p = f->pos[c] + 1; p < f->n && n < max; p++) {
+		uint32_t d = f->order[p];
+		const struct cat_chunk *ch = catalog_chunk(f->cat, d);
+
+		if (ch->pack != first->pack || ch->pack_off > end + MAX_GAP ||
+		    ch->pack_off + ch->stored_len - first->pack_off > limit)
+			break;
+		if (how == PICK_NEIGHBOURS && f->dir[d] != f->dir[c])
+			break;
+		if (how == PICK_RECORD && !f->wanted[d])
+			continue;
+		if (f->inflight[d] || __atomic_load_n(&f->have[d], __ATOMIC_RELAXED))
+			continue;
+		f->inflight[d] = 1;
+		out[n++] = d;
+		end = ch->pack_off + ch->stored_len;
+	}
+	return n;
+}
+
+/* Fetch the chunks of one batch (one ranged GET), cache them, clear in-flight. */
+static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int background)
+{
+	const struct cat_chunk *first = catalog_chunk(f->cat, cs[0]);
+	const struct cat_chunk *last = catalog_chunk(f->cat, cs[n - 1]);
 	char name[128], hex[CAS_HEX_LEN + 1], chex[CAS_HEX_LEN + 1];
+	uint64_t off = first->pack_off, len = last->pack_off + last->stored_len - off;
 	struct buf in = BUF_INIT;
 	struct pack_codec *pc = NULL;
-	uint8_t *raw = NULL;
-	int rc;
+	struct cas_id *ids = malloc(n * sizeof(*ids));
+	void **raws = calloc(n, sizeof(void *));
+	size_t *lens = malloc(n * sizeof(size_t)), i, good = 0;
+	uint8_t *ok = calloc(n, 1);
+	int rc = 0, stored = 0;
 
-	cas_id_hex(catalog_pack(f->cat, ch->pack), hex);
-	cas_id_hex(&ch->id, chex);
+	if (!ids || !raws || !lens || !ok) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	cas_id_hex(catalog_pack(f->cat, first->pack), hex);
 	snprintf(name, sizeof(name), "packs/%s", hex);
-	rc = repo_get(f->r, name, ch->pack_off, ch->stored_len, &in, ch->stored_len);
+	rc = repo_get(f->r, name, off, len, &in, (size_t)len);
 	if (rc) {
-		log_err("fetch: object %s in pack %s: %s", chex, hex,
-			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
+		log_err("fetch: pack %s [%llu, +%llu): %s", hex, (unsigned long long)off,
+			(unsigned long long)len, rc == -ENOENT ? "missing on every remote" : strerror(-rc));
 		/* the reader gets EIO for this read; everything cached keeps working */
 		rc = -EIO;
 		goto out;
 	}
 	__atomic_add_fetch(&f->stats->bytes_fetched, in.len, __ATOMIC_RELAXED);
-	if (in.len != ch->stored_len) {
-		log_err("fetch: pack %s truncated at offset %llu", hex,
-			(unsigned long long)ch->pack_off);
+	if (background)
+		__atomic_add_fetch(&f->stats->bytes_prefetched, in.len, __ATOMIC_RELAXED);
+	if (in.len != len) {
+		log_err("fetch: pack %s truncated at offset %llu", hex, (unsigned long long)off);
 		rc = -EIO;
 		goto out;
 	}
 	pc = pack_codec_new(1);
-	raw = malloc(ch->raw_len);
-	if (!pc || !raw) {
+	if (!pc) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = pack_decode(pc, in.p, in.len, ch->flags, raw, ch->raw_len, &ch->id);
-	if (rc) {
-		log_err("fetch: object %s in pack %s: hash mismatch; not served", chex, hex);
-		rc = -EIO;
-		goto out;
+	for (i = 0; i < n; i++) {
+		const struct cat_chunk *ch = catalog_chunk(f->cat, cs[i]);
+
+		raws[good] = malloc(ch->raw_len);
+		if (!raws[good]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (pack_decode(pc, in.p + (ch->pack_off - off), ch->stored_len, ch->flags,
+				raws[good], ch->raw_len, &ch->id)) {
+			cas_id_hex(&ch->id, chex);
+			log_err("fetch: object %s in pack %s: hash mismatch; not served", chex, hex);
+			free(raws[good]);
+			raws[good] = NULL;
+			if (i == 0)
+				rc = -EIO;
+			continue;
+		}
+		ids[good] = ch->id;
+		lens[good] = ch->raw_len;
+		ok[i] = 1;
+		good++;
 	}
-	rc = store_object_put(f->r->store, &ch->id, raw, ch->raw_len);
-	if (rc) {
-		log_err("fetch: caching object %s in %s: %s", chex, store_path(f->r->store),
-			strerror(-rc));
-		goto out;
+	if (good) {
+		int prc = store_objects_put(f->r->store, good, ids, (const void *const *)raws, lens);
+
+		if (prc) {
+			log_err("fetch: caching objects in %s: %s", store_path(f->r->store), strerror(-prc));
+			rc = prc == -ENOSPC ? -ENOSPC : -EIO;
+		} else {
+			stored = 1;
+			__atomic_add_fetch(&f->stats->objects_fetched, good, __ATOMIC_RELAXED);
+		}
 	}
-	__atomic_add_fetch(&f->stats->objects_fetched, 1, __ATOMIC_RELAXED);
 out:
-	if (rc)
+	if (rc && rc != -ENOSPC)
 		__atomic_add_fetch(&f->stats->fetch_errors, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&f->lock);
+	for (i = 0; i < n; i++) {
+		f->inflight[cs[i]] = 0;
+		if (stored && ok && ok[i])
+			f->have[cs[i]] = 1;
+	}
+	pthread_cond_broadcast(&f->done);
+	pthread_mutex_unlock(&f->lock);
+	free(ok);
+	for (i = 0; raws && i < n; i++)
+		free(raws[i]);
+	free(raws);
+	free(ids);
+	free(lens);
 	pack_codec_free(pc);
-	free(raw);
 	buf_free(&in);
 	return rc;
+}
+
+static void enqueue(struct fetcher *f, uint32_t c)
+{
+	if (f->qtail - f->qhead == f->qcap) {
+		size_t nc = f->qcap ? f->qcap * 2 : 1024, i;
+		uint32_t *q = malloc(nc * sizeof(*q));
+
+		if (!q)
+			return;
+		for (i = 0; i < f->qtail - f->qhead; i++)
+			q[i] = f->queue[(f->qhead + i) % (f->qcap ? f->qcap : 1)];
+		free(f->queue);
+		f->queue = q;
+		f->qtail -= f->qhead;
+		f->qhead = 0;
+		f->qcap = nc;
+	}
+	f->queue[f->qtail++ % f->qcap] = c;
+	__atomic_add_fetch(&f->stats->prefetch_queued, 1, __ATOMIC_RELAXED);
+	pthread_cond_signal(&f->work);
+}
+
+static void *prefetcher(void *arg)
+{
+	struct fetcher *f = arg;
+	uint32_t batch[256];
+
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		uint32_t c, alone;
+		size_t n;
+
+		while (!f->stop && f->qhead == f->qtail)
+			pthread_cond_wait(&f->work, &f->lock);
+		if (f->stop)
+			break;
+		c = f->queue[f->qhead++ % f->qcap];
+		alone = c & ALONE;
+		c &= ~ALONE;
+		__atomic_add_fetch(&f->stats->prefetch_done, 1, __ATOMIC_RELAXED);
+		if (f->inflight[c] || f->have[c])
+			continue;
+		pthread_mutex_unlock(&f->lock);
+		if (cached(f, c)) {
+			pthread_mutex_lock(&f->lock);
+			continue;
+		}
+		pthread_mutex_lock(&f->lock);
+		if (f->inflight[c])
+			continue;
+		n = pick_batch(f, c, alone ? 0 : PREFETCH_BATCH, PICK_RECORD, batch,
+			       sizeof(batch) / sizeof(batch[0]));
+		pthread_mutex_unlock(&f->lock);
+		fetch_batch(f, batch, n, 1);
+		pthread_mutex_lock(&f->lock);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+static void start_threads(struct fetcher *f)
+{
+	while (f->nthreads < PREFETCH_THREADS &&
+	       pthread_create(&f->threads[f->nthreads], NULL, prefetcher, f) == 0)
+		f->nthreads++;
+}
+
+int fetch_prefetch_record(struct fetcher *f)
+{
+	uint64_t n, i;
+	const uint32_t *rd = catalog_reads(f->cat, &n);
+
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	for (i = 0; i < n; i++)
+		f->wanted[rd[i]] = 1;
+	for (i = 0; i < n; i++)
+		enqueue(f, rd[i]);
+	start_threads(f);
+	pthread_mutex_unlock(&f->lock);
+	return (int)(n > INT32_MAX ? INT32_MAX : n);
+}
+
+void fetch_read_ahead(struct fetcher *f, uint32_t idx, uint32_t ref)
+{
+	const struct cat_entry *e = catalog_entry(f->cat, idx);
+	const struct cat_ref *refs = catalog_refs(f->cat, e) - e->first;
+	uint32_t k;
+
+	pthread_mutex_lock(&f->lock);
+	for (k = ref + 1; k <= ref + READ_AHEAD_CHUNKS && k < e->first + e->count; k++)
+		if (!f->inflight[refs[k].chunk] && !f->have[refs[k].chunk])
+			enqueue(f, refs[k].chunk | ALONE);
+	start_threads(f);
+	pthread_mutex_unlock(&f->lock);
 }
 
 int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 {
 	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
 	char path[PATH_MAX];
+	uint32_t batch[256];
+	struct stat st;
 	int fd, rc = 0, tries;
 
 	store_object_path(f->r->store, &ch->id, path, sizeof(path));
-	for (tries = 0; tries < 3; tries++) {
+	for (tries = 0; tries < 4; tries++) {
+		size_t n;
+
 		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0)
-			return fd;
-		if (errno != ENOENT)
+		if (fd >= 0) {
+			if (fstat(fd, &st) == 0 && (uint64_t)st.st_size == ch->raw_len)
+				return fd;
+			/* short after a crash: drop it and fetch again */
+			close(fd);
+			unlink(path);
+			__atomic_store_n(&f->have[c], 0, __ATOMIC_RELAXED);
+		} else if (errno != ENOENT) {
 			return -errno;
+		}
 		pthread_mutex_lock(&f->lock);
-		if (is_inflight(f, c)) {
-			while (is_inflight(f, c))
+		if (f->inflight[c]) {
+			while (f->inflight[c])
 				pthread_cond_wait(&f->done, &f->lock);
 			pthread_mutex_unlock(&f->lock);
 			continue;
 		}
-		if (f->n_inflight == f->cap_inflight) {
-			size_t nc = f->cap_inflight ? f->cap_inflight * 2 : 16;
-			uint32_t *n = realloc(f->inflight, nc * sizeof(*n));
-
-			if (!n) {
-				pthread_mutex_unlock(&f->lock);
-				return -ENOMEM;
-			}
-			f->inflight = n;
-			f->cap_inflight = nc;
-		}
-		f->inflight[f->n_inflight++] = c;
+		f->have[c] = 0;
+		/* small files bring their neighbours: same pack, same directory */
+		n = pick_batch(f, c, ch->raw_len < CHUNK_MIN ? NEIGHBOUR_BYTES : 0, PICK_NEIGHBOURS,
+			       batch, sizeof(batch) / sizeof(batch[0]));
 		pthread_mutex_unlock(&f->lock);
-
-		rc = fetch_one(f, c);
-
-		pthread_mutex_lock(&f->lock);
-		for (size_t i = 0; i < f->n_inflight; i++)
-			if (f->inflight[i] == c) {
-				f->inflight[i] = f->inflight[--f->n_inflight];
-				break;
-			}
-		pthread_cond_broadcast(&f->done);
-		pthread_mutex_unlock(&f->lock);
+		rc = fetch_batch(f, batch, n, 0);
 		if (rc)
 			return rc;
 	}
@@ -230,16 +504,8 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 			return fd;
 		got = pread_full(fd, (char *)buf + done, take, (off_t)within);
 		close(fd);
-		if (got != (ssize_t)take) {
-			log_err("fetch: cached object for chunk %u is short; dropping it", ref->chunk);
-			{
-				char path[PATH_MAX];
-
-				store_object_path(f->r->store, &ch->id, path, sizeof(path));
-				unlink(path);
-			}
+		if (got != (ssize_t)take)
 			return -EIO;
-		}
 		fetch_note_read(f, ref->chunk);
 		done += take;
 		r++;

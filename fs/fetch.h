@@ -30,4 +30,10 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
 /* Note that chunk chunk_idx was read (for the read record). */
 void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);
 
+/* Queue the catalog's read record for background fetching; its length. */
+int fetch_prefetch_record(struct fetcher *f);
+
+/* A reader is streaming catalog file idx at ref: fetch the next chunks ahead. */
+void fetch_read_ahead(struct fetcher *f, uint32_t idx, uint32_t ref);
+
 #endif

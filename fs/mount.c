@@ -227,6 +227,7 @@ struct daemon_args {
 	int allow_other;
 	int preserve_owner;
 	int foreground;
+	int no_prefetch;
 	int ready_fd;
 };
 
@@ -271,6 +272,8 @@ static int run_daemon(const struct daemon_args *d)
 	rc = ov_open(d->statedir, cat, &oo, &ov);
 	if (rc)
 		goto out;
+	if (!d->no_prefetch)
+		fetch_prefetch_record(f); /* background, in recorded order */
 	snprintf(path, sizeof(path), "%s/daemon.log", d->statedir);
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, d->allow_other, d->ready_fd,
 		      d->foreground, path);
@@ -431,6 +434,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	d.allow_other = o->allow_other;
 	d.preserve_owner = o->preserve_owner;
 	d.foreground = o->foreground;
+	d.no_prefetch = o->no_prefetch;
 	d.ready_fd = -1;
 
 	{
@@ -579,10 +583,12 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"objects_fetched\":%" PRIu64 ",\"bytes_read\":%" PRIu64
 		       ",\"bytes_written\":%" PRIu64 ",\"copy_ups\":%" PRIu64
 		       ",\"fetch_errors\":%" PRIu64 ",\"bytes_uploaded\":%" PRIu64
-		       ",\"commits\":%" PRIu64 "}",
+		       ",\"commits\":%" PRIu64 ",\"bytes_prefetched\":%" PRIu64
+		       ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64 ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
-		       s->bytes_uploaded, s->commits);
+		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
+		       s->prefetch_done, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 
@@ -590,12 +596,16 @@ static void status_one(const char *statedir, int json, int *first)
 		fmt_size(total, sizeof(total), s->bytes_total);
 		fmt_size(written, sizeof(written), s->bytes_written);
 		fmt_size(up, sizeof(up), s->bytes_uploaded);
+		char pre[32];
+
+		fmt_size(pre, sizeof(pre), s->bytes_prefetched);
 		printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64 " files; fetched %s of %s in %" PRIu64
-		       " objects; wrote %s; uploaded %s in %" PRIu64 " commits%s\n",
+		       " objects (%s ahead; prefetch %" PRIu64 "/%" PRIu64 "); wrote %s; uploaded %s in %"
+		       PRIu64 " commits%s\n",
 		       dir, alive ? "mounted" : "not mounted", key, hit, *matched ? " hit '" : "",
 		       matched, *matched ? "'" : "", s->files_total, fetched, total,
-		       s->objects_fetched, written, up, s->commits,
-		       s->fetch_errors ? "; FETCH ERRORS (see daemon.log)" : "");
+		       s->objects_fetched, pre, s->prefetch_done, s->prefetch_queued, written, up,
+		       s->commits, s->fetch_errors ? "; FETCH ERRORS (see daemon.log)" : "");
 	}
 	*first = 0;
 	if (s != &zero)

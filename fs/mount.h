@@ -30,7 +30,10 @@ struct mount_stats {
 	uint64_t fetch_errors;
 	uint64_t bytes_uploaded;  /* by commits */
 	uint64_t commits;
-	uint64_t reserved[16];
+	uint64_t bytes_prefetched; /* part of bytes_fetched, fetched ahead */
+	uint64_t prefetch_queued;
+	uint64_t prefetch_done;
+	uint64_t reserved[13];
 };
 
 struct mount_opts {
@@ -43,6 +46,7 @@ struct mount_opts {
 	int preserve_owner;
 	int fresh;
 	int fail_on_miss;
+	int no_prefetch;
 	int json;
 };
 

@@ -428,6 +428,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 			pthread_mutex_lock(&h->lock);
 			if (h->chunk_fd < 0 || h->chunk != ref->chunk) {
+				/* crossing from the previous chunk of this file into
+				 * the next: a reader streaming it */
+				int streaming = h->chunk_fd >= 0 && r > e->first &&
+						h->chunk == (ref - 1)->chunk;
+
 				fd = fetch_chunk_fd(c->f, ref->chunk);
 				if (fd < 0) {
 					pthread_mutex_unlock(&h->lock);
@@ -440,6 +445,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				h->chunk = ref->chunk;
 				posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				fetch_note_read(c->f, ref->chunk);
+				if (streaming)
+					fetch_read_ahead(c->f, h->cat_idx, r);
 			}
 			/* once the reply is out the kernel may release h: reply
 			 * through a duplicate (same file description, same

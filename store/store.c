@@ -207,7 +207,8 @@ static int64_t now_s(void)
 	return now_ns() / 1000000000;
 }
 
-int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)
+/* temp file, then rename into objects/ab/...; no fsync (see store.h) */
+static int put_file(struct store *s, const struct cas_id *id, const void *p, size_t n)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 40];
 	char *slash;
@@ -219,8 +220,6 @@ int store_object_put(struct store *s, const struct cas_id *id, const void *p, si
 	if (fd < 0)
 		return -errno;
 	rc = write_full(fd, p, n);
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
 	if (rc)
@@ -242,17 +241,44 @@ int store_object_put(struct store *s, const struct cas_id *id, const void *p, si
 			goto out;
 		}
 	}
-	sqlite3_mutex_enter(sqlite3_db_mutex(s->db));
-	sqlite3_bind_blob(s->obj_put, 1, id->b, CAS_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(s->obj_put, 2, (sqlite3_int64)n);
-	sqlite3_bind_int64(s->obj_put, 3, now_s());
-	rc = sql_err(s, sqlite3_step(s->obj_put), "add object");
-	sqlite3_reset(s->obj_put);
-	sqlite3_mutex_leave(sqlite3_db_mutex(s->db));
-	return rc;
+	return 0;
 out:
 	unlink(tmp);
 	return rc;
+}
+
+int store_objects_put(struct store *s, size_t n, const struct cas_id *ids,
+		      const void *const *ps, const size_t *lens)
+{
+	int64_t now = now_s();
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && !rc; i++)
+		rc = put_file(s, &ids[i], ps[i], lens[i]);
+	if (rc)
+		return rc;
+	/* the files are in place; the index follows in one transaction */
+	pthread_mutex_lock(&s->lock);
+	rc = sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+	for (i = 0; i < n && !rc; i++) {
+		sqlite3_bind_blob(s->obj_put, 1, ids[i].b, CAS_ID_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(s->obj_put, 2, (sqlite3_int64)lens[i]);
+		sqlite3_bind_int64(s->obj_put, 3, now);
+		rc = sql_err(s, sqlite3_step(s->obj_put), "add object");
+		sqlite3_reset(s->obj_put);
+	}
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)
+{
+	return store_objects_put(s, 1, id, &p, &n);
 }
 
 int store_object_has(struct store *s, const struct cas_id *id)

@@ -48,10 +48,19 @@ void store_object_path(const struct store *s, const struct cas_id *id, char *out
 void store_catalog_path(const struct store *s, const struct cas_id *id, char *out, size_t n);
 
 /*
- * Put raw chunk bytes into the object cache (temp, fsync, rename, then
+ * Put raw chunk bytes into the object cache (temp file, rename, then the
  * index).  The caller has verified the hash.  0 or -errno (-ENOSPC).
+ *
+ * Cached objects are not fsync'ed: they can always be fetched again, and
+ * an fsync per object made a cold read of 10,000 small files cost 10,000
+ * journal commits.  After a power loss an object may be short or empty;
+ * readers check its size against the catalog and drop it if it is wrong.
+ * Packs, catalogs, key records and mount state are fsync'ed.
  */
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n);
+/* Several at once, indexed in one transaction. */
+int store_objects_put(struct store *s, size_t n, const struct cas_id *ids,
+		      const void *const *ps, const size_t *lens);
 /* 1 if cached (and the file has the recorded size), 0 if not. */
 int store_object_has(struct store *s, const struct cas_id *id);
 /* Mark objects used now (for LRU gc). */

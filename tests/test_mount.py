@@ -326,3 +326,47 @@ def test_venv_in_mount_no_pyc_rewrite(stash, mounts, tmp_path):
     assert pycs() == before
     assert status(stash, mnt)["copy_ups"] == 0
     assert status(stash, mnt)["bytes_written"] == 0
+
+
+def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
+    rng = random.Random(11)
+    src = tmp_path / "src"
+    for d in range(6):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(10):
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(300_000))  # one chunk each
+    a = make_stash("job1")
+    a.run("save", src, "--key", "v1")
+    mnt = tmp_path / "mnt"
+    mounts.mount(a, mnt, "v1")
+    wanted = [f"d{d}/f{i}" for d, i in [(5, 3), (0, 7), (2, 2), (4, 9)]]
+    for w in wanted:
+        (mnt / w).read_bytes()
+    a.run("umount", mnt, "--commit", "v2")
+    mounts.dirs.clear()
+    # a fresh machine mounts v2: what job 1 read is fetched ahead, nothing else
+    b = make_stash("job2")
+    mounts.stash = b
+    mounts.mount(b, mnt, "v2")
+    deadline = time.monotonic() + 20
+    while True:
+        s = status(b, mnt)
+        if s["prefetch_done"] >= s["prefetch_queued"] >= 4 and s["objects_fetched"] >= 4:
+            break
+        assert time.monotonic() < deadline, s
+        time.sleep(0.05)
+    assert s["bytes_prefetched"] >= 4 * 300_000
+    assert s["bytes_fetched"] < 20 * 300_000  # not the 18 MB tree
+    before = s["bytes_fetched"]
+    for w in wanted:
+        assert (mnt / w).read_bytes() == (src / w).read_bytes()
+    assert status(b, mnt)["bytes_fetched"] == before  # all served from the prefetched cache
+    b.run("umount", mnt)
+    mounts.dirs.clear()
+    # --no-prefetch: nothing fetched until read
+    c = make_stash("job3")
+    mounts.stash = c
+    mounts.mount(c, mnt, "v2", "--no-prefetch")
+    time.sleep(0.5)
+    s = status(c, mnt)
+    assert s["bytes_fetched"] == 0 and s["prefetch_queued"] == 0

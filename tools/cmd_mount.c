@@ -10,7 +10,7 @@
 
 enum {
 	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_ALLOW_OTHER, OPT_FOREGROUND,
-	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT
+	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH
 };
 
 static const char mount_help[] =
@@ -26,6 +26,7 @@ static const char mount_help[] =
 	"  --foreground         stay in the foreground (serve until unmounted)\n"
 	"  --fresh              discard changes left by an earlier mount of DIR\n"
 	"  --fail-on-miss       exit 1 when no key matched\n"
+	"  --no-prefetch        do not fetch what the last job read ahead of time\n"
 	COMMON_HELP;
 
 int cmd_mount(int argc, char **argv)
@@ -38,6 +39,7 @@ int cmd_mount(int argc, char **argv)
 		{ "preserve-owner", no_argument, NULL, OPT_PRESERVE_OWNER },
 		{ "fresh", no_argument, NULL, OPT_FRESH },
 		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
+		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -68,6 +70,7 @@ int cmd_mount(int argc, char **argv)
 		case OPT_PRESERVE_OWNER: mo.preserve_owner = 1; break;
 		case OPT_FRESH: mo.fresh = 1; break;
 		case OPT_FAIL_ON_MISS: mo.fail_on_miss = 1; break;
+		case OPT_NO_PREFETCH: mo.no_prefetch = 1; break;
 		case OPT_HELP: fputs(mount_help, stdout); return 0;
 		default: return usage_error("mount", "unknown option");
 		}
