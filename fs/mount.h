@@ -59,6 +59,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 struct commit_opts {
 	const char *dir;
 	const char *key;  /* NULL: the mount's key */
+	const struct cas_id *sources; /* a sources manifest for the key record */
 	int json;
 };
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,

@@ -153,6 +153,7 @@ static int parse_index_line(const char *line, size_t len, struct key_rec *rec)
 	rec->time_ns = t;
 	rec->files = files;
 	rec->bytes = bytes;
+	rec->has_sources = 0;
 	return 0;
 }
 
@@ -214,6 +215,7 @@ static int recvec_add(const struct key_rec *rec, void *arg)
 	struct recvec *rv = arg;
 	size_t i;
 
+	/* callers fill the rest; index lines carry no sources */
 	if (rv->prefix && strncmp(rec->key, rv->prefix, strlen(rv->prefix)) != 0)
 		return 0;
 	for (i = 0; i < rv->n; i++) {
@@ -307,6 +309,12 @@ int keys_publish(struct repo *r, const struct key_rec *rec)
 
 	buf_append(&b, KEY_MAGIC, strlen(KEY_MAGIC));
 	format_line(&b, rec);
+	if (rec->has_sources) {
+		char hex[CAS_HEX_LEN + 1];
+
+		cas_id_hex(&rec->sources, hex);
+		buf_printf(&b, "sources %s\n", hex);
+	}
 	key_name(rec->key, name, sizeof(name));
 	/* the key record is the publish: one atomic replace */
 	rc = remote_put_buf(r->primary, name, b.p, b.len);
@@ -340,7 +348,28 @@ int keys_get(struct remote *rem, const char *key, struct key_rec *out)
 		log_err("%s: %s", where, strerror(-rc));
 		goto out;
 	}
-	rc = parse_lines(&b, KEY_MAGIC, where, recvec_add, &rv);
+	{
+		/* an optional "sources HEX" line names the sources manifest */
+		char *sl = memmem(b.p, b.len, "\nsources ", 9);
+		struct cas_id sid;
+		int has = 0;
+
+		if (sl && (size_t)(sl - (char *)b.p) + 10 + CAS_HEX_LEN <= b.len) {
+			char hex[CAS_HEX_LEN + 1];
+
+			memcpy(hex, sl + 9, CAS_HEX_LEN);
+			hex[CAS_HEX_LEN] = '\0';
+			if (cas_id_parse(&sid, hex) == 0)
+				has = 1;
+			b.len = (size_t)(sl - (char *)b.p) + 1;
+		}
+		rc = parse_lines(&b, KEY_MAGIC, where, recvec_add, &rv);
+		if (!rc && rv.n == 1) {
+			rv.v[0].has_sources = has;
+			if (has)
+				rv.v[0].sources = sid;
+		}
+	}
 	if (rc)
 		goto out;
 	if (rv.n != 1 || strcmp(rv.v[0].key, key) != 0) {

@@ -50,6 +50,8 @@ struct key_rec {
 	int64_t time_ns;
 	uint64_t files;
 	uint64_t bytes;
+	int has_sources;        /* key records only: a sources manifest */
+	struct cas_id sources;
 };
 
 enum hit_kind { HIT_MISS = 0, HIT_EXACT, HIT_PARTIAL };

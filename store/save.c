@@ -1053,6 +1053,10 @@ static int publish(struct saver *s, const struct catalog *base)
 	rec.time_ns = now_ns();
 	rec.files = st->files;
 	rec.bytes = st->bytes;
+	if (s->o->sources) {
+		rec.has_sources = 1;
+		rec.sources = *s->o->sources;
+	}
 	rc = keys_publish(s->r, &rec);
 out:
 	buf_free(&img);

@@ -29,6 +29,7 @@ struct save_opts {
 	int threads;     /* 0: one per core */
 	int level;       /* zstd level */
 	int preserve_owner;
+	const struct cas_id *sources; /* a sources manifest to name in the key record */
 };
 
 /* 0 or -errno; every failure is logged as one line naming what and where. */

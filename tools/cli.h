@@ -70,5 +70,9 @@ int cmd_mount(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_touch_sources(int argc, char **argv);
+/* Record the sources manifest of src (skipping dir) and upload it. */
+int cli_sources(struct repo *r, const char *src, const char *dir, struct cas_id *id,
+		uint64_t *uploaded);
 
 #endif

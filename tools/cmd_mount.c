@@ -10,7 +10,7 @@
 
 enum {
 	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_ALLOW_OTHER, OPT_FOREGROUND,
-	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH
+	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH, OPT_SOURCES
 };
 
 static const char mount_help[] =
@@ -121,12 +121,14 @@ static const char commit_help[] =
 	"Publish the mounted view at DIR as a snapshot under KEY (default: the key\n"
 	"it was mounted with).  Unchanged files are not read again; only content\n"
 	"the remote lacks is uploaded.  The mount stays up.\n\n"
-	"  --key KEY            key to publish\n" COMMON_HELP;
+	"  --key KEY            key to publish\n"
+	"  --sources SRC        also record the source tree SRC for touch-sources\n" COMMON_HELP;
 
 int cmd_commit(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, OPT_KEY },
+		{ "sources", required_argument, NULL, OPT_SOURCES },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -136,6 +138,9 @@ int cmd_commit(int argc, char **argv)
 	struct common c;
 	struct repo r;
 	double t0 = mono_sec();
+	const char *sources = NULL;
+	struct cas_id sid;
+	uint64_t up = 0;
 	int opt, rc;
 
 	memset(&co, 0, sizeof(co));
@@ -149,6 +154,7 @@ int cmd_commit(int argc, char **argv)
 			continue;
 		switch (opt) {
 		case OPT_KEY: co.key = optarg; break;
+		case OPT_SOURCES: sources = optarg; break;
 		case OPT_HELP: fputs(commit_help, stdout); return 0;
 		default: return usage_error("commit", "unknown option");
 		}
@@ -162,7 +168,12 @@ int cmd_commit(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
-	rc = fs_commit(&r, &co, &st, key, sizeof(key));
+	rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
+	if (!rc) {
+		co.sources = sources ? &sid : NULL;
+		rc = fs_commit(&r, &co, &st, key, sizeof(key));
+		st.bytes_uploaded += up;
+	}
 	if (!rc)
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
 	repo_close(&r);
@@ -175,12 +186,14 @@ static const char umount_help[] =
 	"Unmount DIR, after publishing it as KEY with --commit.  Without --commit\n"
 	"the changes stay in the store and the next mount of DIR resumes them;\n"
 	"after a commit they are published and the local state is dropped.\n\n"
-	"  --commit KEY         commit as KEY first\n" COMMON_HELP;
+	"  --commit KEY         commit as KEY first\n"
+	"  --sources SRC        with --commit: record the source tree SRC too\n" COMMON_HELP;
 
 int cmd_umount(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "commit", required_argument, NULL, OPT_COMMIT },
+		{ "sources", required_argument, NULL, OPT_SOURCES },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -190,6 +203,9 @@ int cmd_umount(int argc, char **argv)
 	struct common c;
 	struct repo r;
 	double t0 = mono_sec();
+	const char *sources = NULL;
+	struct cas_id sid;
+	uint64_t up = 0;
 	int opt, rc = 0, committed = 0;
 
 	memset(&co, 0, sizeof(co));
@@ -203,6 +219,7 @@ int cmd_umount(int argc, char **argv)
 			continue;
 		switch (opt) {
 		case OPT_COMMIT: co.key = optarg; break;
+		case OPT_SOURCES: sources = optarg; break;
 		case OPT_HELP: fputs(umount_help, stdout); return 0;
 		default: return usage_error("umount", "unknown option");
 		}
@@ -216,8 +233,16 @@ int cmd_umount(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
+	if (sources && !co.key) {
+		rc = usage_error("umount", "--sources goes with --commit");
+		goto out2;
+	}
 	if (co.key) {
-		rc = fs_commit(&r, &co, &st, key, sizeof(key));
+		rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
+		co.sources = sources ? &sid : NULL;
+		if (!rc)
+			rc = fs_commit(&r, &co, &st, key, sizeof(key));
+		st.bytes_uploaded += up;
 		if (rc)
 			goto out;
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
@@ -233,6 +258,10 @@ out:
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;
+out2:
+	repo_close(&r);
+	common_free(&c);
+	return rc;
 }
 
 static const char status_help[] =

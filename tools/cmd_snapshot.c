@@ -1,6 +1,7 @@
 /* stashfs save, restore, ls, key and gc. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "../store/sources.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,8 +15,27 @@
 
 enum {
 	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_FORCE, OPT_THREADS, OPT_LEVEL,
-	OPT_FAIL_ON_MISS, OPT_PRESERVE_OWNER, OPT_PREFIX, OPT_MAX_SIZE
+	OPT_FAIL_ON_MISS, OPT_PRESERVE_OWNER, OPT_PREFIX, OPT_MAX_SIZE, OPT_SOURCES
 };
+
+int cli_sources(struct repo *r, const char *src, const char *dir, struct cas_id *id,
+		uint64_t *uploaded)
+{
+	char skip[4096];
+	struct buf raw = BUF_INIT;
+	uint64_t n = 0;
+	int rc;
+
+	if (!realpath(dir, skip))
+		skip[0] = '\0';
+	rc = sources_build(src, *skip ? skip : NULL, &raw, &n);
+	if (!rc)
+		rc = sources_put(r, &raw, id, uploaded);
+	if (!rc)
+		log_info("sources: recorded %" PRIu64 " files of '%s'", n, qpath(src));
+	buf_free(&raw);
+	return rc;
+}
 
 static void print_summary_json(const char *cmd, const char *key, enum hit_kind hit,
 			       const char *hit_key, const struct snap_stats *st, double secs)
@@ -49,6 +69,8 @@ static const char save_help[] =
 	"  --key KEY            name to publish (printable ASCII, up to 512 bytes)\n"
 	"  --threads N          hashing/compression threads (default: one per core)\n"
 	"  --level N            zstd level for uploads (default 1)\n"
+	"  --sources SRC        also record the contents and mtimes of the source\n"
+	"                       tree SRC, for 'stashfs touch-sources'\n"
 	COMMON_HELP;
 
 int cmd_save(int argc, char **argv)
@@ -57,10 +79,14 @@ int cmd_save(int argc, char **argv)
 		{ "key", required_argument, NULL, OPT_KEY },
 		{ "threads", required_argument, NULL, OPT_THREADS },
 		{ "level", required_argument, NULL, OPT_LEVEL },
+		{ "sources", required_argument, NULL, OPT_SOURCES },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
-	struct save_opts so = { NULL, NULL, 0, 1, 0 };
+	struct save_opts so = { NULL, NULL, 0, 1, 0, NULL };
+	const char *sources = NULL;
+	struct cas_id sid;
+	uint64_t src_up = 0;
 	struct snap_stats st;
 	struct common c;
 	struct repo r;
@@ -80,6 +106,7 @@ int cmd_save(int argc, char **argv)
 		case OPT_KEY: so.key = optarg; break;
 		case OPT_THREADS: so.threads = atoi(optarg); break;
 		case OPT_LEVEL: so.level = atoi(optarg); break;
+		case OPT_SOURCES: sources = optarg; break;
 		case OPT_HELP: fputs(save_help, stdout); return 0;
 		default: return usage_error("save", "unknown option");
 		}
@@ -101,7 +128,17 @@ int cmd_save(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
+	if (sources) {
+		rc = cli_sources(&r, sources, so.dir, &sid, &src_up);
+		if (rc) {
+			repo_close(&r);
+			common_free(&c);
+			return 1;
+		}
+		so.sources = &sid;
+	}
 	rc = snapshot_save(&r, &so, &st);
+	st.bytes_uploaded += src_up;
 	secs = mono_sec() - t0;
 	if (!rc) {
 		char total[32], up[32];
@@ -603,4 +640,103 @@ int cmd_gc(int argc, char **argv)
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;
+}
+
+static const char touch_help[] =
+	"usage: stashfs touch-sources SRC --key KEY [--restore-key PREFIX]... [OPTIONS]\n\n"
+	"Give every file below SRC whose content matches what was recorded with\n"
+	"'save/commit --sources' its recorded mtime; changed files keep theirs.\n"
+	"After a fresh checkout, cargo then rebuilds exactly what changed.\n\n"
+	"  --key KEY            the snapshot whose sources to use\n"
+	"  --restore-key PREFIX fallback prefix, repeatable\n" COMMON_HELP;
+
+int cmd_touch_sources(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "restore-key", required_argument, NULL, OPT_RESTORE_KEY },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
+	char *restore_keys[64];
+	int n_restore = 0, opt, rc, ret = 1, i;
+	const char *key = NULL;
+	enum hit_kind hit;
+	struct key_rec rec;
+	struct touch_stats ts;
+	struct buf raw = BUF_INIT;
+	struct common c;
+	struct repo r;
+	double t0 = mono_sec();
+
+	common_init(&c);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(&c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("touch-sources", "bad --timeout or too many --read-remote");
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: key = optarg; break;
+		case OPT_RESTORE_KEY:
+			if (n_restore == (int)ARRAY_SIZE(restore_keys) || key_valid(optarg))
+				return usage_error("touch-sources", "bad or too many --restore-key");
+			restore_keys[n_restore++] = optarg;
+			break;
+		case OPT_HELP: fputs(touch_help, stdout); return 0;
+		default: return usage_error("touch-sources", "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("touch-sources", "expected one SRC");
+	if (!key || key_valid(key))
+		return usage_error("touch-sources", "--key KEY is required (printable ASCII, 1-512 bytes)");
+	if (common_open_repo(&c, &r)) {
+		common_free(&c);
+		return 1;
+	}
+	rc = keys_resolve(&r, key, restore_keys, n_restore, &rec, &hit);
+	if (rc)
+		goto out;
+	if (hit == HIT_MISS) {
+		log_info("touch-sources: miss for key '%s'; nothing touched", key);
+		ret = 0;
+		goto out;
+	}
+	for (i = 0; !rec.has_sources && i <= r.n_reads; i++) {
+		struct key_rec full;
+
+		if (keys_get(i == 0 ? r.primary : r.reads[i - 1], rec.key, &full) == 0 &&
+		    full.has_sources)
+			rec = full;
+	}
+	if (!rec.has_sources) {
+		log_err("touch-sources: key '%s' was saved without --sources", rec.key);
+		goto out;
+	}
+	rc = sources_get(&r, &rec.sources, &raw);
+	if (rc)
+		goto out;
+	rc = sources_touch(argv[optind], &raw, &ts);
+	if (rc) {
+		if (rc == -EBADMSG)
+			log_err("touch-sources: the sources manifest of '%s' is malformed", rec.key);
+		goto out;
+	}
+	log_info("touch-sources: %s hit '%s': %" PRIu64 " files given their recorded mtime, %" PRIu64
+		 " already had it, %" PRIu64 " changed (left alone), %" PRIu64 " missing; %.2f s",
+		 hit_kind_name(hit), rec.key, ts.touched, ts.same, ts.changed, ts.missing,
+		 mono_sec() - t0);
+	if (c.json)
+		printf("{\"command\":\"touch-sources\",\"hit\":\"%s\",\"matched_key\":", hit_kind_name(hit)),
+		json_str(stdout, rec.key),
+		printf(",\"touched\":%" PRIu64 ",\"same\":%" PRIu64 ",\"changed\":%" PRIu64
+		       ",\"missing\":%" PRIu64 "}\n", ts.touched, ts.same, ts.changed, ts.missing);
+	ret = 0;
+out:
+	buf_free(&raw);
+	repo_close(&r);
+	common_free(&c);
+	return ret;
 }

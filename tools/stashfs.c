@@ -113,6 +113,7 @@ static const struct {
 	{ "status", cmd_status, "what a mount fetched, wrote, uploaded" },
 	{ "ls", cmd_ls, "keys with size, files, age" },
 	{ "key", cmd_key, "a key from file contents (like hashFiles)" },
+	{ "touch-sources", cmd_touch_sources, "give unchanged sources their recorded mtimes" },
 	{ "gc", cmd_gc, "trim the local object cache, least recently used first" },
 };
 

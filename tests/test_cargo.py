@@ -1,0 +1,116 @@
+"""cargo and fresh checkouts: a real workspace built offline against Debian's
+packaged crates, a mounted target/, touch-sources, and the compile counts."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGISTRY = "/usr/share/cargo/registry"
+
+
+def cargo_bin():
+    c = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    return c if os.path.exists(c) else None
+
+
+def write_workspace(ws):
+    memchr = sorted(d for d in os.listdir(REGISTRY) if d.startswith("memchr-"))[-1]
+    ver = memchr.split("-", 1)[1]
+    files = {
+        "Cargo.toml": '[workspace]\nmembers = ["util", "core", "app"]\nresolver = "2"\n',
+        ".cargo/config.toml": (
+            '[source.crates-io]\nreplace-with = "debian"\n'
+            f'[source.debian]\ndirectory = "{REGISTRY}"\n[net]\noffline = true\n'),
+        "util/Cargo.toml": ('[package]\nname = "util"\nversion = "0.1.0"\nedition = "2021"\n'
+                            f'[dependencies]\nmemchr = "={ver}"\n'),
+        "util/src/lib.rs": "pub fn count_nl(s: &[u8]) -> usize { memchr::memchr_iter(b'\\n', s).count() }\n",
+        "core/Cargo.toml": ('[package]\nname = "core_lib"\nversion = "0.1.0"\nedition = "2021"\n'
+                            '[dependencies]\nutil = { path = "../util" }\n'),
+        "core/src/lib.rs": "pub fn lines(s: &str) -> usize { util::count_nl(s.as_bytes()) + 1 }\n",
+        "app/Cargo.toml": ('[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n'
+                           '[dependencies]\ncore_lib = { path = "../core" }\n'),
+        "app/src/main.rs": 'fn main() { println!("{}", core_lib::lines("a\\nb")); }\n',
+    }
+    for rel, text in files.items():
+        p = os.path.join(ws, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as f:
+            f.write(text)
+
+
+def build(ws, env):
+    r = subprocess.run([cargo_bin(), "build", "--offline"], cwd=ws, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return sorted(set(re.findall(r"^\s+Compiling (\S+) v", r.stderr, re.M)))
+
+
+def fresh_checkout(pristine, ws):
+    """Like a new git clone: same contents, new mtimes (cp without -p)."""
+    for name in os.listdir(ws):
+        if name != "target":
+            p = os.path.join(ws, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+    for name in os.listdir(pristine):
+        s, d = os.path.join(pristine, name), os.path.join(ws, name)
+        if os.path.isdir(s):
+            shutil.copytree(s, d, copy_function=shutil.copyfile)
+        else:
+            shutil.copyfile(s, d)
+
+
+def test_cargo_rebuilds_exactly_what_changed(stash, mounts, tmp_path):
+    if not cargo_bin():
+        pytest.skip("no cargo on this machine (install rustup or Debian's cargo)")
+    if not os.path.isdir(REGISTRY) or not any(d.startswith("memchr-") for d in os.listdir(REGISTRY)):
+        pytest.skip("Debian's librust-memchr-dev is not installed (tools/install-deps installs it)")
+    env = dict(os.environ, CARGO_HOME=str(tmp_path / "cargo-home"), CARGO_TERM_COLOR="never")
+    pristine, ws = tmp_path / "pristine", tmp_path / "ws"
+    write_workspace(pristine)
+    shutil.copytree(pristine, ws)
+    first = build(ws, env)
+    assert first == ["app", "core_lib", "memchr", "util"]
+    target = ws / "target"
+    stash.run("save", target, "--key", "cargo-1", "--sources", ws)
+    shutil.rmtree(target)
+    target.mkdir()
+    report = [f"cold build: {len(first)} crates compiled ({', '.join(first)})"]
+
+    # baseline: a fresh checkout over the restored target, without touch-sources
+    fresh_checkout(pristine, ws)
+    mounts.mount(stash, target, "cargo-1")
+    baseline = build(ws, env)
+    report.append(f"fresh checkout + mounted target, no touch-sources: {len(baseline)} "
+                  f"compiled ({', '.join(baseline)})")
+    assert set(baseline) >= {"util", "core_lib", "app"}  # every workspace crate rebuilt
+    stash.run("umount", target)
+
+    # with touch-sources: nothing to do
+    fresh_checkout(pristine, ws)
+    mounts.mount(stash, target, "cargo-1", "--fresh")
+    r = stash.run("touch-sources", ws, "--key", "cargo-1", json_out=True)
+    assert r.json["changed"] == 0 and r.json["touched"] >= 8
+    nothing = build(ws, env)
+    report.append(f"fresh checkout + mounted target + touch-sources: {len(nothing)} compiled")
+    assert nothing == []
+
+    # change one file in the core crate: it and its dependents, nothing else
+    fresh_checkout(pristine, ws)
+    with open(ws / "core" / "src" / "lib.rs", "a") as f:
+        f.write("pub fn twice(s: &str) -> usize { 2 * lines(s) }\n")
+    r = stash.run("touch-sources", ws, "--key", "cargo-1", json_out=True)
+    assert r.json["changed"] == 1
+    changed = build(ws, env)
+    report.append(f"one file changed in core_lib + touch-sources: {len(changed)} compiled "
+                  f"({', '.join(changed)})")
+    assert changed == ["app", "core_lib"]
+    out = subprocess.run([str(target / "debug" / "app")], capture_output=True, text=True)
+    assert out.stdout.strip() == "2"
+    stash.run("umount", target, "--commit", "cargo-2", "--sources", ws)
+
+    with open(os.path.join(ROOT, "build", "cargo-scenario.txt"), "w") as f:
+        f.write("\n".join(report) + "\n")
+    print("\n".join(report))
