@@ -302,6 +302,13 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	double t0 = mono_sec();
 	pid_t pid;
 
+	if (stat(o->dir, &st) < 0 && errno == ENOENT) {
+		rc = mkdir_p(o->dir, 0755);
+		if (rc) {
+			log_err("mount: cannot create '%s': %s", qpath(o->dir), strerror(-rc));
+			return rc;
+		}
+	}
 	rc = fs_state_dir(r, o->dir, statedir, sizeof(statedir), real, sizeof(real));
 	if (rc) {
 		log_err("mount: '%s': %s", qpath(o->dir), strerror(-rc));

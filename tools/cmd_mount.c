@@ -10,7 +10,8 @@
 
 enum {
 	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_ALLOW_OTHER, OPT_FOREGROUND,
-	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH, OPT_SOURCES
+	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH, OPT_SOURCES,
+	OPT_DISCARD
 };
 
 static const char mount_help[] =
@@ -187,13 +188,15 @@ static const char umount_help[] =
 	"the changes stay in the store and the next mount of DIR resumes them;\n"
 	"after a commit they are published and the local state is dropped.\n\n"
 	"  --commit KEY         commit as KEY first\n"
-	"  --sources SRC        with --commit: record the source tree SRC too\n" COMMON_HELP;
+	"  --sources SRC        with --commit: record the source tree SRC too\n"
+	"  --discard            drop the uncommitted changes instead of keeping them\n" COMMON_HELP;
 
 int cmd_umount(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "commit", required_argument, NULL, OPT_COMMIT },
 		{ "sources", required_argument, NULL, OPT_SOURCES },
+		{ "discard", no_argument, NULL, OPT_DISCARD },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -206,7 +209,7 @@ int cmd_umount(int argc, char **argv)
 	const char *sources = NULL;
 	struct cas_id sid;
 	uint64_t up = 0;
-	int opt, rc = 0, committed = 0;
+	int opt, rc = 0, committed = 0, discard = 0;
 
 	memset(&co, 0, sizeof(co));
 	common_init(&c);
@@ -220,6 +223,7 @@ int cmd_umount(int argc, char **argv)
 		switch (opt) {
 		case OPT_COMMIT: co.key = optarg; break;
 		case OPT_SOURCES: sources = optarg; break;
+		case OPT_DISCARD: discard = 1; break;
 		case OPT_HELP: fputs(umount_help, stdout); return 0;
 		default: return usage_error("umount", "unknown option");
 		}
@@ -249,11 +253,12 @@ int cmd_umount(int argc, char **argv)
 		committed = 1;
 	}
 	rc = fs_umount(&r, co.dir);
-	if (!rc && committed)
+	if (!rc && (committed || discard))
 		fs_discard_state(&r, co.dir);
 	if (!rc)
 		log_info("umount: %s unmounted%s", co.dir,
-			 committed ? "; its changes are published" : "; changes kept for the next mount");
+			 committed ? "; its changes are published" :
+			 discard ? "; changes discarded" : "; changes kept for the next mount");
 out:
 	repo_close(&r);
 	common_free(&c);
