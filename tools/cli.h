@@ -19,6 +19,9 @@ struct common {
 	int quiet;
 	char *reads_env; /* owned copy of STASHFS_READ_REMOTES */
 	char store_buf[4096];
+	uint64_t cache_size; /* 0: no automatic limit */
+	/* from the config file, owned */
+	char *cfg_remote, *cfg_store, *cfg_reads;
 };
 
 /* Options every command takes; ids >= 1000 so commands can add theirs. */
@@ -58,6 +61,8 @@ void common_init(struct common *c);
 int common_opt(struct common *c, int opt, const char *arg);
 void common_free(struct common *c);
 int common_open_repo(struct common *c, struct repo *r);
+/* Trim the object cache to the configured cache size, if one is set. */
+void common_auto_gc(struct common *c, struct repo *r);
 
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

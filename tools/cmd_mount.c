@@ -89,6 +89,7 @@ int cmd_mount(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
+	common_auto_gc(&c, &r);
 	rc = fs_mount(&r, &mo, c.store, c.remote, c.reads, c.n_reads);
 	repo_close(&r);
 	common_free(&c);
@@ -177,6 +178,7 @@ int cmd_commit(int argc, char **argv)
 	}
 	if (!rc)
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
+	common_auto_gc(&c, &r);
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;
@@ -260,6 +262,7 @@ int cmd_umount(int argc, char **argv)
 			 committed ? "; its changes are published" :
 			 discard ? "; changes discarded" : "; changes kept for the next mount");
 out:
+	common_auto_gc(&c, &r);
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;

@@ -152,6 +152,7 @@ int cmd_save(int argc, char **argv)
 		if (c.json)
 			print_summary_json("save", so.key, HIT_EXACT, NULL, &st, secs);
 	}
+	common_auto_gc(&c, &r);
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;
@@ -297,6 +298,7 @@ int cmd_restore(int argc, char **argv)
 	ret = 0;
 out:
 	catalog_close(cat);
+	common_auto_gc(&c, &r);
 	repo_close(&r);
 	common_free(&c);
 	return ret;

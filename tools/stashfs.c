@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,13 +12,93 @@
 #define STASHFS_VERSION "0.0.0"
 #endif
 
+/*
+ * The config file: $STASHFS_CONFIG, else $XDG_CONFIG_HOME/stashfs/config,
+ * else ~/.config/stashfs/config.  "name = value" lines, '#' comments:
+ * remote, read-remotes (space-separated), store, cache-size, timeout.
+ * The environment overrides it and the command line overrides both.
+ */
+static void load_config(struct common *c)
+{
+	char path[4096], line[8192];
+	const char *e = getenv("STASHFS_CONFIG"), *x = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	FILE *f;
+	int n = 0;
+
+	if (e && *e)
+		snprintf(path, sizeof(path), "%s", e);
+	else if (x && *x)
+		snprintf(path, sizeof(path), "%s/stashfs/config", x);
+	else if (home && *home)
+		snprintf(path, sizeof(path), "%s/.config/stashfs/config", home);
+	else
+		return;
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *k = line, *v, *end;
+
+		n++;
+		while (*k == ' ' || *k == '\t')
+			k++;
+		if (*k == '#' || *k == '\n' || !*k)
+			continue;
+		v = strchr(k, '=');
+		if (!v) {
+			log_warn("config %s:%d: expected 'name = value'; line ignored", path, n);
+			continue;
+		}
+		*v++ = '\0';
+		for (end = v - 2; end >= k && (*end == ' ' || *end == '\t'); end--)
+			*end = '\0';
+		while (*v == ' ' || *v == '\t')
+			v++;
+		end = v + strlen(v);
+		while (end > v && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!strcmp(k, "remote")) {
+			free(c->cfg_remote);
+			c->cfg_remote = strdup(v);
+		} else if (!strcmp(k, "read-remotes")) {
+			free(c->cfg_reads);
+			c->cfg_reads = strdup(v);
+		} else if (!strcmp(k, "store")) {
+			free(c->cfg_store);
+			c->cfg_store = strdup(v);
+		} else if (!strcmp(k, "cache-size")) {
+			if (parse_size(v, &c->cache_size))
+				log_warn("config %s:%d: bad cache-size '%s'", path, n, v);
+		} else if (!strcmp(k, "timeout")) {
+			if (strtod(v, NULL) > 0)
+				setenv("STASHFS_TIMEOUT", v, 0); /* the environment wins */
+			else
+				log_warn("config %s:%d: bad timeout '%s'", path, n, v);
+		} else {
+			log_warn("config %s:%d: unknown setting '%s'", path, n, k);
+		}
+	}
+	fclose(f);
+}
+
 void common_init(struct common *c)
 {
 	const char *e;
 
 	memset(c, 0, sizeof(*c));
+	load_config(c);
 	c->remote = getenv("STASHFS_REMOTE");
+	if (!c->remote || !*c->remote)
+		c->remote = c->cfg_remote;
+	if (!getenv("STASHFS_STORE") && c->cfg_store)
+		c->store = c->cfg_store;
+	e = getenv("STASHFS_CACHE_SIZE");
+	if (e && *e && parse_size(e, &c->cache_size))
+		log_warn("STASHFS_CACHE_SIZE: bad size '%s'", e);
 	e = getenv("STASHFS_READ_REMOTES");
+	if (!e || !*e)
+		e = c->cfg_reads;
 	if (e && *e) {
 		char *save = NULL, *tok;
 
@@ -31,6 +112,22 @@ void common_init(struct common *c)
 void common_free(struct common *c)
 {
 	free(c->reads_env);
+	free(c->cfg_remote);
+	free(c->cfg_store);
+	free(c->cfg_reads);
+}
+
+void common_auto_gc(struct common *c, struct repo *r)
+{
+	uint64_t files = 0, bytes = 0;
+	char b[32];
+
+	if (!c->cache_size || !r->store)
+		return;
+	if (store_gc(r->store, c->cache_size, &files, &bytes) == 0 && files) {
+		fmt_size(b, sizeof(b), bytes);
+		log_info("gc: cache over its limit; removed %" PRIu64 " objects (%s)", files, b);
+	}
 }
 
 int common_opt(struct common *c, int opt, const char *arg)
@@ -129,9 +226,77 @@ static void usage(FILE *f)
 	fprintf(f, "\n'stashfs COMMAND --help' for a command's options; 'stashfs --version'.\n");
 }
 
+/*
+ * Called as mount.stashfs (by mount(8), /etc/fstab and systemd mount units):
+ *   mount.stashfs KEY DIR [-sfnv] [-o opt[,opt]...]
+ * with options store=PATH, remote=URL, read-remote=URL, restore-key=PREFIX,
+ * timeout=SECONDS, allow_other, preserve_owner, no_prefetch, fresh; the
+ * generic ones (rw, defaults, noauto, nofail, _netdev, x-systemd.*, ...)
+ * are ignored.
+ */
+static int mount_helper(int argc, char **argv)
+{
+	char *args[128], *opts = NULL, *save = NULL, *o;
+	int n = 0, i;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: mount.stashfs KEY DIR [-o options]\n");
+		return EXIT_USAGE;
+	}
+	args[n++] = "mount";
+	args[n++] = argv[2];
+	args[n++] = "--key";
+	args[n++] = strncmp(argv[1], "stashfs#", 8) ? argv[1] : argv[1] + 8;
+	for (i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "-o") && i + 1 < argc)
+			opts = argv[++i];
+		else if (!strncmp(argv[i], "-o", 2) && argv[i][2])
+			opts = argv[i] + 2;
+		/* -s, -f, -n, -v from mount(8): nothing to do */
+	}
+	for (o = opts ? strtok_r(opts, ",", &save) : NULL; o && n < 120;
+	     o = strtok_r(NULL, ",", &save)) {
+		static const char *const kv[][2] = {
+			{ "store=", "--store" }, { "remote=", "--remote" },
+			{ "read-remote=", "--read-remote" }, { "restore-key=", "--restore-key" },
+			{ "timeout=", "--timeout" },
+		};
+		size_t k;
+		int done = 0;
+
+		for (k = 0; k < ARRAY_SIZE(kv); k++)
+			if (!strncmp(o, kv[k][0], strlen(kv[k][0]))) {
+				args[n++] = (char *)kv[k][1];
+				args[n++] = o + strlen(kv[k][0]);
+				done = 1;
+			}
+		if (done)
+			continue;
+		if (!strcmp(o, "allow_other") || !strcmp(o, "allow-other"))
+			args[n++] = "--allow-other";
+		else if (!strcmp(o, "preserve_owner") || !strcmp(o, "preserve-owner"))
+			args[n++] = "--preserve-owner";
+		else if (!strcmp(o, "no_prefetch") || !strcmp(o, "no-prefetch"))
+			args[n++] = "--no-prefetch";
+		else if (!strcmp(o, "fresh"))
+			args[n++] = "--fresh";
+		else if (!strcmp(o, "quiet"))
+			args[n++] = "--quiet";
+		/* rw, defaults, auto, noauto, nofail, _netdev, x-systemd.*, user... */
+	}
+	args[n] = NULL;
+	optind = 1;
+	return cmd_mount(n, args);
+}
+
 int main(int argc, char **argv)
 {
 	size_t i;
+	const char *self = strrchr(argv[0], '/');
+
+	self = self ? self + 1 : argv[0];
+	if (!strcmp(self, "mount.stashfs"))
+		return mount_helper(argc, argv);
 
 	if (argc < 2) {
 		usage(stderr);
