@@ -95,3 +95,24 @@ def test_environment_selects_store_and_remote(stash, tmp_path):
 def test_gc_trims_cache(stash, tmp_path):
     r = stash.run("gc", "--max-size", "0", json_out=True)
     assert r.json["bytes"] == 0
+
+
+def test_key_globs_with_double_star_and_excludes(stash, tmp_path):
+    ws = tmp_path / "ws"
+    for rel, text in {"Cargo.lock": "root", "a/Cargo.lock": "a", "a/b/Cargo.lock": "b",
+                      "a/.hidden/Cargo.lock": "h", "c/notes.txt": "n"}.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(text)
+
+    def key(*pats):
+        r = subprocess.run([stash.bin, "key", *pats], cwd=ws, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    every = key("Cargo.lock", "a/Cargo.lock", "a/b/Cargo.lock", "a/.hidden/Cargo.lock")
+    assert key("**/Cargo.lock") == every  # ** spans zero or more directories, dotfiles too
+    assert key("**/Cargo.lock", "!a/.hidden/**") == key("Cargo.lock", "a/Cargo.lock",
+                                                        "a/b/Cargo.lock")
+    assert key("a") == key("a/Cargo.lock", "a/b/Cargo.lock", "a/.hidden/Cargo.lock")
+    assert key("*/Cargo.lock") == key("a/Cargo.lock")
+    # contents decide, not how the files were named: absolute patterns give the same key
+    assert key(str(ws / "**" / "Cargo.lock")) == every

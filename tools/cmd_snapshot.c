@@ -6,7 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,13 +485,127 @@ out:
 	return rc;
 }
 
+/* ---- globs with ** (hashFiles-like) ---- */
+
+static int has_glob(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+/* Match path segments against pattern segments; "**" spans any number. */
+static int match_segs(char **pat, int np, char **seg, int ns)
+{
+	int i;
+
+	if (np == 0)
+		return ns == 0;
+	if (!strcmp(pat[0], "**")) {
+		for (i = 0; i <= ns; i++)
+			if (match_segs(pat + 1, np - 1, seg + i, ns - i))
+				return 1;
+		return 0;
+	}
+	if (ns == 0 || fnmatch(pat[0], seg[0], 0) != 0)
+		return 0;
+	return match_segs(pat + 1, np - 1, seg + 1, ns - 1);
+}
+
+static int split(char *s, char **out, int max)
+{
+	int n = 0;
+	char *save = NULL, *t;
+
+	for (t = strtok_r(s, "/", &save); t && n < max; t = strtok_r(NULL, "/", &save))
+		if (strcmp(t, "."))
+			out[n++] = t;
+	return n;
+}
+
+/* Does path match pattern, or lie below a directory that matches it? */
+static int glob_match(const char *pattern, const char *path)
+{
+	char pb[4096], sb[4096], *pat[256], *seg[256];
+	int np, ns, k;
+
+	snprintf(pb, sizeof(pb), "%s", pattern);
+	snprintf(sb, sizeof(sb), "%s", path);
+	np = split(pb, pat, 256);
+	ns = split(sb, seg, 256);
+	for (k = ns; k >= 1; k--)
+		if (match_segs(pat, np, seg, k))
+			return 1;
+	return 0;
+}
+
+/* Every regular file below base (or base itself) matching pattern. */
+static int glob_walk(const char *pattern, const char *path, struct pathvec *pv)
+{
+	struct stat st;
+	DIR *d;
+	struct dirent *de;
+	int rc = 0;
+
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (S_ISREG(st.st_mode))
+		return glob_match(pattern, path) ? pv_add(pv, path) : 0;
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while (!rc && (de = readdir(d))) {
+		char *sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&sub, "%s/%s", strcmp(path, ".") ? path : ".", de->d_name) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = glob_walk(pattern, sub, pv);
+		free(sub);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Files for one include pattern. */
+static int expand(const char *pattern, struct pathvec *pv)
+{
+	char base[4096];
+	const char *g;
+	char *slash;
+	struct stat st;
+
+	if (!has_glob(pattern)) {
+		if (lstat(pattern, &st) < 0)
+			return 0;
+		return add_tree(pv, pattern);
+	}
+	/* walk from the longest leading directory without glob characters */
+	g = strpbrk(pattern, "*?[");
+	snprintf(base, sizeof(base), "%.*s", (int)(g - pattern), pattern);
+	slash = strrchr(base, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		snprintf(base, sizeof(base), ".");
+	if (!*base)
+		snprintf(base, sizeof(base), "/");
+	return glob_walk(pattern[0] == '/' || !strcmp(base, ".") ? pattern : pattern, base, pv);
+}
+
 static const char key_help[] =
-	"usage: stashfs key [--prefix P] FILE|GLOB|DIR...\n\n"
+	"usage: stashfs key [--prefix P] PATTERN...\n\n"
 	"Print P followed by a SHA-256 over the contents of the matching files,\n"
-	"like GitHub Actions' hashFiles(): each argument is a path or a glob\n"
-	"(*, ?, [...], {a,b}); directories count every regular file below them.\n"
-	"Files are taken once each, in byte order of their paths, so the key\n"
-	"does not depend on argument order.  Exit 1 if nothing matches.\n\n"
+	"like GitHub Actions' hashFiles(): the SHA-256 of each file, in byte order\n"
+	"of their paths, fed into one SHA-256, so the key does not depend on the\n"
+	"order of the patterns.  A pattern is a path or a glob: * and ? within a\n"
+	"path segment (dotfiles included), [...] classes, ** for any number of\n"
+	"directories; a directory (or a pattern matching one) counts every regular\n"
+	"file below it; a pattern starting with ! excludes what it matches.\n"
+	"Symlinks are not followed.  Exit 1 if nothing matches.\n\n"
 	"  --prefix P           text to put before the hash\n"
 	"  --help               this help\n";
 
@@ -518,31 +632,29 @@ int cmd_key(int argc, char **argv)
 		}
 	}
 	if (optind >= argc)
-		return usage_error("key", "expected at least one FILE");
-	for (i = optind; i < argc && !rc; i++) {
-		glob_t g;
-		int gr = glob(argv[i], GLOB_BRACE | GLOB_NOSORT, NULL, &g);
-
-		if (gr == GLOB_NOMATCH) {
-			struct stat st;
-
-			/* a literal path with glob characters in its name */
-			if (lstat(argv[i], &st) == 0)
-				rc = add_tree(&pv, argv[i]);
-			continue;
-		}
-		if (gr != 0) {
-			log_err("key: bad pattern '%s'", qpath(argv[i]));
-			rc = -EINVAL;
-			break;
-		}
-		for (k = 0; k < g.gl_pathc && !rc; k++)
-			rc = add_tree(&pv, g.gl_pathv[k]);
-		globfree(&g);
-	}
+		return usage_error("key", "expected at least one PATTERN");
+	for (i = optind; i < argc && !rc; i++)
+		if (argv[i][0] != '!')
+			rc = expand(argv[i], &pv);
 	if (rc) {
 		log_err("key: %s", strerror(-rc));
 		goto out;
+	}
+	/* normalize "./x" to "x" so patterns and walks agree */
+	for (k = 0; k < pv.n; k++)
+		if (!strncmp(pv.v[k], "./", 2))
+			memmove(pv.v[k], pv.v[k] + 2, strlen(pv.v[k] + 2) + 1);
+	for (i = optind; i < argc; i++) {
+		if (argv[i][0] != '!')
+			continue;
+		for (k = 0, out = 0; k < pv.n; k++) {
+			if (glob_match(argv[i] + 1, pv.v[k])) {
+				free(pv.v[k]);
+				continue;
+			}
+			pv.v[out++] = pv.v[k];
+		}
+		pv.n = out;
 	}
 	if (pv.n == 0) {
 		log_err("key: no file matches");
