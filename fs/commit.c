@@ -277,6 +277,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	so.key = key_out;
 	so.level = 1;
 	so.sources = o->sources;
+	so.progress = o->progress;
 	rc = snapshot_publish(r, &t, cat, (const uint32_t *)reads.p, reads.len / 4, &so, st);
 	if (rc)
 		goto out;

@@ -60,6 +60,7 @@ struct commit_opts {
 	const char *dir;
 	const char *key;  /* NULL: the mount's key */
 	const struct cas_id *sources; /* a sources manifest for the key record */
+	struct snap_progress *progress; /* may be NULL */
 	int json;
 };
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,

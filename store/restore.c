@@ -242,8 +242,11 @@ static int write_target(struct restorer *s, const struct target *t, const void *
 
 	/* the file was sized with ftruncate: zeros are already there, and
 	 * leaving them as a hole keeps sparse files sparse */
-	if (all_zero(p, n))
+	if (all_zero(p, n)) {
+		if (s->o->progress)
+			__atomic_add_fetch(&s->o->progress->done_bytes, n, __ATOMIC_RELAXED);
 		return 0;
+	}
 
 	fd = openat(s->rootfd, s->paths[t->entry], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
@@ -253,6 +256,8 @@ static int write_target(struct restorer *s, const struct target *t, const void *
 		rc = -errno;
 	if (rc)
 		return fail_at(s, "writing", t->entry, rc);
+	if (s->o->progress)
+		__atomic_add_fetch(&s->o->progress->done_bytes, n, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -386,6 +391,13 @@ int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opt
 		rc = plan(&s);
 	if (rc)
 		goto out;
+	if (o->progress) {
+		uint64_t k2;
+
+		for (k2 = 0; k2 < s.nt; k2++)
+			o->progress->total_bytes += catalog_chunk(c, s.t[k2].chunk)->raw_len;
+		o->progress->total_files = st->files;
+	}
 	nth = o->threads > 0 ? o->threads : 4;
 	if (nth > (int)ARRAY_SIZE(th))
 		nth = (int)ARRAY_SIZE(th);

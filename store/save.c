@@ -684,6 +684,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 		off += cut;
 		start += cut;
 		have -= cut;
+		if (s->o->progress)
+			__atomic_add_fetch(&s->o->progress->done_bytes, cut, __ATOMIC_RELAXED);
 		if (atomic_load(&s->err))
 			goto out;
 	}
@@ -692,6 +694,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 			 qpath(s->o->dir), qpath(path), (unsigned long long)s->t->e[idx].size,
 			 (unsigned long long)off);
 	s->t->e[idx].size = off;
+	if (s->o->progress)
+		__atomic_add_fetch(&s->o->progress->done_files, 1, __ATOMIC_RELAXED);
 out:
 	close(fd);
 	return rc;
@@ -1010,6 +1014,11 @@ static int publish(struct saver *s, const struct catalog *base)
 		}
 	}
 
+	if (s->o->progress) {
+		for (k = 0; k < s->nfiles; k++)
+			s->o->progress->total_bytes += t->e[s->files[k]].size;
+		s->o->progress->total_files = s->nfiles;
+	}
 	nth = s->o->threads > 0 ? s->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (nth < 1)
 		nth = 1;

@@ -23,6 +23,12 @@ struct snap_stats {
 	struct cas_id catalog;
 };
 
+/* Counters a caller may watch (atomics) to show progress. */
+struct snap_progress {
+	uint64_t total_bytes, done_bytes;
+	uint64_t total_files, done_files;
+};
+
 struct save_opts {
 	const char *dir;
 	const char *key;
@@ -30,6 +36,7 @@ struct save_opts {
 	int level;       /* zstd level */
 	int preserve_owner;
 	const struct cas_id *sources; /* a sources manifest to name in the key record */
+	struct snap_progress *progress; /* may be NULL */
 };
 
 /* 0 or -errno; every failure is logged as one line naming what and where. */
@@ -72,6 +79,7 @@ struct restore_opts {
 	const char *dir;
 	int threads;
 	int preserve_owner; /* lchown to the recorded owner */
+	struct snap_progress *progress; /* may be NULL */
 };
 
 int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opts *o,

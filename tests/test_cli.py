@@ -116,3 +116,22 @@ def test_key_globs_with_double_star_and_excludes(stash, tmp_path):
     assert key("*/Cargo.lock") == key("a/Cargo.lock")
     # contents decide, not how the files were named: absolute patterns give the same key
     assert key(str(ws / "**" / "Cargo.lock")) == every
+
+
+def test_progress_only_when_asked_or_on_a_terminal(stash, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(2 << 20))
+    quiet = stash.run("save", src, "--key", "p1", env={"CI": "true"})
+    assert "\r" not in quiet.stderr.decode()  # CI logs stay clean
+    shown = stash.run("save", src, "--key", "p2", env={"STASHFS_PROGRESS": "1"})
+    err = shown.stderr.decode()
+    assert "\rsave: 100% 2.1 MB of 2.1 MB" in err
+    r = stash.run("restore", tmp_path / "out", "--key", "p2", env={"STASHFS_PROGRESS": "1"})
+    assert "\rrestore: 100%" in r.stderr.decode()
+    # a terminal gets it without asking (script(1) gives the command a pty)
+    cmd = f"{stash.bin} save {src} --key p3 --store {stash.store} --remote {stash.remote}"
+    r = subprocess.run(["script", "-qefc", cmd, "/dev/null"], capture_output=True,
+                       env={k: v for k, v in os.environ.items() if k != "CI"})
+    assert r.returncode == 0
+    assert b"save: key 'p3'" in r.stdout

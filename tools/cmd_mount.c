@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../fs/mount.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -172,8 +173,15 @@ int cmd_commit(int argc, char **argv)
 	}
 	rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
 	if (!rc) {
+		struct snap_progress prog;
+		struct progress_ui *ui;
+
+		memset(&prog, 0, sizeof(prog));
+		co.progress = &prog;
 		co.sources = sources ? &sid : NULL;
+		ui = progress_start("commit", &prog);
 		rc = fs_commit(&r, &co, &st, key, sizeof(key));
+		progress_stop(ui);
 		st.bytes_uploaded += up;
 	}
 	if (!rc)
@@ -246,8 +254,16 @@ int cmd_umount(int argc, char **argv)
 	if (co.key) {
 		rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
 		co.sources = sources ? &sid : NULL;
-		if (!rc)
+		if (!rc) {
+			struct snap_progress prog;
+			struct progress_ui *ui;
+
+			memset(&prog, 0, sizeof(prog));
+			co.progress = &prog;
+			ui = progress_start("commit", &prog);
 			rc = fs_commit(&r, &co, &st, key, sizeof(key));
+			progress_stop(ui);
+		}
 		st.bytes_uploaded += up;
 		if (rc)
 			goto out;

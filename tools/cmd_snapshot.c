@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../store/sources.h"
+#include "progress.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -83,7 +84,7 @@ int cmd_save(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
-	struct save_opts so = { NULL, NULL, 0, 1, 0, NULL };
+	struct save_opts so = { NULL, NULL, 0, 1, 0, NULL, NULL };
 	const char *sources = NULL;
 	struct cas_id sid;
 	uint64_t src_up = 0;
@@ -137,7 +138,16 @@ int cmd_save(int argc, char **argv)
 		}
 		so.sources = &sid;
 	}
-	rc = snapshot_save(&r, &so, &st);
+	{
+		struct snap_progress prog;
+		struct progress_ui *ui;
+
+		memset(&prog, 0, sizeof(prog));
+		so.progress = &prog;
+		ui = progress_start("save", &prog);
+		rc = snapshot_save(&r, &so, &st);
+		progress_stop(ui);
+	}
 	st.bytes_uploaded += src_up;
 	secs = mono_sec() - t0;
 	if (!rc) {
@@ -200,7 +210,7 @@ int cmd_restore(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
-	struct restore_opts ro = { NULL, 0, 0 };
+	struct restore_opts ro = { NULL, 0, 0, NULL };
 	char *restore_keys[64];
 	int n_restore = 0, force = 0, fail_on_miss = 0, opt, rc, ret = 1;
 	const char *key = NULL;
@@ -280,7 +290,16 @@ int cmd_restore(int argc, char **argv)
 		log_err("restore: cannot create '%s': %s", qpath(ro.dir), strerror(-rc));
 		goto out;
 	}
-	rc = snapshot_restore(&r, cat, &ro, &st);
+	{
+		struct snap_progress prog;
+		struct progress_ui *ui;
+
+		memset(&prog, 0, sizeof(prog));
+		ro.progress = &prog;
+		ui = progress_start("restore", &prog);
+		rc = snapshot_restore(&r, cat, &ro, &st);
+		progress_stop(ui);
+	}
 	if (rc)
 		goto out;
 	st.catalog = rec.catalog;
