@@ -1,5 +1,6 @@
 """Command-line contract: help, version, usage errors, key."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -135,3 +136,19 @@ def test_progress_only_when_asked_or_on_a_terminal(stash, tmp_path):
                        env={k: v for k, v in os.environ.items() if k != "CI"})
     assert r.returncode == 0
     assert b"save: key 'p3'" in r.stdout
+
+
+def test_man_page_is_built_from_the_docs(stash):
+    page = os.path.join(os.path.dirname(stash.bin), "stashfs.1")
+    assert os.path.exists(page), "the build makes stashfs.1 (tools/mkman)"
+    text = open(page).read()
+    for cmd in COMMANDS + ["mount", "commit", "umount", "status", "touch-sources"]:
+        assert f".SS {cmd}\n" in text
+        help_first = subprocess.run([stash.bin, cmd, "--help"], capture_output=True,
+                                    text=True).stdout.splitlines()[0]
+        assert help_first in text  # the page says what --help says
+    assert ".SH ENVIRONMENT" in text and ".SH FSTAB" in text
+    if shutil.which("man"):
+        r = subprocess.run(["man", "-l", page], capture_output=True, text=True,
+                           env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0"))
+        assert r.returncode == 0 and "touch-sources" in r.stdout
