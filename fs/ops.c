@@ -67,6 +67,12 @@ static void reply_err(fuse_req_t req, int rc)
 	fuse_reply_err(req, rc < 0 ? -rc : EIO);
 }
 
+/* 0: success with no data; else the -errno */
+static void reply_rc(fuse_req_t req, int rc)
+{
+	reply_rc(req, rc);
+}
+
 static void to_stat(const struct ov_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -256,20 +262,14 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int rc = ov_unlink(ctx_of(req)->ov, parent, name, 0);
 
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int rc = ov_unlink(ctx_of(req)->ov, parent, name, 1);
 
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -277,10 +277,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	int rc = ov_rename(ctx_of(req)->ov, parent, name, newparent, newname, flags);
 
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -522,10 +519,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	(void)ino;
 	if (h->fd >= 0 && (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		rc = -errno;
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -663,10 +657,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	}
 	rc = ov_setxattr(ctx_of(req)->ov, ino, name, value, size, flags);
 
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -711,10 +702,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	int rc = ov_removexattr(ctx_of(req)->ov, ino, name);
 
-	if (rc)
-		reply_err(req, rc);
-	else
-		fuse_reply_err(req, 0);
+	reply_rc(req, rc);
 }
 
 static const struct fuse_lowlevel_ops ops = {

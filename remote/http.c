@@ -16,11 +16,11 @@
  */
 #define _GNU_SOURCE
 #include "remote.h"
+#include "../store/cas.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,46 +111,23 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 
 static void sha256_hex(const void *p, size_t n, char *hex)
 {
-	unsigned char md[32];
-	unsigned int len = 32;
+	struct cas_id id;
 
-	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-	hex_encode(hex, md, 32);
+	cas_hash(p, n, &id);
+	cas_id_hex(&id, hex);
 }
 
 static int file_sha256_hex(const char *path, char *hex)
 {
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char md[32], b[1 << 16];
-	unsigned int len = 32;
-	int fd, rc = 0;
+	struct cas_id id;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
 
-	if (!ctx)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	for (;;) {
-		ssize_t r = read(fd, b, sizeof(b));
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if (r == 0)
-			break;
-		EVP_DigestUpdate(ctx, b, (size_t)r);
-	}
+	if (fd < 0)
+		return -errno;
+	rc = cas_hash_fd(fd, &id);
 	close(fd);
-	EVP_DigestFinal_ex(ctx, md, &len);
-	hex_encode(hex, md, 32);
-out:
-	EVP_MD_CTX_free(ctx);
+	if (!rc)
+		cas_id_hex(&id, hex);
 	return rc;
 }
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct cas_hasher {
 	EVP_MD_CTX *ctx;
@@ -50,6 +51,33 @@ void cas_hash(const void *data, size_t n, struct cas_id *out)
 	unsigned int len = CAS_ID_LEN;
 
 	EVP_Digest(data, n, out->b, &len, EVP_sha256(), NULL);
+}
+
+int cas_hash_fd(int fd, struct cas_id *out)
+{
+	struct cas_hasher *h = cas_hasher_new();
+	char b[1 << 16];
+	int rc = 0;
+
+	if (!h)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, b, sizeof(b));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		cas_hasher_update(h, b, (size_t)n);
+	}
+	if (!rc)
+		cas_hasher_final(h, out);
+	cas_hasher_free(h);
+	return rc;
 }
 
 void cas_id_hex(const struct cas_id *id, char *out)

@@ -26,6 +26,8 @@ void cas_hasher_final(struct cas_hasher *h, struct cas_id *out);
 void cas_hasher_free(struct cas_hasher *h);
 
 void cas_hash(const void *data, size_t n, struct cas_id *out);
+/* SHA-256 of everything read from fd (to EOF).  0 or -errno. */
+int cas_hash_fd(int fd, struct cas_id *out);
 
 static inline int cas_id_cmp(const struct cas_id *a, const struct cas_id *b)
 {

@@ -15,33 +15,6 @@
 
 #define MAGIC "STASHSR1"
 
-static int hash_fd(int fd, struct cas_id *out)
-{
-	struct cas_hasher *h = cas_hasher_new();
-	char b[1 << 16];
-	int rc = 0;
-
-	if (!h)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n = read(fd, b, sizeof(b));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		cas_hasher_update(h, b, (size_t)n);
-	}
-	if (!rc)
-		cas_hasher_final(h, out);
-	cas_hasher_free(h);
-	return rc;
-}
-
 static int walk(const char *root, const char *rel, const char *skip, struct buf *out,
 		uint64_t *n)
 {
@@ -88,7 +61,7 @@ static int walk(const char *root, const char *rel, const char *skip, struct buf 
 				log_err("sources: cannot read '%s': %s", qpath(full), strerror(errno));
 				break;
 			}
-			rc = hash_fd(fd, &id);
+			rc = cas_hash_fd(fd, &id);
 			close(fd);
 			if (rc)
 				break;
@@ -244,7 +217,7 @@ int sources_touch(const char *src, const struct buf *raw, struct touch_stats *st
 			st->changed++;
 			continue;
 		}
-		rc = hash_fd(fd, &got);
+		rc = cas_hash_fd(fd, &got);
 		if (rc || cas_id_cmp(&got, &want)) {
 			close(fd);
 			st->changed++;

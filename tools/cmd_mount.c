@@ -119,6 +119,30 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 	}
 }
 
+/* Record sources (if any), then commit with a progress line. */
+static int run_commit(struct repo *r, struct commit_opts *co, const char *sources,
+		      struct snap_stats *st, char *key, size_t keylen)
+{
+	struct snap_progress prog;
+	struct progress_ui *ui;
+	struct cas_id sid;
+	uint64_t up = 0;
+	int rc = sources ? cli_sources(r, sources, co->dir, &sid, &up) : 0;
+
+	if (rc)
+		return rc;
+	memset(&prog, 0, sizeof(prog));
+	co->progress = &prog;
+	co->sources = sources ? &sid : NULL;
+	ui = progress_start("commit", &prog);
+	rc = fs_commit(r, co, st, key, keylen);
+	progress_stop(ui);
+	co->sources = NULL;
+	co->progress = NULL;
+	st->bytes_uploaded += up;
+	return rc;
+}
+
 static const char commit_help[] =
 	"usage: stashfs commit DIR [--key KEY] [OPTIONS]\n\n"
 	"Publish the mounted view at DIR as a snapshot under KEY (default: the key\n"
@@ -142,8 +166,6 @@ int cmd_commit(int argc, char **argv)
 	struct repo r;
 	double t0 = mono_sec();
 	const char *sources = NULL;
-	struct cas_id sid;
-	uint64_t up = 0;
 	int opt, rc;
 
 	memset(&co, 0, sizeof(co));
@@ -171,19 +193,7 @@ int cmd_commit(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
-	rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
-	if (!rc) {
-		struct snap_progress prog;
-		struct progress_ui *ui;
-
-		memset(&prog, 0, sizeof(prog));
-		co.progress = &prog;
-		co.sources = sources ? &sid : NULL;
-		ui = progress_start("commit", &prog);
-		rc = fs_commit(&r, &co, &st, key, sizeof(key));
-		progress_stop(ui);
-		st.bytes_uploaded += up;
-	}
+	rc = run_commit(&r, &co, sources, &st, key, sizeof(key));
 	if (!rc)
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
 	common_auto_gc(&c, &r);
@@ -217,8 +227,6 @@ int cmd_umount(int argc, char **argv)
 	struct repo r;
 	double t0 = mono_sec();
 	const char *sources = NULL;
-	struct cas_id sid;
-	uint64_t up = 0;
 	int opt, rc = 0, committed = 0, discard = 0;
 
 	memset(&co, 0, sizeof(co));
@@ -252,19 +260,7 @@ int cmd_umount(int argc, char **argv)
 		goto out2;
 	}
 	if (co.key) {
-		rc = sources ? cli_sources(&r, sources, co.dir, &sid, &up) : 0;
-		co.sources = sources ? &sid : NULL;
-		if (!rc) {
-			struct snap_progress prog;
-			struct progress_ui *ui;
-
-			memset(&prog, 0, sizeof(prog));
-			co.progress = &prog;
-			ui = progress_start("commit", &prog);
-			rc = fs_commit(&r, &co, &st, key, sizeof(key));
-			progress_stop(ui);
-		}
-		st.bytes_uploaded += up;
+		rc = run_commit(&r, &co, sources, &st, key, sizeof(key));
 		if (rc)
 			goto out;
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);

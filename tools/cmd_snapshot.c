@@ -472,35 +472,12 @@ static int strp_cmp(const void *a, const void *b)
 
 static int hash_file(const char *path, struct cas_id *out)
 {
-	struct cas_hasher *h = cas_hasher_new();
-	char b[1 << 16];
-	int fd, rc = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
 
-	if (!h)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = read(fd, b, sizeof(b));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		cas_hasher_update(h, b, (size_t)n);
-	}
+	if (fd < 0)
+		return -errno;
+	rc = cas_hash_fd(fd, out);
 	close(fd);
-	if (!rc)
-		cas_hasher_final(h, out);
-out:
-	cas_hasher_free(h);
 	return rc;
 }
 
