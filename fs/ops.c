@@ -70,7 +70,10 @@ static void reply_err(fuse_req_t req, int rc)
 /* 0: success with no data; else the -errno */
 static void reply_rc(fuse_req_t req, int rc)
 {
-	reply_rc(req, rc);
+	if (rc)
+		reply_err(req, rc);
+	else
+		fuse_reply_err(req, 0);
 }
 
 static void to_stat(const struct ov_attr *a, struct stat *st)
