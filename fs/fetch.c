@@ -33,8 +33,8 @@
 #define NEIGHBOUR_BYTES (1u << 20)
 #define PREFETCH_BATCH (4u << 20)
 #define MAX_GAP (64u << 10)
-#define PREFETCH_THREADS 2
-#define READ_AHEAD_CHUNKS 2
+#define PREFETCH_THREADS 3
+#define READ_AHEAD_CHUNKS 6
 #define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 
 struct fetcher {
