@@ -33,9 +33,12 @@
 #define NEIGHBOUR_BYTES (1u << 20)
 #define PREFETCH_BATCH (4u << 20)
 #define MAX_GAP (64u << 10)
-#define PREFETCH_THREADS 3
+#define PREFETCH_THREADS 6   /* network-bound: more requests in flight */
+#define WINDOW_BYTES (4u << 20)
+#define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
-#define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
+#define ALONE 0x80000000u  /* queued chunk to fetch by itself (read-ahead) */
+#define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
 
 struct fetcher {
 	struct repo *r;
@@ -59,6 +62,10 @@ struct fetcher {
 	pthread_t threads[PREFETCH_THREADS];
 	int nthreads;
 	int stop;
+	uint32_t seq_next;       /* order position after the last foreground batch */
+	uint32_t seq_read;       /* furthest order position a reader has read */
+	uint32_t window_pending; /* next window to fetch once the reader nears it */
+	uint32_t window_len;
 };
 
 static const struct catalog *sort_cat;
@@ -103,6 +110,7 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->stats = stats;
 	f->n = n;
 	f->reads_fd = -1;
+	f->seq_next = UINT32_MAX - 64; /* no scan seen yet */
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->done, NULL);
 	pthread_cond_init(&f->work, NULL);
@@ -174,10 +182,29 @@ void fetcher_free(struct fetcher *f)
 	free(f);
 }
 
+static void enqueue(struct fetcher *f, uint32_t c);
+static void start_threads(struct fetcher *f);
+
 void fetch_note_read(struct fetcher *f, uint32_t c)
 {
 	uint64_t bit = 1ULL << (c % 64);
+	uint32_t p = f->pos[c];
 
+	/* a scan reading ahead: release the next window as the reader nears it */
+	if (p > __atomic_load_n(&f->seq_read, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&f->seq_read, p, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&f->window_pending, __ATOMIC_RELAXED)) {
+			pthread_mutex_lock(&f->lock);
+			if (f->window_pending && p + f->window_len >= f->window_pending) {
+				if (f->window_pending < f->n) {
+					enqueue(f, f->order[f->window_pending] | WINDOW);
+					start_threads(f);
+				}
+				f->window_pending = 0;
+			}
+			pthread_mutex_unlock(&f->lock);
+		}
+	}
 	if (__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & bit)
 		return;
 	if (__atomic_fetch_or(&f->seen[c / 64], bit, __ATOMIC_RELAXED) & bit)
@@ -203,7 +230,7 @@ static int cached(struct fetcher *f, uint32_t c)
 	return 0;
 }
 
-enum pick { PICK_NEIGHBOURS, PICK_RECORD };
+enum pick { PICK_NEIGHBOURS, PICK_RECORD, PICK_WINDOW };
 
 /*
  * Choose a batch starting at chunk c: c, then the chunks after it in the
@@ -226,7 +253,8 @@ static size_t pick_batch(struct fetcher *f, uint32_t c, uint32_t limit, enum pic
 		uint32_t d = f->order[p];
 		const struct cat_chunk *ch = catalog_chunk(f->cat, d);
 
-		if (ch->pack != first->pack || ch->pack_off > end + MAX_GAP ||
+		if (ch->pack != first->pack ||
+		    ch->pack_off > end + (how == PICK_RECORD ? RECORD_GAP : MAX_GAP) ||
 		    ch->pack_off + ch->stored_len - first->pack_off > limit)
 			break;
 		if (how == PICK_NEIGHBOURS && f->dir[d] != f->dir[c])
@@ -368,7 +396,7 @@ static void *prefetcher(void *arg)
 
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
-		uint32_t c, alone;
+		uint32_t c, alone, window;
 		size_t n;
 
 		while (!f->stop && f->qhead == f->qtail)
@@ -377,7 +405,8 @@ static void *prefetcher(void *arg)
 			break;
 		c = f->queue[f->qhead++ % f->qcap];
 		alone = c & ALONE;
-		c &= ~ALONE;
+		window = c & WINDOW;
+		c &= ~(ALONE | WINDOW);
 		__atomic_add_fetch(&f->stats->prefetch_done, 1, __ATOMIC_RELAXED);
 		if (f->inflight[c] || f->have[c])
 			continue;
@@ -389,11 +418,25 @@ static void *prefetcher(void *arg)
 		pthread_mutex_lock(&f->lock);
 		if (f->inflight[c])
 			continue;
-		n = pick_batch(f, c, alone ? 0 : PREFETCH_BATCH, PICK_RECORD, batch,
+		n = pick_batch(f, c, alone ? 0 : window ? WINDOW_BYTES : PREFETCH_BATCH,
+			       window ? PICK_WINDOW : PICK_RECORD, batch,
 			       sizeof(batch) / sizeof(batch[0]));
 		pthread_mutex_unlock(&f->lock);
 		fetch_batch(f, batch, n, 1);
 		pthread_mutex_lock(&f->lock);
+		if (window) {
+			/* keep one window ahead of the reader, no further */
+			uint32_t sp = f->pos[batch[0]], ep = f->pos[batch[n - 1]] + 1;
+
+			if (ep >= f->n)
+				continue;
+			if (f->seq_read + (ep - sp) >= sp) {
+				enqueue(f, f->order[ep] | WINDOW);
+			} else {
+				f->window_pending = ep;
+				f->window_len = ep - sp;
+			}
+		}
 	}
 	pthread_mutex_unlock(&f->lock);
 	return NULL;
@@ -468,9 +511,25 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 			continue;
 		}
 		f->have[c] = 0;
-		/* small files bring their neighbours: same pack, same directory */
-		n = pick_batch(f, c, ch->raw_len < CHUNK_MIN ? NEIGHBOUR_BYTES : 0, PICK_NEIGHBOURS,
-			       batch, sizeof(batch) / sizeof(batch[0]));
+		if (ch->raw_len >= CHUNK_MIN) {
+			/* a large file's chunk: alone (streaming readers get read-ahead) */
+			n = pick_batch(f, c, 0, PICK_NEIGHBOURS, batch, 1);
+		} else if (f->pos[c] >= f->seq_next && f->pos[c] <= f->seq_next + 16) {
+			/* misses walking the packs in order: a job reading the tree
+			 * in directory order.  Take a window, and queue the next */
+			n = pick_batch(f, c, WINDOW_BYTES, PICK_WINDOW, batch,
+				       sizeof(batch) / sizeof(batch[0]));
+			f->seq_next = f->pos[batch[n - 1]] + 1;
+			if (f->seq_next < f->n) {
+				enqueue(f, f->order[f->seq_next] | WINDOW);
+				start_threads(f);
+			}
+		} else {
+			/* small files bring their neighbours: same pack, same directory */
+			n = pick_batch(f, c, NEIGHBOUR_BYTES, PICK_NEIGHBOURS, batch,
+				       sizeof(batch) / sizeof(batch[0]));
+			f->seq_next = f->pos[batch[n - 1]] + 1;
+		}
 		pthread_mutex_unlock(&f->lock);
 		rc = fetch_batch(f, batch, n, 0);
 		if (rc)

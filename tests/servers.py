@@ -36,9 +36,10 @@ def wait_port(port, proc=None, timeout=20):
 class Nginx:
     """nginx serving root with GET/HEAD/Range and WebDAV PUT/DELETE."""
 
-    def __init__(self, workdir, root):
+    def __init__(self, workdir, root, netns=None):
         self.dir = str(workdir)
         self.root = str(root)
+        self.netns = netns
         os.makedirs(self.root, exist_ok=True)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -71,9 +72,18 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", self.dir],
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.proc = subprocess.Popen([*prefix, "nginx", "-c", conf, "-p", self.dir],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port, self.proc)
+        if netns:
+            # its loopback is the namespace's: probe from inside
+            for _ in range(200):
+                if subprocess.run([*prefix, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{self.port}"],
+                                  capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.05)
+        else:
+            wait_port(self.port, self.proc)
         self.url = f"http://127.0.0.1:{self.port}/cache"
 
     def stop(self):
