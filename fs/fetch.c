@@ -538,6 +538,20 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 	return -EIO;
 }
 
+void fetch_advise_cached(struct fetcher *f, uint32_t c)
+{
+	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+	char path[PATH_MAX];
+	int fd;
+
+	store_object_path(f->r->store, &ch->id, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	close(fd);
+}
+
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n)
 {
 	const struct cat_entry *e = catalog_entry(f->cat, idx);

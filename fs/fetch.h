@@ -27,6 +27,9 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 /* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */
 int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
 
+/* If chunk chunk_idx is cached, start reading it into the page cache. */
+void fetch_advise_cached(struct fetcher *f, uint32_t chunk_idx);
+
 /* Note that chunk chunk_idx was read (for the read record). */
 void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);
 

@@ -443,10 +443,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					close(h->chunk_fd);
 				h->chunk_fd = fd;
 				h->chunk = ref->chunk;
-				posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+				/* chunks are at most 4 MiB: ask for all of it now, so
+				 * the disk works ahead of the 128 kB requests */
+				posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
 				fetch_note_read(c->f, ref->chunk);
-				if (streaming)
+				if (streaming) {
 					fetch_read_ahead(c->f, h->cat_idx, r);
+					/* and have the disk read the next cached chunk */
+					if (r + 1 < e->first + e->count)
+						fetch_advise_cached(c->f, (ref + 1)->chunk);
+				}
 			}
 			/* once the reply is out the kernel may release h: reply
 			 * through a duplicate (same file description, same
