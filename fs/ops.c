@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TIMEOUT 86400.0
@@ -747,6 +748,32 @@ static const struct fuse_lowlevel_ops ops = {
 	.removexattr = op_removexattr,
 };
 
+/* Every few seconds: hand the catalog's pages back (bounded RSS). */
+struct trimmer {
+	struct catalog *cat;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stop;
+};
+
+static void *trim_loop(void *arg)
+{
+	struct trimmer *t = arg;
+
+	pthread_mutex_lock(&t->lock);
+	while (!t->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+		if (!t->stop)
+			catalog_release_pages(t->cat);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
 	     struct mount_stats *stats, const char *store_path, int allow_other, int ready_fd,
 	     int foreground, const char *log_path)
@@ -805,12 +832,25 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 			close(fd);
 		}
 	}
-	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(cfg, 32);
-	fuse_loop_cfg_set_idle_threads(cfg, 8);
-	rc = fuse_session_loop_mt(se, cfg);
-	rc = rc < 0 ? rc : 0;
-	fuse_loop_cfg_destroy(cfg);
+	{
+		struct trimmer t = { cat, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+		pthread_t th;
+		int have_trimmer = pthread_create(&th, NULL, trim_loop, &t) == 0;
+
+		cfg = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_max_threads(cfg, 32);
+		fuse_loop_cfg_set_idle_threads(cfg, 8);
+		rc = fuse_session_loop_mt(se, cfg);
+		rc = rc < 0 ? rc : 0;
+		fuse_loop_cfg_destroy(cfg);
+		if (have_trimmer) {
+			pthread_mutex_lock(&t.lock);
+			t.stop = 1;
+			pthread_cond_signal(&t.cond);
+			pthread_mutex_unlock(&t.lock);
+			pthread_join(th, NULL);
+		}
+	}
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

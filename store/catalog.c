@@ -358,6 +358,12 @@ out:
 	return rc;
 }
 
+void catalog_release_pages(const struct catalog *c)
+{
+	if (c && c->mapped)
+		madvise((void *)c->base, c->size, MADV_DONTNEED);
+}
+
 void catalog_close(struct catalog *c)
 {
 	if (!c)

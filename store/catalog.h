@@ -137,6 +137,13 @@ int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,
 /* Index of the ref covering file offset off in e (which must be a leader). */
 uint32_t catalog_ref_at(const struct catalog *c, const struct cat_entry *e, uint64_t off);
 
+/*
+ * Drop the mapped catalog's pages from this process's resident set (they
+ * stay in the page cache and fault back in on use), so a daemon that walked
+ * a million entries does not keep them all counted against it.
+ */
+void catalog_release_pages(const struct catalog *c);
+
 /* Compare names the way catalogs sort them. */
 int catalog_name_cmp(const char *a, size_t al, const char *b, size_t bl);
 
