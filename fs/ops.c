@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #define TIMEOUT 86400.0
+#define SMALL_READ (32u << 10)
 
 struct fs_ctx {
 	struct ov *ov;
@@ -455,6 +456,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 						fetch_advise_cached(c->f, (ref + 1)->chunk);
 				}
 			}
+			if (size <= SMALL_READ) {
+				/* small reads: one copy beats setting up a splice */
+				char small[SMALL_READ];
+				ssize_t got = pread_full(h->chunk_fd, small, size, (off_t)within);
+
+				pthread_mutex_unlock(&h->lock);
+				if (got < 0) {
+					reply_err(req, (int)got);
+					return;
+				}
+				__atomic_add_fetch(&c->stats->bytes_read, (uint64_t)got, __ATOMIC_RELAXED);
+				fuse_reply_buf(req, small, (size_t)got);
+				return;
+			}
 			/* once the reply is out the kernel may release h: reply
 			 * through a duplicate (same file description, same
 			 * readahead state) without holding anything of h */
@@ -780,7 +795,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 {
 	struct fs_ctx c;
 	char opts[256];
-	char *argv[] = { "stashfs", "-o", opts, NULL };
+	char *argv[] = { "stashfs", "-o", opts, NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *cfg = NULL;
@@ -794,6 +809,11 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
 	snprintf(opts, sizeof(opts), "fsname=stashfs,subtype=stashfs,default_permissions%s",
 		 allow_other ? ",allow_other" : "");
+	if (getenv("STASHFS_FUSE_DEBUG")) {
+		/* libfuse's request trace on stderr (with --foreground) */
+		argv[3] = "-d";
+		args.argc = 4;
+	}
 	se = fuse_session_new(&args, &ops, sizeof(ops), &c);
 	if (!se) {
 		log_err("mount '%s': cannot start a FUSE session", qpath(mountpoint));
