@@ -21,8 +21,8 @@
 struct walker {
 	struct ov *ov;
 	struct snap_tree *t;
-	struct idmap *links;   /* inode -> first entry index */
-	uint32_t *members;     /* per entry: hard-link group size (leaders) */
+	struct idmap *links; /* inode -> first entry index */
+	uint32_t *members; /* per entry: hard-link group size (leaders) */
 };
 
 static void ino_key(uint64_t ino, struct cas_id *k)
@@ -31,8 +31,7 @@ static void ino_key(uint64_t ino, struct cas_id *k)
 	memcpy(k->b, &ino, sizeof(ino));
 }
 
-static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *d,
-		     uint32_t *idx)
+static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *d, uint32_t *idx)
 {
 	struct ov_attr a;
 	struct stat st;
@@ -183,8 +182,8 @@ static void link_counts(struct snap_tree *t)
 	free(m);
 }
 
-int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,
-	      char *key_out, size_t key_len)
+int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
+	      size_t key_len)
 {
 	char statedir[PATH_MAX], real[PATH_MAX], dbpath[PATH_MAX + 16], v[KEY_MAX + 1];
 	char path[PATH_MAX];

@@ -33,26 +33,26 @@
 #define NEIGHBOUR_BYTES (1u << 20)
 #define PREFETCH_BATCH (4u << 20)
 #define MAX_GAP (64u << 10)
-#define PREFETCH_THREADS 6   /* network-bound: more requests in flight */
+#define PREFETCH_THREADS 6 /* network-bound: more requests in flight */
 #define WINDOW_BYTES (4u << 20)
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
-#define ALONE 0x80000000u  /* queued chunk to fetch by itself (read-ahead) */
+#define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 #define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
 
 struct fetcher {
 	struct repo *r;
 	struct catalog *cat;
 	struct mount_stats *stats;
-	uint32_t n;              /* chunks */
+	uint32_t n; /* chunks */
 	int reads_fd;
-	uint64_t *seen;          /* chunks already in the read record */
-	uint32_t *order;         /* chunk indices sorted by (pack, offset) */
-	uint32_t *pos;           /* chunk -> index in order */
-	uint32_t *dir;           /* chunk -> directory of the first file using it */
-	uint8_t *inflight;       /* per chunk, under lock */
-	uint8_t *have;           /* per chunk: known cached (a hint) */
-	uint8_t *wanted;         /* per chunk: in the read record */
+	uint64_t *seen; /* chunks already in the read record */
+	uint32_t *order; /* chunk indices sorted by (pack, offset) */
+	uint32_t *pos; /* chunk -> index in order */
+	uint32_t *dir; /* chunk -> directory of the first file using it */
+	uint8_t *inflight; /* per chunk, under lock */
+	uint8_t *have; /* per chunk: known cached (a hint) */
+	uint8_t *wanted; /* per chunk: in the read record */
 	pthread_mutex_t lock;
 	pthread_cond_t done;
 	/* background queue, under lock */
@@ -62,8 +62,8 @@ struct fetcher {
 	pthread_t threads[PREFETCH_THREADS];
 	int nthreads;
 	int stop;
-	uint32_t seq_next;       /* order position after the last foreground batch */
-	uint32_t seq_read;       /* furthest order position a reader has read */
+	uint32_t seq_next; /* order position after the last foreground batch */
+	uint32_t seq_read; /* furthest order position a reader has read */
 	uint32_t window_pending; /* next window to fetch once the reader nears it */
 	uint32_t window_len;
 };
@@ -294,7 +294,8 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 	rc = repo_get(f->r, name, off, len, &in, (size_t)len);
 	if (rc) {
 		log_err("fetch: pack %s [%llu, +%llu): %s", hex, (unsigned long long)off,
-			(unsigned long long)len, rc == -ENOENT ? "missing on every remote" : strerror(-rc));
+			(unsigned long long)len,
+			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
 		/* the reader gets EIO for this read; everything cached keeps working */
 		rc = -EIO;
 		goto out;
@@ -323,7 +324,8 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 		if (pack_decode(pc, in.p + (ch->pack_off - off), ch->stored_len, ch->flags,
 				raws[good], ch->raw_len, &ch->id)) {
 			cas_id_hex(&ch->id, chex);
-			log_err("fetch: object %s in pack %s: hash mismatch; not served", chex, hex);
+			log_err("fetch: object %s in pack %s: hash mismatch; not served", chex,
+				hex);
 			free(raws[good]);
 			raws[good] = NULL;
 			if (i == 0)
@@ -336,10 +338,12 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 		good++;
 	}
 	if (good) {
-		int prc = store_objects_put(f->r->store, good, ids, (const void *const *)raws, lens);
+		int prc =
+			store_objects_put(f->r->store, good, ids, (const void *const *)raws, lens);
 
 		if (prc) {
-			log_err("fetch: caching objects in %s: %s", store_path(f->r->store), strerror(-prc));
+			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
+				strerror(-prc));
 			rc = prc == -ENOSPC ? -ENOSPC : -EIO;
 		} else {
 			stored = 1;
@@ -418,7 +422,10 @@ static void *prefetcher(void *arg)
 		pthread_mutex_lock(&f->lock);
 		if (f->inflight[c])
 			continue;
-		n = pick_batch(f, c, alone ? 0 : window ? WINDOW_BYTES : PREFETCH_BATCH,
+		n = pick_batch(f, c,
+			       alone	? 0
+			       : window ? WINDOW_BYTES
+					: PREFETCH_BATCH,
 			       window ? PICK_WINDOW : PICK_RECORD, batch,
 			       sizeof(batch) / sizeof(batch[0]));
 		pthread_mutex_unlock(&f->lock);
@@ -569,7 +576,8 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 		const struct cat_ref *ref = &refs[r];
 		const struct cat_chunk *ch = catalog_chunk(f->cat, ref->chunk);
 		uint64_t within = off + done - ref->off;
-		size_t take = ch->raw_len - within < n - done ? (size_t)(ch->raw_len - within) : n - done;
+		size_t take =
+			ch->raw_len - within < n - done ? (size_t)(ch->raw_len - within) : n - done;
 		ssize_t got;
 		int fd = fetch_chunk_fd(f, ref->chunk);
 

@@ -288,10 +288,11 @@ out:
 	return rc;
 }
 
-int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
-	     const char *remote, char *const *reads, int n_reads)
+int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path, const char *remote,
+	     char *const *reads, int n_reads)
 {
-	char statedir[PATH_MAX], real[PATH_MAX], hex[CAS_HEX_LEN + 1], v[1024], dbpath[PATH_MAX + 16];
+	char statedir[PATH_MAX], real[PATH_MAX], hex[CAS_HEX_LEN + 1], v[1024],
+		dbpath[PATH_MAX + 16];
 	struct daemon_args d;
 	struct key_rec rec;
 	enum hit_kind hit = HIT_MISS;
@@ -321,7 +322,8 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		} else if (errno == ENOENT) {
 			rc = mkdir_p(real, 0755);
 			if (rc) {
-				log_err("mount: cannot create '%s': %s", qpath(real), strerror(-rc));
+				log_err("mount: cannot create '%s': %s", qpath(real),
+					strerror(-rc));
 				return rc;
 			}
 		} else {
@@ -378,17 +380,21 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			rc = cas_id_parse(&oldcat, v);
 		ov_peek_meta(statedir, "key", oldkey, sizeof(oldkey));
 		ov_peek_meta(statedir, "hit", oldhit, sizeof(oldhit));
-		if (rc == 0 && repo_catalog(r, &oldcat, &old) == 0 && ov_open(statedir, old, &oo, &ov) == 0)
+		if (rc == 0 && repo_catalog(r, &oldcat, &old) == 0 &&
+		    ov_open(statedir, old, &oo, &ov) == 0)
 			changes = ov_changes(ov);
 		ov_close(ov);
 		catalog_close(old);
-		if (rc == 0 && ((hit != HIT_MISS && cas_id_cmp(&oldcat, &rec.catalog) == 0) ||
-				(hit == HIT_MISS && !strcmp(oldhit, "miss") && !strcmp(oldkey, o->key)))) {
+		if (rc == 0 &&
+		    ((hit != HIT_MISS && cas_id_cmp(&oldcat, &rec.catalog) == 0) ||
+		     (hit == HIT_MISS && !strcmp(oldhit, "miss") && !strcmp(oldkey, o->key)))) {
 			d.catalog = oldcat;
 			resumed = 1;
 		} else if (changes) {
-			log_err("mount: '%s' has uncommitted changes on key '%s'; mount that key to "
-				"resume them, or add --fresh to discard them", qpath(real), oldkey);
+			log_err("mount: '%s' has uncommitted changes on key '%s'; mount that key "
+				"to "
+				"resume them, or add --fresh to discard them",
+				qpath(real), oldkey);
 			return -EEXIST;
 		} else {
 			rm_rf(statedir);
@@ -452,8 +458,9 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			snprintf(v, sizeof(v), "miss for key '%s': %s writable tree", o->key,
 				 resumed ? "resumed the" : "an empty");
 		else
-			snprintf(v, sizeof(v), "%s hit '%s': %" PRIu64 " files, %s%s", hit_kind_name(hit),
-				 rec.key, files, total, resumed ? ", changes resumed" : "");
+			snprintf(v, sizeof(v), "%s hit '%s': %" PRIu64 " files, %s%s",
+				 hit_kind_name(hit), rec.key, files, total,
+				 resumed ? ", changes resumed" : "");
 	}
 	/* no SQLite handle may cross fork() */
 	repo_close(r);
@@ -490,7 +497,8 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			n = read(pipefd[0], ok, 2);
 		close(pipefd[0]);
 		if (n != 2 || memcmp(ok, "ok", 2) != 0) {
-			log_err("mount: the daemon for '%s' did not start (see above, and %s/daemon.log)",
+			log_err("mount: the daemon for '%s' did not start (see above, and "
+				"%s/daemon.log)",
 				qpath(real), statedir);
 			return -EIO;
 		}
@@ -505,7 +513,8 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			printf("null");
 		else
 			json_str(stdout, rec.key);
-		printf(",\"files\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"resumed\":%s,\"seconds\":%.3f}\n",
+		printf(",\"files\":%" PRIu64 ",\"bytes\":%" PRIu64
+		       ",\"resumed\":%s,\"seconds\":%.3f}\n",
 		       files, bytes, resumed ? "true" : "false", mono_sec() - t0);
 	}
 	log_info("mount: %s at %s; %.2f s", v, qpath(real), mono_sec() - t0);
@@ -542,7 +551,8 @@ int fs_umount(struct repo *r, const char *dir)
 	} else {
 		rc = unmount_dir(real, 0);
 		if (rc == -EBUSY) {
-			log_err("umount: '%s' is busy (files open or a shell inside it)", qpath(real));
+			log_err("umount: '%s' is busy (files open or a shell inside it)",
+				qpath(real));
 			return rc;
 		}
 	}
@@ -586,12 +596,13 @@ static void status_one(const char *statedir, int json, int *first)
 		json_str(stdout, key);
 		printf(",\"hit\":\"%s\",\"matched_key\":", hit);
 		json_str(stdout, matched);
-		printf(",\"files\":%" PRIu64 ",\"bytes_total\":%" PRIu64 ",\"bytes_fetched\":%" PRIu64
-		       ",\"objects_fetched\":%" PRIu64 ",\"bytes_read\":%" PRIu64
-		       ",\"bytes_written\":%" PRIu64 ",\"copy_ups\":%" PRIu64
-		       ",\"fetch_errors\":%" PRIu64 ",\"bytes_uploaded\":%" PRIu64
-		       ",\"commits\":%" PRIu64 ",\"bytes_prefetched\":%" PRIu64
-		       ",\"prefetch_queued\":%" PRIu64 ",\"prefetch_done\":%" PRIu64 ",\"pid\":%" PRId64 "}",
+		printf(",\"files\":%" PRIu64 ",\"bytes_total\":%" PRIu64
+		       ",\"bytes_fetched\":%" PRIu64 ",\"objects_fetched\":%" PRIu64
+		       ",\"bytes_read\":%" PRIu64 ",\"bytes_written\":%" PRIu64
+		       ",\"copy_ups\":%" PRIu64 ",\"fetch_errors\":%" PRIu64
+		       ",\"bytes_uploaded\":%" PRIu64 ",\"commits\":%" PRIu64
+		       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
+		       ",\"prefetch_done\":%" PRIu64 ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
@@ -606,9 +617,10 @@ static void status_one(const char *statedir, int json, int *first)
 		char pre[32];
 
 		fmt_size(pre, sizeof(pre), s->bytes_prefetched);
-		printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64 " files; fetched %s of %s in %" PRIu64
-		       " objects (%s ahead; prefetch %" PRIu64 "/%" PRIu64 "); wrote %s; uploaded %s in %"
-		       PRIu64 " commits%s\n",
+		printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64
+		       " files; fetched %s of %s in %" PRIu64
+		       " objects (%s ahead; prefetch %" PRIu64 "/%" PRIu64
+		       "); wrote %s; uploaded %s in %" PRIu64 " commits%s\n",
 		       dir, alive ? "mounted" : "not mounted", key, hit, *matched ? " hit '" : "",
 		       matched, *matched ? "'" : "", s->files_total, fetched, total,
 		       s->objects_fetched, pre, s->prefetch_done, s->prefetch_queued, written, up,

@@ -22,13 +22,13 @@ struct mount_stats {
 	int64_t mounted_ns;
 	uint64_t files_total;
 	uint64_t bytes_total;
-	uint64_t bytes_fetched;   /* stored bytes read from remotes */
+	uint64_t bytes_fetched; /* stored bytes read from remotes */
 	uint64_t objects_fetched;
-	uint64_t bytes_read;      /* served to readers */
+	uint64_t bytes_read; /* served to readers */
 	uint64_t bytes_written;
 	uint64_t copy_ups;
 	uint64_t fetch_errors;
-	uint64_t bytes_uploaded;  /* by commits */
+	uint64_t bytes_uploaded; /* by commits */
 	uint64_t commits;
 	uint64_t bytes_prefetched; /* part of bytes_fetched, fetched ahead */
 	uint64_t prefetch_queued;
@@ -53,18 +53,18 @@ struct mount_opts {
 /* Everything the daemon needs; fs/ops.c. */
 struct fs_ctx;
 
-int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
-	     const char *remote, char *const *reads, int n_reads);
+int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path, const char *remote,
+	     char *const *reads, int n_reads);
 
 struct commit_opts {
 	const char *dir;
-	const char *key;  /* NULL: the mount's key */
+	const char *key; /* NULL: the mount's key */
 	const struct cas_id *sources; /* a sources manifest for the key record */
 	struct snap_progress *progress; /* may be NULL */
 	int json;
 };
-int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st,
-	      char *key_out, size_t key_len);
+int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
+	      size_t key_len);
 
 int fs_umount(struct repo *r, const char *dir);
 /* Remove the state of DIR's mount (after a commit that published it). */
@@ -79,7 +79,7 @@ int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *rea
 struct ov;
 struct fetcher;
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
-	     struct mount_stats *stats, const char *store_path, int allow_other,
-	     int ready_fd, int foreground, const char *log_path);
+	     struct mount_stats *stats, const char *store_path, int allow_other, int ready_fd,
+	     int foreground, const char *log_path);
 
 #endif

@@ -42,7 +42,7 @@ struct fs_ctx {
 };
 
 struct fh {
-	int fd;          /* data file when upper, else -1 */
+	int fd; /* data file when upper, else -1 */
 	uint32_t cat_idx;
 	/* lower files: the last chunk's cache file stays open, so sequential
 	 * reads keep one descriptor and its readahead state */
@@ -237,8 +237,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_entry(req, &a);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
 	if (!S_ISREG(mode)) {
@@ -277,8 +276,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_rc(req, rc);
 }
 
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
 {
 	int rc = ov_rename(ctx_of(req)->ov, parent, name, newparent, newname, flags);
 
@@ -466,7 +465,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					reply_err(req, (int)got);
 					return;
 				}
-				__atomic_add_fetch(&c->stats->bytes_read, (uint64_t)got, __ATOMIC_RELAXED);
+				__atomic_add_fetch(&c->stats->bytes_read, (uint64_t)got,
+						   __ATOMIC_RELAXED);
 				fuse_reply_buf(req, small, (size_t)got);
 				return;
 			}

@@ -285,7 +285,8 @@ static int attr_locked(struct ov *ov, uint64_t ino, struct ov_attr *a)
 			a->mtime_s = st.st_mtim.tv_sec;
 			a->mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
 			if (st.st_ctim.tv_sec > a->ctime_s ||
-			    (st.st_ctim.tv_sec == a->ctime_s && (uint32_t)st.st_ctim.tv_nsec > a->ctime_ns)) {
+			    (st.st_ctim.tv_sec == a->ctime_s &&
+			     (uint32_t)st.st_ctim.tv_nsec > a->ctime_ns)) {
 				a->ctime_s = st.st_ctim.tv_sec;
 				a->ctime_ns = (uint32_t)st.st_ctim.tv_nsec;
 			}
@@ -464,10 +465,13 @@ static int drop_orphans(struct ov *ov)
 	}
 	sqlite3_finalize(st);
 	if (!rc)
-		rc = sqlerr(ov, sqlite3_exec(ov->db,
-					     "DELETE FROM xattrs WHERE ino IN (SELECT ino FROM inodes WHERE nlink = 0);"
-					     "DELETE FROM inodes WHERE nlink = 0;",
-					     NULL, NULL, NULL), "drop orphans");
+		rc = sqlerr(ov,
+			    sqlite3_exec(ov->db,
+					 "DELETE FROM xattrs WHERE ino IN (SELECT ino FROM inodes "
+					 "WHERE nlink = 0);"
+					 "DELETE FROM inodes WHERE nlink = 0;",
+					 NULL, NULL, NULL),
+			    "drop orphans");
 	return rc;
 }
 
@@ -551,8 +555,9 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	if (rc)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/state.db", dir);
-	rc = sqlite3_open_v2(path, &ov->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-				     SQLITE_OPEN_FULLMUTEX, NULL);
+	rc = sqlite3_open_v2(path, &ov->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			     NULL);
 	if (rc != SQLITE_OK) {
 		log_err("mount state '%s': cannot open", qpath(path));
 		rc = -EIO;
@@ -573,13 +578,16 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 		rc = rc == SQLITE_FULL ? -ENOSPC : -EIO;
 		goto fail;
 	}
-	rc = prep(ov, &ov->get_ino, "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns,"
+	rc = prep(ov, &ov->get_ino,
+		  "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns,"
 		  " ctime_s, ctime_ns, target, upper, cat FROM inodes WHERE ino = ?1");
 	if (!rc)
-		rc = prep(ov, &ov->put_ino, "INSERT OR REPLACE INTO inodes VALUES"
+		rc = prep(ov, &ov->put_ino,
+			  "INSERT OR REPLACE INTO inodes VALUES"
 			  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
 	if (!rc)
-		rc = prep(ov, &ov->get_dent, "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
+		rc = prep(ov, &ov->get_dent,
+			  "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
 	if (!rc)
 		rc = prep(ov, &ov->put_dent, "INSERT OR REPLACE INTO dentries VALUES(?1,?2,?3)");
 	if (!rc)
@@ -747,7 +755,8 @@ static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t
 		STMT_BEGIN(ov);
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)dir);
 		while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
-			rc = dvec_add(&db, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+			rc = dvec_add(&db, sqlite3_column_blob(st, 0),
+				      (size_t)sqlite3_column_bytes(st, 0),
 				      (uint64_t)sqlite3_column_int64(st, 1), 0);
 		rc = rc == SQLITE_DONE ? 0 : rc > 0 ? sqlerr(ov, rc, "list") : rc;
 		sqlite3_reset(st);
@@ -819,8 +828,8 @@ static int dir_is_empty(struct ov *ov, uint64_t dir)
 	return n == 0;
 }
 
-int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid,
-	      gid_t gid, const char *target, struct ov_attr *a)
+int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
+	      const char *target, struct ov_attr *a)
 {
 	struct ov_attr p;
 	uint64_t ino;

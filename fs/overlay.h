@@ -44,8 +44,8 @@ struct ov_attr {
 	uint64_t size;
 	int64_t mtime_s, ctime_s;
 	uint32_t mtime_ns, ctime_ns;
-	int upper;          /* content in the data file */
-	uint32_t cat_idx;   /* catalog index of the content/record, OV_NONE if new */
+	int upper; /* content in the data file */
+	uint32_t cat_idx; /* catalog index of the content/record, OV_NONE if new */
 };
 
 struct ov_dirent {
@@ -60,7 +60,7 @@ typedef int (*ov_read_lower_fn)(void *arg, uint32_t idx, uint64_t off, void *buf
 
 struct ov_opts {
 	int preserve_owner;
-	uid_t uid;  /* owner shown for catalog entries without --preserve-owner */
+	uid_t uid; /* owner shown for catalog entries without --preserve-owner */
 	gid_t gid;
 	ov_read_lower_fn read_lower;
 	void *read_arg;
@@ -87,8 +87,8 @@ int ov_list(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n);
 void ov_dirents_free(struct ov_dirent *v, size_t n);
 
 /* Create a regular file, directory or symlink (target non-NULL). */
-int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid,
-	      gid_t gid, const char *target, struct ov_attr *a);
+int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
+	      const char *target, struct ov_attr *a);
 int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name, struct ov_attr *a);
 int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir);
 int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
@@ -118,6 +118,6 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name);
 
 /* Inode number for a catalog index (its hard-link leader's). */
 uint64_t ov_cat_ino(struct ov *ov, uint32_t idx);
-uint64_t ov_changes(struct ov *ov);  /* rows in the writable layer */
+uint64_t ov_changes(struct ov *ov); /* rows in the writable layer */
 
 #endif

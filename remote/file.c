@@ -30,8 +30,8 @@ static int full_path(struct remote *r, const char *name, char *out, size_t n)
 	return 0;
 }
 
-static int file_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
-		    struct buf *out, size_t cap)
+static int file_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+		    size_t cap)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -137,8 +137,7 @@ static int file_put_file(struct remote *r, const char *name, const char *src, in
 		return rc;
 	if (may_move && rename(src, path) == 0)
 		return fsync_dir_of(path);
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(),
-		 (unsigned long)gettid());
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)gettid());
 	rc = copy_to(src, tmp);
 	if (!rc && rename(tmp, path) < 0)
 		rc = -errno;

@@ -33,13 +33,13 @@
 #define MAX_TRIES 5
 
 struct http_remote {
-	char *base;          /* URL prefix ending without '/' */
-	char *shown;         /* for messages: no credentials */
+	char *base; /* URL prefix ending without '/' */
+	char *shown; /* for messages: no credentials */
 	int s3;
-	char *sigv4;         /* "aws:amz:REGION:s3" */
-	char *userpwd;       /* S3 key:secret (never logged) */
+	char *sigv4; /* "aws:amz:REGION:s3" */
+	char *userpwd; /* S3 key:secret (never logged) */
 	struct curl_slist *auth_headers; /* bearer token, S3 session token */
-	double timeout;      /* seconds for one operation, retries included */
+	double timeout; /* seconds for one operation, retries included */
 	int insecure;
 	pthread_mutex_t lock;
 	CURL *pool[POOL_MAX];
@@ -136,12 +136,12 @@ enum method { M_GET, M_HEAD, M_PUT };
 struct request {
 	enum method m;
 	const char *name;
-	uint64_t off, len;    /* GET range; len REMOTE_WHOLE: all */
-	struct buf *out;      /* GET body */
+	uint64_t off, len; /* GET range; len REMOTE_WHOLE: all */
+	struct buf *out; /* GET body */
 	size_t cap;
-	const void *body;     /* PUT from memory */
+	const void *body; /* PUT from memory */
 	size_t body_len;
-	const char *path;     /* PUT from a file */
+	const char *path; /* PUT from a file */
 	char payload_sha[65]; /* for S3 */
 };
 
@@ -173,7 +173,8 @@ static int on_seek(void *arg, curl_off_t off, int origin)
 	if (origin != SEEK_SET || off < 0)
 		return CURL_SEEKFUNC_CANTSEEK;
 	if (u->f)
-		return fseeko(u->f, (off_t)off, SEEK_SET) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+		return fseeko(u->f, (off_t)off, SEEK_SET) == 0 ? CURL_SEEKFUNC_OK
+							       : CURL_SEEKFUNC_FAIL;
 	if ((size_t)off > u->n)
 		return CURL_SEEKFUNC_FAIL;
 	u->pos = (size_t)off;
@@ -183,8 +184,7 @@ static int on_seek(void *arg, curl_off_t off, int origin)
 static int retryable(CURLcode cc, long status)
 {
 	switch (cc) {
-	case CURLE_OK:
-		return status >= 500 || status == 429 || status == 408;
+	case CURLE_OK: return status >= 500 || status == 429 || status == 408;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_RECV_ERROR:
@@ -195,10 +195,8 @@ static int retryable(CURLcode cc, long status)
 	case CURLE_HTTP2_STREAM:
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SEND_FAIL_REWIND:
-		return 1;
-	default:
-		return 0;
+	case CURLE_SEND_FAIL_REWIND: return 1;
+	default: return 0;
 	}
 }
 
@@ -226,7 +224,8 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(left < 10 ? left * 1000 : 10000));
 	/* a body that stalls (under 1 kB/s for 10 s, or a fifth of the budget) fails */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)(h->timeout / 5 < 10 ? h->timeout / 5 + 1 : 10));
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+			 (long)(h->timeout / 5 < 10 ? h->timeout / 5 + 1 : 10));
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
@@ -256,21 +255,21 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 	case M_GET:
 		if (rq->off || rq->len != REMOTE_WHOLE) {
 			if (rq->len == REMOTE_WHOLE)
-				snprintf(range, sizeof(range), "%llu-", (unsigned long long)rq->off);
-			else if (rq->len == 0)
-				snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)rq->off,
+				snprintf(range, sizeof(range), "%llu-",
 					 (unsigned long long)rq->off);
+			else if (rq->len == 0)
+				snprintf(range, sizeof(range), "%llu-%llu",
+					 (unsigned long long)rq->off, (unsigned long long)rq->off);
 			else
-				snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)rq->off,
+				snprintf(range, sizeof(range), "%llu-%llu",
+					 (unsigned long long)rq->off,
 					 (unsigned long long)(rq->off + rq->len - 1));
 			curl_easy_setopt(c, CURLOPT_RANGE, range);
 		}
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
 		break;
-	case M_HEAD:
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-		break;
+	case M_HEAD: curl_easy_setopt(c, CURLOPT_NOBODY, 1L); break;
 	case M_PUT:
 		if (rq->path) {
 			struct stat st;
@@ -333,7 +332,8 @@ static int do_request(struct remote *r, struct request *rq)
 			break;
 		}
 		if (cc == CURLE_OK && status >= 200 && status < 300) {
-			if (rq->m == M_GET && rq->out && (rq->off || rq->len != REMOTE_WHOLE) && !got_206) {
+			if (rq->m == M_GET && rq->out && (rq->off || rq->len != REMOTE_WHOLE) &&
+			    !got_206) {
 				/* the server ignored Range: the body is the whole object */
 				size_t have = rq->out->len - start;
 				uint64_t want = rq->len;
@@ -344,7 +344,8 @@ static int do_request(struct remote *r, struct request *rq)
 				}
 				if (want == REMOTE_WHOLE || rq->off + want > have)
 					want = have - rq->off;
-				memmove(rq->out->p + start, rq->out->p + start + rq->off, (size_t)want);
+				memmove(rq->out->p + start, rq->out->p + start + rq->off,
+					(size_t)want);
 				rq->out->len = start + (size_t)want;
 			}
 			return 0;
@@ -361,7 +362,8 @@ static int do_request(struct remote *r, struct request *rq)
 		backoff *= 2;
 	}
 	if (rc == -EFBIG || too_big) {
-		log_err("%s %s/%s: response over %zu bytes", mname[rq->m], h->shown, rq->name, rq->cap);
+		log_err("%s %s/%s: response over %zu bytes", mname[rq->m], h->shown, rq->name,
+			rq->cap);
 		return -EFBIG;
 	}
 	if (rc)
@@ -375,7 +377,8 @@ static int do_request(struct remote *r, struct request *rq)
 			return -EACCES;
 		return -EIO;
 	}
-	log_err("%s %s/%s: HTTP %ld (after %d tries)", mname[rq->m], h->shown, rq->name, status, tries);
+	log_err("%s %s/%s: HTTP %ld (after %d tries)", mname[rq->m], h->shown, rq->name, status,
+		tries);
 	if (status == 401 || status == 403)
 		return -EACCES;
 	if (status == 507 || status == 413)
@@ -385,8 +388,8 @@ static int do_request(struct remote *r, struct request *rq)
 
 static const char empty_sha[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
-		    struct buf *out, size_t cap)
+static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+		    size_t cap)
 {
 	struct request rq;
 
@@ -530,7 +533,8 @@ int remote_http_open(const char *url, struct remote *r)
 		const char *bucket = url + 5, *slash = strchr(bucket, '/');
 		const char *ep = getenv("STASHFS_S3_ENDPOINT");
 		const char *region = getenv("AWS_REGION");
-		const char *key = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
+		const char *key = getenv("AWS_ACCESS_KEY_ID"),
+			   *secret = getenv("AWS_SECRET_ACCESS_KEY");
 		const char *session = getenv("AWS_SESSION_TOKEN");
 		const char *ps = getenv("STASHFS_S3_PATH_STYLE");
 		size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
@@ -549,7 +553,8 @@ int remote_http_open(const char *url, struct remote *r)
 			goto fail;
 		}
 		if (!key || !secret) {
-			log_err("remote '%s': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", url);
+			log_err("remote '%s': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+				url);
 			rc = -EINVAL;
 			goto fail;
 		}
@@ -566,19 +571,19 @@ int remote_http_open(const char *url, struct remote *r)
 			while (el && ep[el - 1] == '/')
 				el--;
 			if (path_style)
-				rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen, bucket,
-					      len ? "/" : "", (int)len, prefix);
+				rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen,
+					      bucket, len ? "/" : "", (int)len, prefix);
 			else {
 				const char *sch = strstr(ep, "://");
 				const char *host = sch ? sch + 3 : ep;
 
 				rc = asprintf(&h->base, "%.*s%.*s.%.*s%s%.*s", (int)(host - ep), ep,
-					      (int)blen, bucket, (int)(el - (size_t)(host - ep)), host,
-					      len ? "/" : "", (int)len, prefix);
+					      (int)blen, bucket, (int)(el - (size_t)(host - ep)),
+					      host, len ? "/" : "", (int)len, prefix);
 			}
 		} else {
-			rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen, bucket,
-				      region, len ? "/" : "", (int)len, prefix);
+			rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen,
+				      bucket, region, len ? "/" : "", (int)len, prefix);
 		}
 		if (rc < 0) {
 			h->base = NULL;
@@ -621,7 +626,8 @@ int remote_http_open(const char *url, struct remote *r)
 		goto fail;
 	if (h->insecure)
 		log_warn("TLS verification is OFF for %s (STASHFS_INSECURE/--insecure): "
-			 "anyone on the path can read and change what is transferred", h->shown);
+			 "anyone on the path can read and change what is transferred",
+			 h->shown);
 	r->ops = &http_ops;
 	r->priv = h;
 	/* messages show the redacted URL */

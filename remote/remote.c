@@ -25,7 +25,8 @@ int remote_open(const char *url, int read_only, struct remote **out)
 		rc = remote_http_open(url, r);
 	} else {
 		log_err("remote '%s': unsupported scheme (use file:///dir, http(s)://host/path "
-			"or s3://bucket/prefix)", url);
+			"or s3://bucket/prefix)",
+			url);
 		rc = -EINVAL;
 	}
 	if (rc)
@@ -48,8 +49,8 @@ void remote_free(struct remote *r)
 	free(r);
 }
 
-int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
-	       struct buf *out, size_t cap)
+int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+	       size_t cap)
 {
 	return r->ops->get(r, name, off, len, out, cap);
 }

@@ -26,8 +26,8 @@ struct remote_ops {
 	const char *scheme;
 	/* bytes [off, off + len) of name appended to out (len REMOTE_WHOLE:
 	 * to the end); -EFBIG past cap bytes. */
-	int (*get)(struct remote *r, const char *name, uint64_t off, uint64_t len,
-		   struct buf *out, size_t cap);
+	int (*get)(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+		   size_t cap);
 	/* Store the file at path under name.  With may_move the backend may
 	 * take the file (rename) instead of copying it. */
 	int (*put_file)(struct remote *r, const char *name, const char *path, int may_move);
@@ -39,7 +39,7 @@ struct remote_ops {
 
 struct remote {
 	const struct remote_ops *ops;
-	char *url;      /* as given, for messages (never holds secrets) */
+	char *url; /* as given, for messages (never holds secrets) */
 	int read_only;
 	void *priv;
 };
@@ -56,8 +56,8 @@ struct remote {
 int remote_open(const char *url, int read_only, struct remote **out);
 void remote_free(struct remote *r);
 
-int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
-	       struct buf *out, size_t cap);
+int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+	       size_t cap);
 int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
 int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);

@@ -43,11 +43,10 @@ static uint64_t align8(uint64_t v)
 }
 
 int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
-		  const struct cat_ref *refs, uint64_t n_refs,
-		  const struct cat_chunk *chunks, uint64_t n_chunks,
-		  const struct cas_id *packs, uint64_t n_packs,
-		  const uint32_t *reads, uint64_t n_reads,
-		  const char *strings, uint64_t strings_len)
+		  const struct cat_ref *refs, uint64_t n_refs, const struct cat_chunk *chunks,
+		  uint64_t n_chunks, const struct cas_id *packs, uint64_t n_packs,
+		  const uint32_t *reads, uint64_t n_reads, const char *strings,
+		  uint64_t strings_len)
 {
 	struct cat_header h;
 	uint64_t off, i;
@@ -181,10 +180,10 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 	}
 	for (i = 0; i < h->n_chunks; i++) {
 		if (c[i].pack >= h->n_packs)
-			return bad(why, whylen, "chunk %llu: pack out of range", (unsigned long long)i);
-		if (c[i].raw_len == 0 || c[i].raw_len > (64u << 20) ||
-		    c[i].stored_len == 0 || c[i].stored_len > (65u << 20) ||
-		    (c[i].flags & ~CHUNK_ZSTD) ||
+			return bad(why, whylen, "chunk %llu: pack out of range",
+				   (unsigned long long)i);
+		if (c[i].raw_len == 0 || c[i].raw_len > (64u << 20) || c[i].stored_len == 0 ||
+		    c[i].stored_len > (65u << 20) || (c[i].flags & ~CHUNK_ZSTD) ||
 		    (!(c[i].flags & CHUNK_ZSTD) && c[i].stored_len != c[i].raw_len))
 			return bad(why, whylen, "chunk %llu: bad sizes", (unsigned long long)i);
 		if (c[i].pack_off > UINT64_MAX - c[i].stored_len)
@@ -198,22 +197,24 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 
 		if (x->name_off > h->strings_len || x->name_len > h->strings_len - x->name_off ||
 		    x->name_len > CATALOG_MAX_NAME)
-			return bad(why, whylen, "entry %llu: name out of bounds", (unsigned long long)i);
+			return bad(why, whylen, "entry %llu: name out of bounds",
+				   (unsigned long long)i);
 		nm = s + x->name_off;
 		if (i > 0) {
 			const struct cat_entry *d;
 
 			if (x->parent >= i)
-				return bad(why, whylen, "entry %llu: bad parent", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: bad parent",
+					   (unsigned long long)i);
 			d = &e[x->parent];
 			if (x->name_len == 0 || memchr(nm, '/', x->name_len) ||
-			    memchr(nm, 0, x->name_len) ||
-			    (x->name_len == 1 && nm[0] == '.') ||
+			    memchr(nm, 0, x->name_len) || (x->name_len == 1 && nm[0] == '.') ||
 			    (x->name_len == 2 && nm[0] == '.' && nm[1] == '.'))
-				return bad(why, whylen, "entry %llu: bad name", (unsigned long long)i);
-			if (!S_ISDIR(d->mode) || i < d->first ||
-			    i - d->first >= d->count)
-				return bad(why, whylen, "entry %llu: bad parent", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: bad name",
+					   (unsigned long long)i);
+			if (!S_ISDIR(d->mode) || i < d->first || i - d->first >= d->count)
+				return bad(why, whylen, "entry %llu: bad parent",
+					   (unsigned long long)i);
 			if (i > d->first) {
 				const struct cat_entry *prev = &e[i - 1];
 
@@ -229,20 +230,24 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 		case S_IFDIR:
 			if (x->count && (x->first <= i || x->first > h->n_entries ||
 					 x->count > h->n_entries - x->first))
-				return bad(why, whylen, "entry %llu: bad children", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: bad children",
+					   (unsigned long long)i);
 			if (x->ino != i)
-				return bad(why, whylen, "entry %llu: linked directory", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: linked directory",
+					   (unsigned long long)i);
 			members += x->count;
 			break;
 		case S_IFLNK:
 			if (x->count == 0 || x->count > CATALOG_MAX_TARGET ||
 			    x->first > h->strings_len || x->count > h->strings_len - x->first ||
 			    memchr(s + x->first, 0, x->count) || x->ino != i)
-				return bad(why, whylen, "entry %llu: bad symlink", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: bad symlink",
+					   (unsigned long long)i);
 			break;
 		case S_IFREG:
 			if (x->ino >= h->n_entries)
-				return bad(why, whylen, "entry %llu: bad link group", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: bad link group",
+					   (unsigned long long)i);
 			if (x->ino != i) {
 				const struct cat_entry *l = &e[x->ino];
 
@@ -253,7 +258,8 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 				break;
 			}
 			if (x->first > h->n_refs || x->count > h->n_refs - x->first)
-				return bad(why, whylen, "entry %llu: refs out of range", (unsigned long long)i);
+				return bad(why, whylen, "entry %llu: refs out of range",
+					   (unsigned long long)i);
 			{
 				uint64_t pos = 0;
 
@@ -261,17 +267,18 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 					const struct cat_ref *rr = &r[x->first + j];
 
 					if (rr->chunk >= h->n_chunks || rr->off != pos)
-						return bad(why, whylen, "entry %llu: bad chunk list",
+						return bad(why, whylen,
+							   "entry %llu: bad chunk list",
 							   (unsigned long long)i);
 					pos += c[rr->chunk].raw_len;
 				}
 				if (pos != x->size)
-					return bad(why, whylen, "entry %llu: chunks do not cover size",
+					return bad(why, whylen,
+						   "entry %llu: chunks do not cover size",
 						   (unsigned long long)i);
 			}
 			break;
-		default:
-			return bad(why, whylen, "entry %llu: bad type", (unsigned long long)i);
+		default: return bad(why, whylen, "entry %llu: bad type", (unsigned long long)i);
 		}
 	}
 	/* every non-root entry lies in its parent's range; equality means it
@@ -325,7 +332,8 @@ int catalog_open(const char *path, struct catalog **out, char *why, size_t whyle
 		goto out;
 	}
 	if ((uint64_t)st.st_size > CATALOG_MAX_BYTES) {
-		rc = bad(why, whylen, "catalog of %lld bytes is over the cap", (long long)st.st_size);
+		rc = bad(why, whylen, "catalog of %lld bytes is over the cap",
+			 (long long)st.st_size);
 		goto out;
 	}
 	if (st.st_size < (off_t)sizeof(struct cat_header)) {
@@ -419,8 +427,8 @@ const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n)
 	return c->rd;
 }
 
-int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,
-		   size_t len, uint32_t *out)
+int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name, size_t len,
+		   uint32_t *out)
 {
 	const struct cat_entry *d = &c->e[dir];
 	uint64_t lo, hi;

@@ -58,30 +58,30 @@ struct cat_header {
 	uint64_t total_size;
 	int64_t created_ns;
 	uint64_t total_bytes; /* sum of regular file sizes (links once) */
-	uint64_t n_files;     /* regular files (links once) */
-	uint64_t n_reads;     /* read record: chunk indices in first-read order */
+	uint64_t n_files; /* regular files (links once) */
+	uint64_t n_reads; /* read record: chunk indices in first-read order */
 	uint64_t off_reads;
 };
 
 struct cat_entry {
 	uint32_t parent; /* entry index of the containing directory */
-	uint32_t mode;   /* st_mode, type bits included */
+	uint32_t mode; /* st_mode, type bits included */
 	uint32_t uid;
 	uint32_t gid;
 	uint64_t size;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
 	uint32_t nlink;
-	uint32_t ino;    /* hard-link group leader's index, else own index */
+	uint32_t ino; /* hard-link group leader's index, else own index */
 	uint32_t name_len;
 	uint64_t name_off;
-	uint64_t first;  /* dir: first child; reg: first ref; lnk: target offset */
-	uint32_t count;  /* dir: children;    reg: refs;      lnk: target length */
+	uint64_t first; /* dir: first child; reg: first ref; lnk: target offset */
+	uint32_t count; /* dir: children;    reg: refs;      lnk: target length */
 	uint32_t flags;
 };
 
 struct cat_ref {
-	uint64_t off;    /* file offset where the chunk starts */
+	uint64_t off; /* file offset where the chunk starts */
 	uint32_t chunk;
 	uint32_t pad;
 };
@@ -102,11 +102,10 @@ struct catalog;
  * the layout rules (caller: store/save.c).  0 or -errno.
  */
 int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
-		  const struct cat_ref *refs, uint64_t n_refs,
-		  const struct cat_chunk *chunks, uint64_t n_chunks,
-		  const struct cas_id *packs, uint64_t n_packs,
-		  const uint32_t *reads, uint64_t n_reads,
-		  const char *strings, uint64_t strings_len);
+		  const struct cat_ref *refs, uint64_t n_refs, const struct cat_chunk *chunks,
+		  uint64_t n_chunks, const struct cas_id *packs, uint64_t n_packs,
+		  const uint32_t *reads, uint64_t n_reads, const char *strings,
+		  uint64_t strings_len);
 
 /*
  * Check an image.  0, or -EBADMSG with a reason in why (may be NULL).
@@ -131,8 +130,8 @@ const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx);
 const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n);
 
 /* Child of directory dir named name; its index in *out.  0 or -ENOENT/-ENOTDIR. */
-int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name,
-		   size_t len, uint32_t *out);
+int catalog_lookup(const struct catalog *c, uint32_t dir, const char *name, size_t len,
+		   uint32_t *out);
 
 /* Index of the ref covering file offset off in e (which must be a leader). */
 uint32_t catalog_ref_at(const struct catalog *c, const struct cat_entry *e, uint64_t off);

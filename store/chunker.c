@@ -41,8 +41,7 @@ static unsigned log2u(size_t v)
 	return b;
 }
 
-size_t chunker_next(const struct chunker_params *p, const uint8_t *data,
-		    size_t n, int eof)
+size_t chunker_next(const struct chunker_params *p, const uint8_t *data, size_t n, int eof)
 {
 	unsigned bits = log2u(p->avg);
 	uint64_t mask_s = ~0ULL << (64 - (bits + 2));

@@ -27,7 +27,6 @@ extern const struct chunker_params chunker_default;
  * found before n (< max), returns 0: the caller must supply more bytes.
  * Never returns more than max or n.
  */
-size_t chunker_next(const struct chunker_params *p, const uint8_t *data,
-		    size_t n, int eof);
+size_t chunker_next(const struct chunker_params *p, const uint8_t *data, size_t n, int eof);
 
 #endif

@@ -42,8 +42,7 @@ void pack_codec_free(struct pack_codec *pc)
 	free(pc);
 }
 
-int pack_encode(struct pack_codec *pc, const void *raw, size_t n, struct buf *out,
-		uint32_t *flags)
+int pack_encode(struct pack_codec *pc, const void *raw, size_t n, struct buf *out, uint32_t *flags)
 {
 	size_t bound = ZSTD_compressBound(n), z;
 	int rc;
@@ -70,8 +69,8 @@ int pack_encode(struct pack_codec *pc, const void *raw, size_t n, struct buf *ou
 	return rc;
 }
 
-int pack_decode(struct pack_codec *pc, const void *stored, size_t stored_len,
-		uint32_t flags, void *raw, size_t raw_len, const struct cas_id *expect)
+int pack_decode(struct pack_codec *pc, const void *stored, size_t stored_len, uint32_t flags,
+		void *raw, size_t raw_len, const struct cas_id *expect)
 {
 	struct cas_id got;
 

@@ -26,16 +26,15 @@ void pack_codec_free(struct pack_codec *pc);
  * Encode raw into out (replacing its contents): zstd when it saves space,
  * else the raw bytes.  *flags gets CHUNK_ZSTD or 0.  0 or -errno.
  */
-int pack_encode(struct pack_codec *pc, const void *raw, size_t n, struct buf *out,
-		uint32_t *flags);
+int pack_encode(struct pack_codec *pc, const void *raw, size_t n, struct buf *out, uint32_t *flags);
 
 /*
  * Decode stored bytes into raw[0..raw_len) and check the hash.
  * -EBADMSG when the bytes do not decode to exactly raw_len bytes whose
  * SHA-256 is *expect.
  */
-int pack_decode(struct pack_codec *pc, const void *stored, size_t stored_len,
-		uint32_t flags, void *raw, size_t raw_len, const struct cas_id *expect);
+int pack_decode(struct pack_codec *pc, const void *stored, size_t stored_len, uint32_t flags,
+		void *raw, size_t raw_len, const struct cas_id *expect);
 
 /* A pack being written to a temp file. */
 struct pack_writer;

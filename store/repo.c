@@ -72,8 +72,8 @@ static struct remote *nth_remote(struct repo *r, int i)
 	return i == 0 ? r->primary : r->reads[i - 1];
 }
 
-int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len,
-	     struct buf *out, size_t cap)
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+	     size_t cap)
 {
 	int i, rc = -ENOENT;
 	size_t start = out->len;
@@ -162,8 +162,8 @@ static void format_line(struct buf *b, const struct key_rec *rec)
 	char hex[CAS_HEX_LEN + 1];
 
 	cas_id_hex(&rec->catalog, hex);
-	buf_printf(b, "%" PRId64 " %s %" PRIu64 " %" PRIu64 " %s\n", rec->time_ns, hex,
-		   rec->files, rec->bytes, rec->key);
+	buf_printf(b, "%" PRId64 " %s %" PRIu64 " %" PRIu64 " %s\n", rec->time_ns, hex, rec->files,
+		   rec->bytes, rec->key);
 }
 
 #define KEY_MAGIC "stashfs-key 1\n"
@@ -530,8 +530,7 @@ out:
 	return rc;
 }
 
-int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id,
-		     uint64_t *uploaded)
+int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id, uint64_t *uploaded)
 {
 	char path[PATH_MAX], hex[CAS_HEX_LEN + 1], name[128];
 	struct buf z = BUF_INIT;

@@ -41,8 +41,8 @@ int repo_open(struct repo *r, const char *store_path, const char *remote_url,
 void repo_close(struct repo *r);
 
 /* Get from the primary, then each read remote; -ENOENT when none has it. */
-int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len,
-	     struct buf *out, size_t cap);
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+	     size_t cap);
 
 struct key_rec {
 	char key[KEY_MAX + 1];
@@ -50,7 +50,7 @@ struct key_rec {
 	int64_t time_ns;
 	uint64_t files;
 	uint64_t bytes;
-	int has_sources;        /* key records only: a sources manifest */
+	int has_sources; /* key records only: a sources manifest */
 	struct cas_id sources;
 };
 
@@ -87,7 +87,6 @@ int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out);
  * Write a built catalog image: into the local cache and, compressed, to
  * the primary.  Its id in *id.
  */
-int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id,
-		     uint64_t *uploaded);
+int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id, uint64_t *uploaded);
 
 #endif

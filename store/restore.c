@@ -41,7 +41,7 @@ struct target {
 struct batch {
 	uint64_t first, count; /* range in targets */
 	uint32_t pack;
-	uint64_t off, len;     /* byte range of the pack */
+	uint64_t off, len; /* byte range of the pack */
 };
 
 struct restorer {
@@ -92,7 +92,8 @@ static int make_paths(struct restorer *s)
 		int rc;
 
 		if (e->parent == 0)
-			rc = asprintf(&s->paths[i], "%.*s", (int)e->name_len, catalog_name(s->c, e));
+			rc = asprintf(&s->paths[i], "%.*s", (int)e->name_len,
+				      catalog_name(s->c, e));
 		else
 			rc = asprintf(&s->paths[i], "%s/%.*s", pp, (int)e->name_len,
 				      catalog_name(s->c, e));
@@ -126,7 +127,8 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 			if (mkdirat(s->rootfd, p, 0700) < 0) {
 				struct stat sb;
 
-				if (errno != EEXIST || fstatat(s->rootfd, p, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+				if (errno != EEXIST ||
+				    fstatat(s->rootfd, p, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
 				    !S_ISDIR(sb.st_mode))
 					return fail_at(s, "creating directory", i, -EEXIST);
 				fchmodat(s->rootfd, p, 0700, 0);
@@ -159,8 +161,8 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 				break;
 			}
 			st->bytes += e->size;
-			fd = openat(s->rootfd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				    0600);
+			fd = openat(s->rootfd, p,
+				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 			if (fd < 0)
 				return fail_at(s, "creating", i, -errno);
 			if (e->size && ftruncate(fd, (off_t)e->size) < 0) {
@@ -280,8 +282,8 @@ static int do_batch(struct restorer *s, const struct batch *b, struct pack_codec
 	}
 	atomic_fetch_add(&s->fetched, in->len);
 	if (in->len != b->len) {
-		log_err("restore: pack %s: truncated (%zu of %llu bytes at offset %llu)", hex, in->len,
-			(unsigned long long)b->len, (unsigned long long)b->off);
+		log_err("restore: pack %s: truncated (%zu of %llu bytes at offset %llu)", hex,
+			in->len, (unsigned long long)b->len, (unsigned long long)b->off);
 		return -EBADMSG;
 	}
 	for (k = b->first; k < b->first + b->count; k++) {
@@ -298,8 +300,10 @@ static int do_batch(struct restorer *s, const struct batch *b, struct pack_codec
 				char chex[CAS_HEX_LEN + 1];
 
 				cas_id_hex(&ch->id, chex);
-				log_err("restore: object %s in pack %s: hash mismatch (corrupt object); "
-					"not written", chex, hex);
+				log_err("restore: object %s in pack %s: hash mismatch (corrupt "
+					"object); "
+					"not written",
+					chex, hex);
 				return rc;
 			}
 		}
@@ -352,8 +356,7 @@ static int apply_meta(struct restorer *s)
 		if (s->o->preserve_owner &&
 		    fchownat(s->rootfd, s->paths[i], e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return fail_at(s, "setting owner of", i, -errno);
-		if (!S_ISLNK(e->mode) &&
-		    fchmodat(s->rootfd, s->paths[i], e->mode & 07777, 0) < 0)
+		if (!S_ISLNK(e->mode) && fchmodat(s->rootfd, s->paths[i], e->mode & 07777, 0) < 0)
 			return fail_at(s, "setting mode of", i, -errno);
 		ts[0].tv_sec = e->mtime_sec;
 		ts[0].tv_nsec = e->mtime_nsec;

@@ -40,18 +40,18 @@
 
 struct cinfo {
 	struct cas_id id;
-	uint32_t pack;     /* index in s->packs, NONE until appended */
+	uint32_t pack; /* index in s->packs, NONE until appended */
 	uint32_t raw_len;
 	uint64_t off;
 	uint32_t stored_len;
 	uint32_t flags;
-	uint32_t cat;      /* index in the catalog's chunk table */
+	uint32_t cat; /* index in the catalog's chunk table */
 	uint32_t is_new;
 };
 
 struct packinfo {
 	struct cas_id id;
-	int state;         /* 0 unknown, 1 present on the primary, 2 missing */
+	int state; /* 0 unknown, 1 present on the primary, 2 missing */
 	uint32_t cat;
 };
 
@@ -71,10 +71,10 @@ struct saver {
 	const struct save_opts *o;
 	int rootfd;
 	struct snap_tree *t;
-	const uint32_t *reads;  /* read record: base chunk indices */
+	const uint32_t *reads; /* read record: base chunk indices */
 	uint64_t n_reads;
-	uint32_t *read_ci;      /* base chunk index -> ci, for the record */
-	struct lnk *lnks;     /* regular files with st_nlink > 1 */
+	uint32_t *read_ci; /* base chunk index -> ci, for the record */
+	struct lnk *lnks; /* regular files with st_nlink > 1 */
 	uint64_t nlnks, caplnks;
 
 	uint32_t *files;
@@ -84,7 +84,7 @@ struct saver {
 
 	pthread_mutex_t lock;
 	pthread_mutex_t pack_lock;
-	struct idmap *map;     /* chunk id -> ci index */
+	struct idmap *map; /* chunk id -> ci index */
 	struct idmap *packmap; /* pack id -> packs index */
 	struct cinfo *ci;
 	uint64_t nci, capci;
@@ -255,8 +255,8 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 			continue;
 		if (fstatat(dirfd(d), de->d_name, &c.st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT) {
-				log_warn("'%s/%s/%s' vanished while saving; left out", qpath(s->o->dir),
-					 qpath(path), qpath(de->d_name));
+				log_warn("'%s/%s/%s' vanished while saving; left out",
+					 qpath(s->o->dir), qpath(path), qpath(de->d_name));
 				continue;
 			}
 			rc = -errno;
@@ -267,8 +267,9 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 		if (!S_ISREG(c.st.st_mode) && !S_ISDIR(c.st.st_mode) && !S_ISLNK(c.st.st_mode)) {
 			log_warn("'%s/%s%s%s' is a %s; skipped", qpath(s->o->dir), qpath(path),
 				 *path ? "/" : "", qpath(de->d_name),
-				 S_ISSOCK(c.st.st_mode) ? "socket" :
-				 S_ISFIFO(c.st.st_mode) ? "FIFO" : "device");
+				 S_ISSOCK(c.st.st_mode)	  ? "socket"
+				 : S_ISFIFO(c.st.st_mode) ? "FIFO"
+							  : "device");
 			s->st->skipped++;
 			continue;
 		}
@@ -293,7 +294,8 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 	}
 	if (errno) {
 		rc = -errno;
-		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(errno));
+		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path),
+			strerror(errno));
 		goto out;
 	}
 	if (nk)
@@ -320,7 +322,8 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 					qpath(cp), strerror(-rc));
 				goto out;
 			}
-			rc = snap_tree_set_target(s->t, (uint32_t)(s->t->n - 1), target, (size_t)tl);
+			rc = snap_tree_set_target(s->t, (uint32_t)(s->t->n - 1), target,
+						  (size_t)tl);
 			if (rc)
 				goto out;
 		}
@@ -497,7 +500,8 @@ static int seal_and_upload(struct saver *s, struct pack_writer *w, uint32_t idx)
 
 	rc = pack_writer_finish(w, &id, tmp);
 	if (rc) {
-		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)), strerror(-rc));
+		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)),
+			strerror(-rc));
 		return rc;
 	}
 	cas_id_hex(&id, hex);
@@ -509,7 +513,8 @@ static int seal_and_upload(struct saver *s, struct pack_writer *w, uint32_t idx)
 		rc = 0, size = 0;
 	unlink(tmp);
 	if (rc) {
-		log_err("save: uploading pack %s to %s: %s", hex, s->r->primary->url, strerror(-rc));
+		log_err("save: uploading pack %s to %s: %s", hex, s->r->primary->url,
+			strerror(-rc));
 		return rc;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -549,8 +554,8 @@ static int known_location(struct saver *s, const struct cas_id *id, uint32_t *ou
 	rc = grow_ci(s);
 	if (rc)
 		return rc;
-	s->ci[s->nci] = (struct cinfo){ *id, pidx, loc.raw_len, loc.off, loc.stored_len,
-					loc.flags, NONE, 0 };
+	s->ci[s->nci] = (struct cinfo){ *id,  pidx, loc.raw_len, loc.off, loc.stored_len, loc.flags,
+					NONE, 0 };
 	rc = idmap_put(s->map, id, (uint32_t)s->nci);
 	if (rc)
 		return rc;
@@ -558,8 +563,8 @@ static int known_location(struct saver *s, const struct cas_id *id, uint32_t *ou
 	return 0;
 }
 
-static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc,
-		    const uint8_t *p, size_t n, uint64_t off, struct fileref *fr)
+static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc, const uint8_t *p,
+		    size_t n, uint64_t off, struct fileref *fr)
 {
 	struct cas_id id;
 	uint32_t ci, flags, pidx;
@@ -577,7 +582,8 @@ static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc,
 			if (!rc)
 				rc = idmap_put(s->map, &id, (uint32_t)s->nci);
 			if (!rc) {
-				s->ci[s->nci] = (struct cinfo){ id, NONE, (uint32_t)n, 0, 0, 0, NONE, 1 };
+				s->ci[s->nci] =
+					(struct cinfo){ id, NONE, (uint32_t)n, 0, 0, 0, NONE, 1 };
 				ci = (uint32_t)s->nci++;
 				fresh = 1;
 				s->st->chunks_new++;
@@ -618,7 +624,8 @@ static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc,
 	}
 	pthread_mutex_unlock(&s->pack_lock);
 	if (rc) {
-		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)), strerror(-rc));
+		log_err("save: writing pack in %s: %s", qpath(store_tmpdir(s->r->store)),
+			strerror(-rc));
 		return rc;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -646,7 +653,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 		fd = openat(s->rootfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(errno));
+		log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir), qpath(path),
+			strerror(errno));
 		return rc;
 	}
 	for (;;) {
@@ -664,8 +672,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 				if (errno == EINTR)
 					continue;
 				rc = -errno;
-				log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir), qpath(path),
-					strerror(errno));
+				log_err("save: cannot read '%s/%s': %s", qpath(s->o->dir),
+					qpath(path), strerror(errno));
 				goto out;
 			}
 			if (r == 0)
@@ -678,7 +686,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 		rc = do_chunk(s, pc, enc, win + start, cut, off, fr);
 		if (rc) {
 			if (rc != -ENOSPC && rc != -EIO)
-				log_err("save: '%s/%s': %s", qpath(s->o->dir), qpath(path), strerror(-rc));
+				log_err("save: '%s/%s': %s", qpath(s->o->dir), qpath(path),
+					strerror(-rc));
 			goto out;
 		}
 		off += cut;
@@ -690,7 +699,8 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 			goto out;
 	}
 	if (off != s->t->e[idx].size)
-		log_warn("'%s/%s' changed size while saving (%llu -> %llu bytes); saved what was read",
+		log_warn("'%s/%s' changed size while saving (%llu -> %llu bytes); saved what was "
+			 "read",
 			 qpath(s->o->dir), qpath(path), (unsigned long long)s->t->e[idx].size,
 			 (unsigned long long)off);
 	s->t->e[idx].size = off;
@@ -757,9 +767,10 @@ static int import_catalog(struct saver *s, const struct catalog *c, uint32_t **c
 			rc = idmap_put(s->map, &ch->id, (uint32_t)s->nci);
 		if (!rc) {
 			cm[i] = (uint32_t)s->nci;
-			s->ci[s->nci++] = (struct cinfo){ ch->id, pmap[ch->pack], ch->raw_len,
-							  ch->pack_off, ch->stored_len, ch->flags,
-							  NONE, 0 };
+			s->ci[s->nci++] = (struct cinfo){ ch->id,	  pmap[ch->pack],
+							  ch->raw_len,	  ch->pack_off,
+							  ch->stored_len, ch->flags,
+							  NONE,		  0 };
 		}
 	}
 out:
@@ -925,8 +936,9 @@ static int build_catalog(struct saver *s, struct buf *img)
 					packs[npacks++] = p->id;
 				}
 				c->cat = (uint32_t)nchunks;
-				chunks[nchunks++] = (struct cat_chunk){ c->id, p->cat, c->raw_len, c->off,
-									c->stored_len, c->flags };
+				chunks[nchunks++] =
+					(struct cat_chunk){ c->id,  p->cat,	   c->raw_len,
+							    c->off, c->stored_len, c->flags };
 			}
 			refs[nrefs].off = s->refs[i].v[j].off;
 			refs[nrefs].chunk = c->cat;

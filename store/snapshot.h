@@ -14,12 +14,12 @@
 
 struct snap_stats {
 	uint64_t files, dirs, symlinks, hardlinks, skipped;
-	uint64_t bytes;          /* content bytes in the tree */
+	uint64_t bytes; /* content bytes in the tree */
 	uint64_t chunks, chunks_new;
-	uint64_t bytes_new;      /* raw bytes of chunks that were uploaded */
+	uint64_t bytes_new; /* raw bytes of chunks that were uploaded */
 	uint64_t bytes_uploaded; /* stored bytes sent, packs + catalog */
 	uint64_t packs_uploaded;
-	uint64_t bytes_fetched;  /* restore: stored bytes read from remotes */
+	uint64_t bytes_fetched; /* restore: stored bytes read from remotes */
 	struct cas_id catalog;
 };
 
@@ -32,8 +32,8 @@ struct snap_progress {
 struct save_opts {
 	const char *dir;
 	const char *key;
-	int threads;     /* 0: one per core */
-	int level;       /* zstd level */
+	int threads; /* 0: one per core */
+	int level; /* zstd level */
 	int preserve_owner;
 	const struct cas_id *sources; /* a sources manifest to name in the key record */
 	struct snap_progress *progress; /* may be NULL */
@@ -55,8 +55,8 @@ int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *
  */
 struct snap_tree {
 	struct cat_entry *e;
-	char **paths;    /* owned, may be NULL */
-	uint32_t *base;  /* SNAP_NONE or a base catalog index */
+	char **paths; /* owned, may be NULL */
+	uint32_t *base; /* SNAP_NONE or a base catalog index */
 	uint64_t n, cap;
 	struct buf strings;
 };

@@ -15,8 +15,7 @@
 
 #define MAGIC "STASHSR1"
 
-static int walk(const char *root, const char *rel, const char *skip, struct buf *out,
-		uint64_t *n)
+static int walk(const char *root, const char *rel, const char *skip, struct buf *out, uint64_t *n)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
@@ -40,7 +39,8 @@ static int walk(const char *root, const char *rel, const char *skip, struct buf 
 		char sub[PATH_MAX], full[PATH_MAX];
 		struct stat st;
 
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, ".git"))
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !strcmp(de->d_name, ".git"))
 			continue;
 		snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
 		snprintf(full, sizeof(full), "%s/%s", root, sub);
@@ -58,7 +58,8 @@ static int walk(const char *root, const char *rel, const char *skip, struct buf 
 
 			if (fd < 0) {
 				rc = -errno;
-				log_err("sources: cannot read '%s': %s", qpath(full), strerror(errno));
+				log_err("sources: cannot read '%s': %s", qpath(full),
+					strerror(errno));
 				break;
 			}
 			rc = cas_hash_fd(fd, &id);
@@ -118,7 +119,8 @@ int sources_put(struct repo *r, const struct buf *raw, struct cas_id *id, uint64
 	if (!rc)
 		*uploaded += z;
 	else
-		log_err("sources manifest %s: upload to %s: %s", hex, r->primary->url, strerror(-rc));
+		log_err("sources manifest %s: upload to %s: %s", hex, r->primary->url,
+			strerror(-rc));
 	buf_free(&c);
 	return rc;
 }
@@ -141,7 +143,8 @@ int sources_get(struct repo *r, const struct cas_id *id, struct buf *raw)
 		goto out;
 	}
 	sz = ZSTD_getFrameContentSize(c.p, c.len);
-	if (sz == ZSTD_CONTENTSIZE_ERROR || sz == ZSTD_CONTENTSIZE_UNKNOWN || sz > SOURCES_MAX_BYTES) {
+	if (sz == ZSTD_CONTENTSIZE_ERROR || sz == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    sz > SOURCES_MAX_BYTES) {
 		log_err("sources manifest %s: corrupt", hex);
 		rc = -EBADMSG;
 		goto out;

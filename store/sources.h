@@ -24,10 +24,10 @@ int sources_put(struct repo *r, const struct buf *raw, struct cas_id *id, uint64
 int sources_get(struct repo *r, const struct cas_id *id, struct buf *raw);
 
 struct touch_stats {
-	uint64_t touched;   /* content matched: mtime set */
-	uint64_t same;      /* content and mtime already matched */
-	uint64_t changed;   /* content differs: left alone */
-	uint64_t missing;   /* recorded but not there */
+	uint64_t touched; /* content matched: mtime set */
+	uint64_t same; /* content and mtime already matched */
+	uint64_t changed; /* content differs: left alone */
+	uint64_t missing; /* recorded but not there */
 };
 
 /* Apply a manifest to src.  -EBADMSG if the manifest is malformed. */

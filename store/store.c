@@ -26,28 +26,26 @@ struct store {
 	sqlite3_stmt *loc_get, *loc_put, *obj_put, *obj_touch;
 };
 
-static const char schema[] =
-	"PRAGMA journal_mode=WAL;"
-	"PRAGMA synchronous=NORMAL;"
-	"CREATE TABLE IF NOT EXISTS objects("
-	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
-	" WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS objects_atime ON objects(atime);"
-	"CREATE TABLE IF NOT EXISTS locations("
-	" remote TEXT NOT NULL, id BLOB NOT NULL, pack BLOB NOT NULL,"
-	" off INTEGER NOT NULL, slen INTEGER NOT NULL, rlen INTEGER NOT NULL,"
-	" flags INTEGER NOT NULL, PRIMARY KEY(remote, id)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS catalogs("
-	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
-	" WITHOUT ROWID;";
+static const char schema[] = "PRAGMA journal_mode=WAL;"
+			     "PRAGMA synchronous=NORMAL;"
+			     "CREATE TABLE IF NOT EXISTS objects("
+			     " id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+			     " WITHOUT ROWID;"
+			     "CREATE INDEX IF NOT EXISTS objects_atime ON objects(atime);"
+			     "CREATE TABLE IF NOT EXISTS locations("
+			     " remote TEXT NOT NULL, id BLOB NOT NULL, pack BLOB NOT NULL,"
+			     " off INTEGER NOT NULL, slen INTEGER NOT NULL, rlen INTEGER NOT NULL,"
+			     " flags INTEGER NOT NULL, PRIMARY KEY(remote, id)) WITHOUT ROWID;"
+			     "CREATE TABLE IF NOT EXISTS catalogs("
+			     " id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+			     " WITHOUT ROWID;";
 
 static int sql_err(struct store *s, int rc, const char *what)
 {
 	switch (rc) {
 	case SQLITE_OK:
 	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
+	case SQLITE_ROW: return 0;
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 		log_err("index %s/index.db: %s: database is busy", s->path, what);
@@ -113,14 +111,16 @@ int store_open(const char *path, struct store **out)
 		snprintf(sub, sizeof(sub), "%s/%s", path, dirs[i]);
 		if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
 			rc = -errno;
-			log_err("store '%s': cannot create %s: %s", qpath(path), dirs[i], strerror(errno));
+			log_err("store '%s': cannot create %s: %s", qpath(path), dirs[i],
+				strerror(errno));
 			goto fail;
 		}
 	}
 	snprintf(s->tmp, sizeof(s->tmp), "%s/tmp", path);
 	snprintf(dbpath, sizeof(dbpath), "%s/index.db", path);
 	rc = sqlite3_open_v2(dbpath, &s->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			     NULL);
 	if (rc != SQLITE_OK) {
 		log_err("index '%s': cannot open: %s", qpath(dbpath),
 			s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -247,8 +247,8 @@ out:
 	return rc;
 }
 
-int store_objects_put(struct store *s, size_t n, const struct cas_id *ids,
-		      const void *const *ps, const size_t *lens)
+int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
+		      const size_t *lens)
 {
 	int64_t now = now_s();
 	size_t i;

@@ -59,8 +59,8 @@ void store_catalog_path(const struct store *s, const struct cas_id *id, char *ou
  */
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n);
 /* Several at once, indexed in one transaction. */
-int store_objects_put(struct store *s, size_t n, const struct cas_id *ids,
-		      const void *const *ps, const size_t *lens);
+int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
+		      const size_t *lens);
 /* 1 if cached (and the file has the recorded size), 0 if not. */
 int store_object_has(struct store *s, const struct cas_id *id);
 /* Mark objects used now (for LRU gc). */

@@ -19,15 +19,15 @@
 static int passed, failed;
 static const char *current;
 
-#define T(cond)                                                                 \
-	do {                                                                    \
-		if (cond)                                                       \
-			passed++;                                               \
-		else {                                                          \
-			failed++;                                               \
-			fprintf(stderr, "%s: line %d: %s failed (errno %d: %s)\n", \
-				current, __LINE__, #cond, errno, strerror(errno)); \
-		}                                                               \
+#define T(cond)                                                                                    \
+	do {                                                                                       \
+		if (cond)                                                                          \
+			passed++;                                                                  \
+		else {                                                                             \
+			failed++;                                                                  \
+			fprintf(stderr, "%s: line %d: %s failed (errno %d: %s)\n", current,        \
+				__LINE__, #cond, errno, strerror(errno));                          \
+		}                                                                                  \
 	} while (0)
 
 static void test_create_write_read(void)

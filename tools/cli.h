@@ -26,11 +26,19 @@ struct common {
 
 /* Options every command takes; ids >= 1000 so commands can add theirs. */
 enum {
-	OPT_STORE = 1000, OPT_REMOTE, OPT_READ_REMOTE, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_HELP,
-	OPT_TIMEOUT, OPT_INSECURE,
+	OPT_STORE = 1000,
+	OPT_REMOTE,
+	OPT_READ_REMOTE,
+	OPT_JSON,
+	OPT_QUIET,
+	OPT_VERBOSE,
+	OPT_HELP,
+	OPT_TIMEOUT,
+	OPT_INSECURE,
 	OPT_CMD_BASE = 1100
 };
 
+/* clang-format off */
 #define COMMON_LONGOPTS                                                        \
 	{ "store", required_argument, NULL, OPT_STORE },                       \
 	{ "remote", required_argument, NULL, OPT_REMOTE },                     \
@@ -55,6 +63,7 @@ enum {
 	"  --json               machine-readable output on stdout\n"              \
 	"  --quiet              no summary line\n"                                \
 	"  --help               this help\n"
+/* clang-format on */
 
 void common_init(struct common *c);
 /* Handle a common option; 1 if handled, 0 if not, -1 on a usage error. */

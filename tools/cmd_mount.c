@@ -10,8 +10,16 @@
 #include <string.h>
 
 enum {
-	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_ALLOW_OTHER, OPT_FOREGROUND,
-	OPT_PRESERVE_OWNER, OPT_FRESH, OPT_FAIL_ON_MISS, OPT_COMMIT, OPT_NO_PREFETCH, OPT_SOURCES,
+	OPT_KEY = OPT_CMD_BASE,
+	OPT_RESTORE_KEY,
+	OPT_ALLOW_OTHER,
+	OPT_FOREGROUND,
+	OPT_PRESERVE_OWNER,
+	OPT_FRESH,
+	OPT_FAIL_ON_MISS,
+	OPT_COMMIT,
+	OPT_NO_PREFETCH,
+	OPT_SOURCES,
 	OPT_DISCARD
 };
 
@@ -28,8 +36,7 @@ static const char mount_help[] =
 	"  --foreground         stay in the foreground (serve until unmounted)\n"
 	"  --fresh              discard changes left by an earlier mount of DIR\n"
 	"  --fail-on-miss       exit 1 when no key matched\n"
-	"  --no-prefetch        do not fetch what the last job read ahead of time\n"
-	COMMON_HELP;
+	"  --no-prefetch        do not fetch what the last job read ahead of time\n" COMMON_HELP;
 
 int cmd_mount(int argc, char **argv)
 {
@@ -106,14 +113,16 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 	fmt_size(up, sizeof(up), st->bytes_uploaded);
 	log_info("%s: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
 		 " new chunks, uploaded %s in %" PRIu64 " packs; %.2f s",
-		 cmd, key, st->files, st->dirs, total, st->chunks_new, up, st->packs_uploaded, secs);
+		 cmd, key, st->files, st->dirs, total, st->chunks_new, up, st->packs_uploaded,
+		 secs);
 	if (json) {
 		cas_id_hex(&st->catalog, hex);
 		printf("{\"command\":\"%s\",\"key\":", cmd);
 		json_str(stdout, key);
 		printf(",\"snapshot\":\"%s\",\"files\":%" PRIu64 ",\"dirs\":%" PRIu64
-		       ",\"bytes\":%" PRIu64 ",\"chunks_new\":%" PRIu64 ",\"bytes_uploaded\":%" PRIu64
-		       ",\"packs_uploaded\":%" PRIu64 ",\"seconds\":%.3f}\n",
+		       ",\"bytes\":%" PRIu64 ",\"chunks_new\":%" PRIu64
+		       ",\"bytes_uploaded\":%" PRIu64 ",\"packs_uploaded\":%" PRIu64
+		       ",\"seconds\":%.3f}\n",
 		       hex, st->files, st->dirs, st->bytes, st->chunks_new, st->bytes_uploaded,
 		       st->packs_uploaded, secs);
 	}
@@ -153,12 +162,11 @@ static const char commit_help[] =
 
 int cmd_commit(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "key", required_argument, NULL, OPT_KEY },
-		{ "sources", required_argument, NULL, OPT_SOURCES },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "key", required_argument, NULL, OPT_KEY },
+						  { "sources", required_argument, NULL,
+						    OPT_SOURCES },
+						  COMMON_LONGOPTS,
+						  { NULL, 0, NULL, 0 } };
 	struct commit_opts co;
 	struct snap_stats st;
 	char key[KEY_MAX + 1];
@@ -213,13 +221,12 @@ static const char umount_help[] =
 
 int cmd_umount(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "commit", required_argument, NULL, OPT_COMMIT },
-		{ "sources", required_argument, NULL, OPT_SOURCES },
-		{ "discard", no_argument, NULL, OPT_DISCARD },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "commit", required_argument, NULL, OPT_COMMIT },
+						  { "sources", required_argument, NULL,
+						    OPT_SOURCES },
+						  { "discard", no_argument, NULL, OPT_DISCARD },
+						  COMMON_LONGOPTS,
+						  { NULL, 0, NULL, 0 } };
 	struct commit_opts co;
 	struct snap_stats st;
 	char key[KEY_MAX + 1];
@@ -271,8 +278,9 @@ int cmd_umount(int argc, char **argv)
 		fs_discard_state(&r, co.dir);
 	if (!rc)
 		log_info("umount: %s unmounted%s", co.dir,
-			 committed ? "; its changes are published" :
-			 discard ? "; changes discarded" : "; changes kept for the next mount");
+			 committed ? "; its changes are published"
+			 : discard ? "; changes discarded"
+				   : "; changes kept for the next mount");
 out:
 	common_auto_gc(&c, &r);
 	repo_close(&r);

@@ -15,8 +15,16 @@
 #include <unistd.h>
 
 enum {
-	OPT_KEY = OPT_CMD_BASE, OPT_RESTORE_KEY, OPT_FORCE, OPT_THREADS, OPT_LEVEL,
-	OPT_FAIL_ON_MISS, OPT_PRESERVE_OWNER, OPT_PREFIX, OPT_MAX_SIZE, OPT_SOURCES
+	OPT_KEY = OPT_CMD_BASE,
+	OPT_RESTORE_KEY,
+	OPT_FORCE,
+	OPT_THREADS,
+	OPT_LEVEL,
+	OPT_FAIL_ON_MISS,
+	OPT_PRESERVE_OWNER,
+	OPT_PREFIX,
+	OPT_MAX_SIZE,
+	OPT_SOURCES
 };
 
 int cli_sources(struct repo *r, const char *src, const char *dir, struct cas_id *id,
@@ -71,8 +79,7 @@ static const char save_help[] =
 	"  --threads N          hashing/compression threads (default: one per core)\n"
 	"  --level N            zstd level for uploads (default 1)\n"
 	"  --sources SRC        also record the contents and mtimes of the source\n"
-	"                       tree SRC, for 'stashfs touch-sources'\n"
-	COMMON_HELP;
+	"                       tree SRC, for 'stashfs touch-sources'\n" COMMON_HELP;
 
 int cmd_save(int argc, char **argv)
 {
@@ -156,7 +163,8 @@ int cmd_save(int argc, char **argv)
 		fmt_size(total, sizeof(total), st.bytes);
 		fmt_size(up, sizeof(up), st.bytes_uploaded);
 		log_info("save: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
-			 " new of %" PRIu64 " chunks, uploaded %s in %" PRIu64 " packs; %.2f s (%.0f MB/s)",
+			 " new of %" PRIu64 " chunks, uploaded %s in %" PRIu64
+			 " packs; %.2f s (%.0f MB/s)",
 			 so.key, st.files, st.dirs, total, st.chunks_new, st.chunks, up,
 			 st.packs_uploaded, secs, secs > 0 ? st.bytes / secs / 1e6 : 0.0);
 		if (c.json)
@@ -195,8 +203,7 @@ static const char restore_help[] =
 	"  --force              restore into a non-empty DIR (replacing entries)\n"
 	"  --fail-on-miss       exit 1 when no key matched\n"
 	"  --preserve-owner     restore recorded owners (needs root)\n"
-	"  --threads N          parallel fetches (default 4)\n"
-	COMMON_HELP;
+	"  --threads N          parallel fetches (default 4)\n" COMMON_HELP;
 
 int cmd_restore(int argc, char **argv)
 {
@@ -237,7 +244,9 @@ int cmd_restore(int argc, char **argv)
 			if (n_restore == (int)ARRAY_SIZE(restore_keys))
 				return usage_error("restore", "too many --restore-key");
 			if (key_valid(optarg))
-				return usage_error("restore", "restore key must be printable ASCII, 1-512 bytes");
+				return usage_error(
+					"restore",
+					"restore key must be printable ASCII, 1-512 bytes");
 			restore_keys[n_restore++] = optarg;
 			break;
 		case OPT_FORCE: force = 1; break;
@@ -261,7 +270,8 @@ int cmd_restore(int argc, char **argv)
 		return 1;
 	}
 	if (rc == 0 && !force) {
-		log_err("restore: '%s' is not empty; use --force to restore into it", qpath(ro.dir));
+		log_err("restore: '%s' is not empty; use --force to restore into it",
+			qpath(ro.dir));
 		return 1;
 	}
 	if (common_open_repo(&c, &r)) {
@@ -309,7 +319,8 @@ int cmd_restore(int argc, char **argv)
 
 		fmt_size(total, sizeof(total), st.bytes);
 		fmt_size(got, sizeof(got), st.bytes_fetched);
-		log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; fetched %s; %.2f s",
+		log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64
+			 " dirs, %s; fetched %s; %.2f s",
 			 hit_kind_name(hit), rec.key, st.files, st.dirs, total, got, secs);
 	}
 	if (c.json)
@@ -607,11 +618,9 @@ static const char key_help[] =
 
 int cmd_key(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "prefix", required_argument, NULL, OPT_PREFIX },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "prefix", required_argument, NULL, OPT_PREFIX },
+						  { "help", no_argument, NULL, OPT_HELP },
+						  { NULL, 0, NULL, 0 } };
 	const char *prefix = "";
 	struct pathvec pv = { NULL, 0, 0 };
 	struct cas_hasher *h = NULL;
@@ -700,11 +709,10 @@ static const char gc_help[] =
 
 int cmd_gc(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "max-size", required_argument, NULL, OPT_MAX_SIZE },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "max-size", required_argument, NULL,
+						    OPT_MAX_SIZE },
+						  COMMON_LONGOPTS,
+						  { NULL, 0, NULL, 0 } };
 	uint64_t max = UINT64_MAX, files = 0, bytes = 0, total = 0, nobj = 0;
 	struct common c;
 	struct repo r;
@@ -762,12 +770,11 @@ static const char touch_help[] =
 
 int cmd_touch_sources(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "key", required_argument, NULL, OPT_KEY },
-		{ "restore-key", required_argument, NULL, OPT_RESTORE_KEY },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct option longopts[] = { { "key", required_argument, NULL, OPT_KEY },
+						  { "restore-key", required_argument, NULL,
+						    OPT_RESTORE_KEY },
+						  COMMON_LONGOPTS,
+						  { NULL, 0, NULL, 0 } };
 	char *restore_keys[64];
 	int n_restore = 0, opt, rc, ret = 1, i;
 	const char *key = NULL;
@@ -784,14 +791,16 @@ int cmd_touch_sources(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("touch-sources", "bad --timeout or too many --read-remote");
+			return usage_error("touch-sources",
+					   "bad --timeout or too many --read-remote");
 		if (h)
 			continue;
 		switch (opt) {
 		case OPT_KEY: key = optarg; break;
 		case OPT_RESTORE_KEY:
 			if (n_restore == (int)ARRAY_SIZE(restore_keys) || key_valid(optarg))
-				return usage_error("touch-sources", "bad or too many --restore-key");
+				return usage_error("touch-sources",
+						   "bad or too many --restore-key");
 			restore_keys[n_restore++] = optarg;
 			break;
 		case OPT_HELP: fputs(touch_help, stdout); return 0;
@@ -801,7 +810,8 @@ int cmd_touch_sources(int argc, char **argv)
 	if (optind + 1 != argc)
 		return usage_error("touch-sources", "expected one SRC");
 	if (!key || key_valid(key))
-		return usage_error("touch-sources", "--key KEY is required (printable ASCII, 1-512 bytes)");
+		return usage_error("touch-sources",
+				   "--key KEY is required (printable ASCII, 1-512 bytes)");
 	if (common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
@@ -831,18 +841,22 @@ int cmd_touch_sources(int argc, char **argv)
 	rc = sources_touch(argv[optind], &raw, &ts);
 	if (rc) {
 		if (rc == -EBADMSG)
-			log_err("touch-sources: the sources manifest of '%s' is malformed", rec.key);
+			log_err("touch-sources: the sources manifest of '%s' is malformed",
+				rec.key);
 		goto out;
 	}
-	log_info("touch-sources: %s hit '%s': %" PRIu64 " files given their recorded mtime, %" PRIu64
-		 " already had it, %" PRIu64 " changed (left alone), %" PRIu64 " missing; %.2f s",
+	log_info("touch-sources: %s hit '%s': %" PRIu64
+		 " files given their recorded mtime, %" PRIu64 " already had it, %" PRIu64
+		 " changed (left alone), %" PRIu64 " missing; %.2f s",
 		 hit_kind_name(hit), rec.key, ts.touched, ts.same, ts.changed, ts.missing,
 		 mono_sec() - t0);
 	if (c.json)
-		printf("{\"command\":\"touch-sources\",\"hit\":\"%s\",\"matched_key\":", hit_kind_name(hit)),
-		json_str(stdout, rec.key),
-		printf(",\"touched\":%" PRIu64 ",\"same\":%" PRIu64 ",\"changed\":%" PRIu64
-		       ",\"missing\":%" PRIu64 "}\n", ts.touched, ts.same, ts.changed, ts.missing);
+		printf("{\"command\":\"touch-sources\",\"hit\":\"%s\",\"matched_key\":",
+		       hit_kind_name(hit)),
+			json_str(stdout, rec.key),
+			printf(",\"touched\":%" PRIu64 ",\"same\":%" PRIu64 ",\"changed\":%" PRIu64
+			       ",\"missing\":%" PRIu64 "}\n",
+			       ts.touched, ts.same, ts.changed, ts.missing);
 	ret = 0;
 out:
 	buf_free(&raw);

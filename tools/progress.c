@@ -32,8 +32,8 @@ static void draw(struct progress_ui *ui)
 
 	fmt_size(d, sizeof(d), done);
 	fmt_size(t, sizeof(t), total);
-	n = snprintf(line, sizeof(line), "\r%s: %3d%% %s of %s, %.0f MB/s\033[K", ui->verb, pct, d, t,
-		     secs > 0 ? done / secs / 1e6 : 0.0);
+	n = snprintf(line, sizeof(line), "\r%s: %3d%% %s of %s, %.0f MB/s\033[K", ui->verb, pct, d,
+		     t, secs > 0 ? done / secs / 1e6 : 0.0);
 	if (write(2, line, (size_t)n) < 0) {
 		/* a progress line is best effort */
 	}

@@ -133,12 +133,8 @@ void common_auto_gc(struct common *c, struct repo *r)
 int common_opt(struct common *c, int opt, const char *arg)
 {
 	switch (opt) {
-	case OPT_STORE:
-		c->store = arg;
-		return 1;
-	case OPT_REMOTE:
-		c->remote = arg;
-		return 1;
+	case OPT_STORE: c->store = arg; return 1;
+	case OPT_REMOTE: c->remote = arg; return 1;
 	case OPT_READ_REMOTE:
 		if (c->reads_env) {
 			/* the command line replaces the environment's list */
@@ -150,25 +146,19 @@ int common_opt(struct common *c, int opt, const char *arg)
 			return -1;
 		c->reads[c->n_reads++] = (char *)arg;
 		return 1;
-	case OPT_JSON:
-		c->json = 1;
-		return 1;
+	case OPT_JSON: c->json = 1; return 1;
 	case OPT_QUIET:
 		c->quiet = 1;
 		log_quiet = 1;
 		return 1;
-	case OPT_VERBOSE:
-		log_verbose = 1;
-		return 1;
+	case OPT_VERBOSE: log_verbose = 1; return 1;
 	case OPT_TIMEOUT:
 		if (strtod(arg, NULL) <= 0)
 			return -1;
 		/* the remotes read it when they open (the daemon inherits it) */
 		setenv("STASHFS_TIMEOUT", arg, 1);
 		return 1;
-	case OPT_INSECURE:
-		setenv("STASHFS_INSECURE", "1", 1);
-		return 1;
+	case OPT_INSECURE: setenv("STASHFS_INSECURE", "1", 1); return 1;
 	}
 	return 0;
 }
@@ -257,8 +247,10 @@ static int mount_helper(int argc, char **argv)
 	for (o = opts ? strtok_r(opts, ",", &save) : NULL; o && n < 120;
 	     o = strtok_r(NULL, ",", &save)) {
 		static const char *const kv[][2] = {
-			{ "store=", "--store" }, { "remote=", "--remote" },
-			{ "read-remote=", "--read-remote" }, { "restore-key=", "--restore-key" },
+			{ "store=", "--store" },
+			{ "remote=", "--remote" },
+			{ "read-remote=", "--read-remote" },
+			{ "restore-key=", "--restore-key" },
 			{ "timeout=", "--timeout" },
 		};
 		size_t k;

@@ -24,7 +24,9 @@ static void build(struct buf *img)
 	memset(packs, 0, sizeof(packs));
 	e[0] = (struct cat_entry){ 0, S_IFDIR | 0755, 0, 0, 0, 1, 0, 3, 0, 0, 0, 1, 3, 0 };
 	e[1] = (struct cat_entry){ 0, S_IFDIR | 0700, 0, 0, 0, 2, 5, 2, 1, 1, 0, 4, 2, 0 };
-	e[2] = (struct cat_entry){ 0, S_IFREG | 0644, 0, 0, 300, 3, 999999999, 2, 2, 1, 1, 0, 2, 0 };
+	e[2] = (struct cat_entry){
+		0, S_IFREG | 0644, 0, 0, 300, 3, 999999999, 2, 2, 1, 1, 0, 2, 0
+	};
 	e[3] = (struct cat_entry){ 0, S_IFLNK | 0777, 0, 0, 6, 4, 0, 1, 3, 1, 2, 5, 6, 0 };
 	e[4] = (struct cat_entry){ 1, S_IFREG | 0600, 0, 0, 100, 5, 0, 1, 4, 1, 3, 2, 1, 0 };
 	e[5] = (struct cat_entry){ 1, S_IFREG | 0644, 0, 0, 300, 3, 0, 2, 2, 1, 4, 0, 0, 0 };
@@ -36,7 +38,8 @@ static void build(struct buf *img)
 	static const uint32_t reads[3] = { 1, 0, 1 };
 
 	CHECK_EQ(catalog_build(img, e, 6, r, 3, ch, 2, packs, 1, reads, 3, strings,
-			       sizeof(strings) - 1), 0);
+			       sizeof(strings) - 1),
+		 0);
 }
 
 int main(void)
@@ -85,31 +88,31 @@ int main(void)
 	CHECK_EQ(catalog_validate(img.p, 10, why, sizeof(why)), -EBADMSG);
 
 	/* structural damage, one field at a time */
-#define DAMAGE(field_expr)                                                      \
-	do {                                                                    \
-		buf_reset(&copy);                                               \
-		buf_append(&copy, img.p, img.len);                              \
-		{                                                               \
-			struct cat_entry *E = (void *)(copy.p + 144);           \
-			struct cat_ref *R = (void *)(copy.p + 144 + 6 * 72);    \
-			(void)E;                                                \
-			(void)R;                                                \
-			field_expr;                                             \
-		}                                                               \
-		CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), -EBADMSG); \
+#define DAMAGE(field_expr)                                                                         \
+	do {                                                                                       \
+		buf_reset(&copy);                                                                  \
+		buf_append(&copy, img.p, img.len);                                                 \
+		{                                                                                  \
+			struct cat_entry *E = (void *)(copy.p + 144);                              \
+			struct cat_ref *R = (void *)(copy.p + 144 + 6 * 72);                       \
+			(void)E;                                                                   \
+			(void)R;                                                                   \
+			field_expr;                                                                \
+		}                                                                                  \
+		CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), -EBADMSG);          \
 	} while (0)
 
-	DAMAGE(E[4].parent = 0);                   /* not in root's range */
-	DAMAGE(E[1].name_off = 2);                 /* "c" before "b": unsorted */
-	DAMAGE(E[2].name_off = 0);                 /* duplicate "a": not strictly sorted */
-	DAMAGE(E[1].count = 3);                    /* overlaps into root's range */
-	DAMAGE(E[2].size = 301);                   /* refs do not cover the size */
-	DAMAGE(R[1].off = 199);                    /* gap in chunk list */
-	DAMAGE(E[5].ino = 3);                      /* hard link to a symlink */
-	DAMAGE(E[3].count = 5000);                 /* symlink target out of bounds */
-	DAMAGE(E[0].mode = S_IFREG | 0644);        /* root not a dir */
-	DAMAGE(E[2].mtime_nsec = 1000000000);      /* bad nanoseconds */
-	DAMAGE(E[2].mode = S_IFIFO | 0644);        /* unsupported type */
+	DAMAGE(E[4].parent = 0); /* not in root's range */
+	DAMAGE(E[1].name_off = 2); /* "c" before "b": unsorted */
+	DAMAGE(E[2].name_off = 0); /* duplicate "a": not strictly sorted */
+	DAMAGE(E[1].count = 3); /* overlaps into root's range */
+	DAMAGE(E[2].size = 301); /* refs do not cover the size */
+	DAMAGE(R[1].off = 199); /* gap in chunk list */
+	DAMAGE(E[5].ino = 3); /* hard link to a symlink */
+	DAMAGE(E[3].count = 5000); /* symlink target out of bounds */
+	DAMAGE(E[0].mode = S_IFREG | 0644); /* root not a dir */
+	DAMAGE(E[2].mtime_nsec = 1000000000); /* bad nanoseconds */
+	DAMAGE(E[2].mode = S_IFIFO | 0644); /* unsupported type */
 
 	/* random corruption: never crashes, and what opens is in range */
 	for (i = 0; i < 20000; i++) {
