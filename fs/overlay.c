@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "overlay.h"
+#include "../store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -539,8 +540,7 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 {
 	struct ov *ov = calloc(1, sizeof(*ov));
 	char path[PATH_MAX + 32];
-	char *err = NULL;
-	int rc, i;
+	int rc;
 
 	if (!ov)
 		return -ENOMEM;
@@ -555,29 +555,9 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	if (rc)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/state.db", dir);
-	rc = sqlite3_open_v2(path, &ov->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-			     NULL);
-	if (rc != SQLITE_OK) {
-		log_err("mount state '%s': cannot open", qpath(path));
-		rc = -EIO;
+	rc = store_db_open(path, schema, "mount state", &ov->db);
+	if (rc)
 		goto fail;
-	}
-	sqlite3_busy_timeout(ov->db, 30000);
-	for (i = 0; i < 400; i++) {
-		rc = sqlite3_exec(ov->db, schema, NULL, NULL, &err);
-		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-			break;
-		sqlite3_free(err);
-		err = NULL;
-		usleep(25000);
-	}
-	if (rc != SQLITE_OK) {
-		log_err("mount state '%s': %s", qpath(path), err ? err : sqlite3_errstr(rc));
-		sqlite3_free(err);
-		rc = rc == SQLITE_FULL ? -ENOSPC : -EIO;
-		goto fail;
-	}
 	rc = prep(ov, &ov->get_ino,
 		  "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns,"
 		  " ctime_s, ctime_ns, target, upper, cat FROM inodes WHERE ino = ?1");

@@ -59,6 +59,40 @@ static int sql_err(struct store *s, int rc, const char *what)
 	}
 }
 
+int store_db_open(const char *path, const char *sql, const char *what, sqlite3 **out)
+{
+	sqlite3 *db = NULL;
+	char *err = NULL;
+	int rc, i;
+
+	rc = sqlite3_open_v2(path, &db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		log_err("%s '%s': cannot open: %s", what, qpath(path),
+			db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return -EIO;
+	}
+	sqlite3_busy_timeout(db, 30000);
+	for (i = 0; i < 400; i++) {
+		rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+		sqlite3_free(err);
+		err = NULL;
+		usleep(25000);
+	}
+	if (rc != SQLITE_OK) {
+		log_err("%s '%s': %s", what, qpath(path), err ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+		sqlite3_close(db);
+		return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+	}
+	*out = db;
+	return 0;
+}
+
 int store_default_path(char *out, size_t n)
 {
 	const char *e = getenv("STASHFS_STORE");
@@ -90,7 +124,6 @@ int store_open(const char *path, struct store **out)
 	struct store *s = calloc(1, sizeof(*s));
 	char dbpath[PATH_MAX + 16], sub[PATH_MAX + 16];
 	static const char *const dirs[] = { "objects", "catalogs", "tmp", "mounts" };
-	char *err = NULL;
 	size_t i;
 	int rc;
 
@@ -118,32 +151,9 @@ int store_open(const char *path, struct store **out)
 	}
 	snprintf(s->tmp, sizeof(s->tmp), "%s/tmp", path);
 	snprintf(dbpath, sizeof(dbpath), "%s/index.db", path);
-	rc = sqlite3_open_v2(dbpath, &s->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-			     NULL);
-	if (rc != SQLITE_OK) {
-		log_err("index '%s': cannot open: %s", qpath(dbpath),
-			s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-		rc = -EIO;
+	rc = store_db_open(dbpath, schema, "index", &s->db);
+	if (rc)
 		goto fail;
-	}
-	sqlite3_busy_timeout(s->db, 30000);
-	/* switching to WAL (first open of a new store) takes an exclusive
-	 * lock that the busy handler does not wait for: retry a while */
-	for (i = 0; i < 400; i++) {
-		rc = sqlite3_exec(s->db, schema, NULL, NULL, &err);
-		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-			break;
-		sqlite3_free(err);
-		err = NULL;
-		usleep(25000);
-	}
-	if (rc != SQLITE_OK) {
-		log_err("index '%s': %s", qpath(dbpath), err ? err : sqlite3_errstr(rc));
-		sqlite3_free(err);
-		rc = rc == SQLITE_FULL ? -ENOSPC : -EIO;
-		goto fail;
-	}
 	rc = prep(s, &s->loc_get,
 		  "SELECT pack, off, slen, rlen, flags FROM locations WHERE remote=?1 AND id=?2");
 	if (!rc)

@@ -32,6 +32,17 @@ struct store_loc {
 	uint32_t flags;
 };
 
+struct sqlite3;
+
+/*
+ * Open (creating) an SQLite database for several threads and processes:
+ * serialized connection, 30 s busy timeout, then run schema.  Switching a
+ * new database to WAL takes an exclusive lock the busy handler does not
+ * wait for, so schema is retried for up to 10 s.  Errors are logged as
+ * "what 'path': ...".  0, -ENOSPC or -EIO.
+ */
+int store_db_open(const char *path, const char *schema, const char *what, struct sqlite3 **out);
+
 /* Default path: $STASHFS_STORE, else $XDG_CACHE_HOME/stashfs, else
  * ~/.cache/stashfs.  0 or -errno. */
 int store_default_path(char *out, size_t n);
