@@ -295,6 +295,29 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
+static struct fh *fh_new(uint32_t cat_idx)
+{
+	struct fh *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->fd = -1;
+	h->chunk_fd = -1;
+	h->cat_idx = cat_idx;
+	pthread_mutex_init(&h->lock, NULL);
+	return h;
+}
+
+static void fh_free(struct fh *h)
+{
+	if (h->fd >= 0)
+		close(h->fd);
+	if (h->chunk_fd >= 0)
+		close(h->chunk_fd);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
 static int open_upper(struct fs_ctx *c, fuse_ino_t ino, int acc, struct fh *h)
 {
 	char path[PATH_MAX];
@@ -319,15 +342,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_err(req, rc);
 		return;
 	}
-	h = calloc(1, sizeof(*h));
+	h = fh_new(a.cat_idx);
 	if (!h) {
 		reply_err(req, -ENOMEM);
 		return;
 	}
-	h->fd = -1;
-	h->chunk_fd = -1;
-	pthread_mutex_init(&h->lock, NULL);
-	h->cat_idx = a.cat_idx;
 	if ((acc != O_RDONLY || trunc) && !a.upper) {
 		rc = ov_copy_up(c->ov, ino, trunc);
 		if (!rc) {
@@ -343,7 +362,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!rc && a.upper)
 		rc = open_upper(c, ino, acc, h);
 	if (rc) {
-		free(h);
+		fh_free(h);
 		reply_err(req, rc);
 		return;
 	}
@@ -367,17 +386,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_err(req, rc);
 		return;
 	}
-	h = calloc(1, sizeof(*h));
+	h = fh_new(OV_NONE);
 	if (!h) {
 		reply_err(req, -ENOMEM);
 		return;
 	}
-	h->cat_idx = OV_NONE;
-	h->chunk_fd = -1;
-	pthread_mutex_init(&h->lock, NULL);
 	rc = open_upper(c, a.ino, O_RDWR, h);
 	if (rc) {
-		free(h);
+		fh_free(h);
 		reply_err(req, rc);
 		return;
 	}
@@ -527,12 +543,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (h->fd >= 0)
-		close(h->fd);
-	if (h->chunk_fd >= 0)
-		close(h->chunk_fd);
-	pthread_mutex_destroy(&h->lock);
-	free(h);
+	fh_free(h);
 	fuse_reply_err(req, 0);
 }
 

@@ -444,38 +444,6 @@ static int pv_add(struct pathvec *pv, const char *p)
 	return 0;
 }
 
-static int add_tree(struct pathvec *pv, const char *path)
-{
-	struct stat st;
-	DIR *d;
-	struct dirent *de;
-	int rc = 0;
-
-	if (lstat(path, &st) < 0)
-		return -errno;
-	if (S_ISREG(st.st_mode))
-		return pv_add(pv, path);
-	if (!S_ISDIR(st.st_mode))
-		return 0;
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while (!rc && (de = readdir(d))) {
-		char *sub;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (asprintf(&sub, "%s/%s", path, de->d_name) < 0) {
-			rc = -ENOMEM;
-			break;
-		}
-		rc = add_tree(pv, sub);
-		free(sub);
-	}
-	closedir(d);
-	return rc;
-}
-
 static int strp_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -544,7 +512,7 @@ static int glob_match(const char *pattern, const char *path)
 	return 0;
 }
 
-/* Every regular file below base (or base itself) matching pattern. */
+/* Every regular file below path (or path itself) matching pattern (NULL: all). */
 static int glob_walk(const char *pattern, const char *path, struct pathvec *pv)
 {
 	struct stat st;
@@ -553,9 +521,9 @@ static int glob_walk(const char *pattern, const char *path, struct pathvec *pv)
 	int rc = 0;
 
 	if (lstat(path, &st) < 0)
-		return 0;
+		return pattern ? 0 : -errno;
 	if (S_ISREG(st.st_mode))
-		return glob_match(pattern, path) ? pv_add(pv, path) : 0;
+		return !pattern || glob_match(pattern, path) ? pv_add(pv, path) : 0;
 	if (!S_ISDIR(st.st_mode))
 		return 0;
 	d = opendir(path);
@@ -566,7 +534,7 @@ static int glob_walk(const char *pattern, const char *path, struct pathvec *pv)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (asprintf(&sub, "%s/%s", strcmp(path, ".") ? path : ".", de->d_name) < 0) {
+		if (asprintf(&sub, "%s/%s", path, de->d_name) < 0) {
 			rc = -ENOMEM;
 			break;
 		}
@@ -588,7 +556,7 @@ static int expand(const char *pattern, struct pathvec *pv)
 	if (!has_glob(pattern)) {
 		if (lstat(pattern, &st) < 0)
 			return 0;
-		return add_tree(pv, pattern);
+		return glob_walk(NULL, pattern, pv);
 	}
 	/* walk from the longest leading directory without glob characters */
 	g = strpbrk(pattern, "*?[");
@@ -600,7 +568,7 @@ static int expand(const char *pattern, struct pathvec *pv)
 		snprintf(base, sizeof(base), ".");
 	if (!*base)
 		snprintf(base, sizeof(base), "/");
-	return glob_walk(pattern[0] == '/' || !strcmp(base, ".") ? pattern : pattern, base, pv);
+	return glob_walk(pattern, base, pv);
 }
 
 static const char key_help[] =
