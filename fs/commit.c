@@ -166,22 +166,6 @@ out:
 	return rc;
 }
 
-static void link_counts(struct snap_tree *t)
-{
-	uint32_t *m = calloc(t->n ? t->n : 1, sizeof(*m));
-	uint64_t i;
-
-	if (!m)
-		return;
-	for (i = 0; i < t->n; i++)
-		if (S_ISREG(t->e[i].mode))
-			m[t->e[i].ino]++;
-	for (i = 0; i < t->n; i++)
-		if (S_ISREG(t->e[i].mode))
-			t->e[i].nlink = m[t->e[i].ino];
-	free(m);
-}
-
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
 	      size_t key_len)
 {
@@ -245,7 +229,6 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 		log_err("commit: reading the view of '%s': %s", qpath(real), strerror(-rc));
 		goto out;
 	}
-	link_counts(&t);
 	snprintf(path, sizeof(path), "%s/reads.log", statedir);
 	if (read_file(path, &reads, 1u << 30) != 0)
 		buf_reset(&reads);

@@ -387,7 +387,6 @@ static int walk(struct saver *s)
 static int link_groups(struct saver *s)
 {
 	struct idmap *m = idmap_new();
-	uint32_t *members = NULL;
 	uint64_t i;
 	int rc = 0;
 
@@ -404,28 +403,32 @@ static int link_groups(struct saver *s)
 		if (idmap_get(m, &k, &leader) == 0) {
 			e->ino = leader;
 			e->size = s->t->e[leader].size;
-			s->st->hardlinks++;
 		} else {
 			rc = idmap_put(m, &k, s->lnks[i].idx);
 			if (rc)
-				goto out;
+				break;
 		}
 	}
-	members = calloc(s->t->n, sizeof(*members));
-	if (!members) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (i = 0; i < s->t->n; i++)
-		if (S_ISREG(s->t->e[i].mode))
-			members[s->t->e[i].ino]++;
-	for (i = 0; i < s->t->n; i++)
-		if (S_ISREG(s->t->e[i].mode))
-			s->t->e[i].nlink = members[s->t->e[i].ino];
-out:
-	free(members);
 	idmap_free(m);
 	return rc;
+}
+
+/* A regular file's nlink is its link group's size within the snapshot. */
+static int count_links(struct snap_tree *t)
+{
+	uint32_t *members = calloc(t->n ? t->n : 1, sizeof(*members));
+	uint64_t i;
+
+	if (!members)
+		return -ENOMEM;
+	for (i = 0; i < t->n; i++)
+		if (S_ISREG(t->e[i].mode))
+			members[t->e[i].ino]++;
+	for (i = 0; i < t->n; i++)
+		if (S_ISREG(t->e[i].mode))
+			t->e[i].nlink = members[t->e[i].ino];
+	free(members);
+	return 0;
 }
 
 /* ---- content ---- */
@@ -743,7 +746,7 @@ out:
  * Put every chunk of catalog c into the dedup map (its packs are on the
  * primary).  With cmap, *cmap[i] is the ci index of c's chunk i.
  */
-static int import_catalog(struct saver *s, const struct catalog *c, uint32_t **cmap)
+static int import_catalog(struct saver *s, const struct catalog *c, int state, uint32_t **cmap)
 {
 	const struct cat_header *h = catalog_header(c);
 	uint32_t *pmap = NULL, *cm = NULL;
@@ -756,7 +759,7 @@ static int import_catalog(struct saver *s, const struct catalog *c, uint32_t **c
 		goto out;
 	rc = 0;
 	for (i = 0; i < h->n_packs && !rc; i++)
-		rc = pack_index(s, catalog_pack(c, (uint32_t)i), 1, &pmap[i]);
+		rc = pack_index(s, catalog_pack(c, (uint32_t)i), state, &pmap[i]);
 	for (i = 0; i < h->n_chunks && !rc; i++) {
 		const struct cat_chunk *ch = catalog_chunk(c, (uint32_t)i);
 
@@ -799,7 +802,7 @@ static int load_key_base(struct saver *s)
 		log_warn("previous snapshot of '%s' unreadable; saving without it", s->o->key);
 		return 0;
 	}
-	rc = import_catalog(s, c, NULL);
+	rc = import_catalog(s, c, 1, NULL); /* the key's snapshot: its packs are on the primary */
 	catalog_close(c);
 	return rc;
 }
@@ -848,17 +851,16 @@ static int seed_from_base(struct saver *s, const struct catalog *base)
 	uint64_t i, j;
 	int rc;
 
-	rc = import_catalog(s, base, &cmap);
+	/* the mount's base may come from a read remote: its packs are unknown */
+	rc = import_catalog(s, base, 0, &cmap);
 	if (rc)
 		return rc;
-	for (i = 0; i < s->nci; i++) {
-		struct packinfo *p = &s->packs[s->ci[i].pack];
+	for (i = 0; i < s->npacks; i++) {
+		struct packinfo *p = &s->packs[i];
 		char name[128], hex[CAS_HEX_LEN + 1];
 
-		if (p->state != 1 || p->cat == 1)
+		if (p->state != 0)
 			continue;
-		/* cat is free until build_catalog: use it as "checked" here */
-		p->cat = 1;
 		cas_id_hex(&p->id, hex);
 		snprintf(name, sizeof(name), "packs/%s", hex);
 		rc = remote_exists(s->r->primary, name);
@@ -870,9 +872,8 @@ static int seed_from_base(struct saver *s, const struct catalog *base)
 		rc = rc == 0 ? copy_pack(s, &p->id, name) : 0;
 		if (rc)
 			goto out;
+		p->state = 1;
 	}
-	for (i = 0; i < s->npacks; i++)
-		s->packs[i].cat = NONE;
 	for (i = 0; i < s->t->n && !rc; i++) {
 		const struct cat_entry *be;
 		const struct cat_ref *r;
@@ -1005,7 +1006,9 @@ static int publish(struct saver *s, const struct catalog *base)
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = load_key_base(s);
+	rc = count_links(t);
+	if (!rc)
+		rc = load_key_base(s);
 	if (!rc && base)
 		rc = seed_from_base(s, base);
 	if (rc)
@@ -1019,6 +1022,8 @@ static int publish(struct saver *s, const struct catalog *base)
 			st->symlinks++;
 		else {
 			st->files++;
+			if (e->ino != k)
+				st->hardlinks++;
 			if (e->ino == k && e->size > 0 && t->base[k] == SNAP_NONE && t->paths[k])
 				s->files[s->nfiles++] = (uint32_t)k;
 			else if (e->ino == k && t->base[k] == SNAP_NONE)

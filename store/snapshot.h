@@ -48,8 +48,8 @@ int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *
  * A tree being assembled into a snapshot by another source than a real
  * directory (the mount's commit).  The caller lays it out as a catalog
  * wants: each directory's children a contiguous name-sorted block (set
- * e[dir].first/count), hard-link members' e[i].ino pointing at the first
- * member, nlink set.  Per entry, content comes from paths[i] (an absolute
+ * e[dir].first/count, and a directory's nlink), hard-link members' e[i].ino
+ * pointing at the first member (files' nlink is derived from that).  Per entry, content comes from paths[i] (an absolute
  * path, read and chunked) or from base[i] (a leader index in the base
  * catalog whose chunks are reused without reading anything).
  */
