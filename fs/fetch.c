@@ -68,12 +68,10 @@ struct fetcher {
 	uint32_t window_len;
 };
 
-static const struct catalog *sort_cat;
-
-static int by_place(const void *a, const void *b)
+static int by_place(const void *a, const void *b, void *cat)
 {
-	const struct cat_chunk *x = catalog_chunk(sort_cat, *(const uint32_t *)a);
-	const struct cat_chunk *y = catalog_chunk(sort_cat, *(const uint32_t *)b);
+	const struct cat_chunk *x = catalog_chunk(cat, *(const uint32_t *)a);
+	const struct cat_chunk *y = catalog_chunk(cat, *(const uint32_t *)b);
 
 	if (x->pack != y->pack)
 		return x->pack < y->pack ? -1 : 1;
@@ -99,7 +97,6 @@ static void load_record(struct fetcher *f, const char *reads_log)
 int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 		struct mount_stats *stats, struct fetcher **out)
 {
-	static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
 	struct fetcher *f = calloc(1, sizeof(*f));
 	uint32_t i, k, n = (uint32_t)catalog_header(cat)->n_chunks;
 
@@ -129,10 +126,7 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 		f->order[i] = i;
 		f->dir[i] = UINT32_MAX;
 	}
-	pthread_mutex_lock(&sort_lock);
-	sort_cat = cat;
-	qsort(f->order, n, sizeof(uint32_t), by_place);
-	pthread_mutex_unlock(&sort_lock);
+	qsort_r(f->order, n, sizeof(uint32_t), by_place, cat);
 	for (i = 0; i < n; i++)
 		f->pos[f->order[i]] = i;
 	for (i = 0; i < catalog_count(cat); i++) {

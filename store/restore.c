@@ -59,13 +59,11 @@ struct restorer {
 	atomic_uint_fast64_t fetched;
 };
 
-static const struct catalog *sort_cat;
-
-static int target_cmp(const void *a, const void *b)
+static int target_cmp(const void *a, const void *b, void *cat)
 {
 	const struct target *x = a, *y = b;
-	const struct cat_chunk *cx = catalog_chunk(sort_cat, x->chunk);
-	const struct cat_chunk *cy = catalog_chunk(sort_cat, y->chunk);
+	const struct cat_chunk *cx = catalog_chunk(cat, x->chunk);
+	const struct cat_chunk *cy = catalog_chunk(cat, y->chunk);
 
 	if (cx->pack != cy->pack)
 		return cx->pack < cy->pack ? -1 : 1;
@@ -203,8 +201,7 @@ static int plan(struct restorer *s)
 		for (j = 0; j < e->count; j++)
 			s->t[s->nt++] = (struct target){ r[j].chunk, i, r[j].off };
 	}
-	sort_cat = s->c;
-	qsort(s->t, s->nt, sizeof(*s->t), target_cmp);
+	qsort_r(s->t, s->nt, sizeof(*s->t), target_cmp, s->c);
 	for (k = 0; k < s->nt; k++) {
 		const struct cat_chunk *ch = catalog_chunk(s->c, s->t[k].chunk);
 		struct batch *b = s->nb ? &s->b[s->nb - 1] : NULL;
