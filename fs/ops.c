@@ -33,22 +33,41 @@
 #define TIMEOUT 86400.0
 #define SMALL_READ (32u << 10)
 
+/*
+ * Files have no handles.  The kernel is told FUSE_NO_OPEN_SUPPORT, so it
+ * sends no OPEN or RELEASE for files (two round trips fewer for every
+ * file a job reads), and reads and writes find the content by inode.
+ * Descriptors live in a small table keyed by inode: a lower file's
+ * current chunk (its cache file, so a sequential reader keeps one
+ * descriptor and its readahead state) or an upper file's data file.  A
+ * read always asks the overlay where the content is, so a reader sees a
+ * copy-up made by another opener at once.
+ */
+#define FD_SLOTS_BITS 8
+#define UPPER UINT32_MAX /* the chunk of a data file's slot */
+#define NO_CHUNK (UINT32_MAX - 1)
+
+struct fd_slot {
+	uint64_t ino;
+	uint32_t chunk;
+	int fd; /* -1: empty */
+	int refs; /* requests using fd: it is replaced only at 0 */
+};
+
+struct fd_ref {
+	int fd;
+	struct fd_slot *slot; /* NULL: a private descriptor, closed by fd_put */
+};
+
 struct fs_ctx {
 	struct ov *ov;
 	struct fetcher *f;
 	struct catalog *cat;
 	struct mount_stats *stats;
 	char store[PATH_MAX];
-};
-
-struct fh {
-	int fd; /* data file when upper, else -1 */
-	uint32_t cat_idx;
-	/* lower files: the last chunk's cache file stays open, so sequential
-	 * reads keep one descriptor and its readahead state */
-	pthread_mutex_t lock;
-	int chunk_fd;
-	uint32_t chunk;
+	int no_open;
+	pthread_mutex_t fd_lock;
+	struct fd_slot slots[1u << FD_SLOTS_BITS];
 };
 
 struct dh {
@@ -111,15 +130,18 @@ static void reply_entry(fuse_req_t req, const struct ov_attr *a)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct fs_ctx *c = userdata;
+
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+		c->no_open = 1; /* ENOSYS from open means "no handles" */
+	/* no handle to truncate at open: O_TRUNC comes as a setattr */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
-		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	/* attributes and data change only through this mount */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (getenv("STASHFS_WRITEBACK") && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
@@ -295,79 +317,82 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
-static struct fh *fh_new(uint32_t cat_idx)
+/*
+ * A descriptor for ino's content: chunk's cache file (a lower file) or,
+ * with chunk UPPER, the data file.  From the table when it holds it;
+ * else opened, and left in the table if its slot is free.  *fresh: opened
+ * now.  *prev: the chunk the table held for ino before (NO_CHUNK if none),
+ * which tells a reader streaming a file chunk after chunk.
+ */
+static int fd_get(struct fs_ctx *c, uint64_t ino, uint32_t chunk, struct fd_ref *r, int *fresh,
+		  uint32_t *prev)
 {
-	struct fh *h = calloc(1, sizeof(*h));
+	struct fd_slot *s = &c->slots[(ino * 0x9e3779b97f4a7c15ULL) >> (64 - FD_SLOTS_BITS)];
+	int fd;
 
-	if (!h)
-		return NULL;
-	h->fd = -1;
-	h->chunk_fd = -1;
-	h->cat_idx = cat_idx;
-	pthread_mutex_init(&h->lock, NULL);
-	return h;
+	pthread_mutex_lock(&c->fd_lock);
+	*prev = s->fd >= 0 && s->ino == ino ? s->chunk : NO_CHUNK;
+	if (s->fd >= 0 && s->ino == ino && s->chunk == chunk) {
+		s->refs++;
+		r->fd = s->fd;
+		r->slot = s;
+		pthread_mutex_unlock(&c->fd_lock);
+		*fresh = 0;
+		return 0;
+	}
+	pthread_mutex_unlock(&c->fd_lock);
+	if (chunk == UPPER) {
+		char path[PATH_MAX];
+
+		ov_data_path(c->ov, ino, path);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+	} else {
+		fd = fetch_chunk_fd(c->f, chunk);
+		if (fd < 0)
+			return fd;
+	}
+	*fresh = 1;
+	r->fd = fd;
+	r->slot = NULL;
+	pthread_mutex_lock(&c->fd_lock);
+	if (s->refs == 0) {
+		if (s->fd >= 0)
+			close(s->fd);
+		s->ino = ino;
+		s->chunk = chunk;
+		s->fd = fd;
+		s->refs = 1;
+		r->slot = s;
+	}
+	pthread_mutex_unlock(&c->fd_lock);
+	return 0;
 }
 
-static void fh_free(struct fh *h)
+static void fd_put(struct fs_ctx *c, struct fd_ref *r)
 {
-	if (h->fd >= 0)
-		close(h->fd);
-	if (h->chunk_fd >= 0)
-		close(h->chunk_fd);
-	pthread_mutex_destroy(&h->lock);
-	free(h);
-}
-
-static int open_upper(struct fs_ctx *c, fuse_ino_t ino, int acc, struct fh *h)
-{
-	char path[PATH_MAX];
-
-	ov_data_path(c->ov, ino, path);
-	h->fd = open(path, (acc == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	return h->fd < 0 ? -errno : 0;
+	if (!r->slot) {
+		close(r->fd);
+		return;
+	}
+	pthread_mutex_lock(&c->fd_lock);
+	r->slot->refs--;
+	pthread_mutex_unlock(&c->fd_lock);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_ctx *c = ctx_of(req);
-	int acc = fi->flags & O_ACCMODE, trunc = !!(fi->flags & O_TRUNC);
-	struct ov_attr a;
-	struct fh *h;
-	int rc;
-
-	rc = ov_getattr(c->ov, ino, &a);
-	if (!rc && S_ISDIR(a.mode))
-		rc = -EISDIR;
-	if (rc) {
-		reply_err(req, rc);
+	(void)ino;
+	if (ctx_of(req)->no_open) {
+		/* the kernel stops sending OPEN and RELEASE for files */
+		reply_err(req, -ENOSYS);
 		return;
 	}
-	h = fh_new(a.cat_idx);
-	if (!h) {
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	if ((acc != O_RDONLY || trunc) && !a.upper) {
-		rc = ov_copy_up(c->ov, ino, trunc);
-		if (!rc) {
-			__atomic_add_fetch(&c->stats->copy_ups, 1, __ATOMIC_RELAXED);
-			a.upper = 1;
-		}
-	} else if (trunc && a.upper) {
-		struct stat st;
-
-		memset(&st, 0, sizeof(st));
-		rc = ov_setattr(c->ov, ino, OV_SET_SIZE, &st, &a);
-	}
-	if (!rc && a.upper)
-		rc = open_upper(c, ino, acc, h);
-	if (rc) {
-		fh_free(h);
-		reply_err(req, rc);
-		return;
-	}
-	fi->fh = (uintptr_t)h;
-	fi->keep_cache = !trunc;
+	/* an older kernel: a handle that carries nothing (O_TRUNC comes as
+	 * a setattr, writes copy up) */
+	fi->fh = 0;
+	fi->keep_cache = 1;
 	fuse_reply_open(req, fi);
 }
 
@@ -375,25 +400,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		      struct fuse_file_info *fi)
 {
 	const struct fuse_ctx *fc = fuse_req_ctx(req);
-	struct fs_ctx *c = ctx_of(req);
 	struct fuse_entry_param e;
 	struct ov_attr a;
-	struct fh *h;
 	int rc;
 
-	rc = ov_create(c->ov, parent, name, S_IFREG | (mode & 07777), fc->uid, fc->gid, NULL, &a);
+	rc = ov_create(ctx_of(req)->ov, parent, name, S_IFREG | (mode & 07777), fc->uid, fc->gid,
+		       NULL, &a);
 	if (rc) {
-		reply_err(req, rc);
-		return;
-	}
-	h = fh_new(OV_NONE);
-	if (!h) {
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	rc = open_upper(c, a.ino, O_RDWR, h);
-	if (rc) {
-		fh_free(h);
 		reply_err(req, rc);
 		return;
 	}
@@ -403,30 +416,65 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.attr_timeout = TIMEOUT;
 	e.entry_timeout = TIMEOUT;
 	to_stat(&a, &e.attr);
-	fi->fh = (uintptr_t)h;
+	fi->fh = 0;
+	fi->keep_cache = 1;
 	fuse_reply_create(req, &e, fi);
+}
+
+/* Reply n bytes at pos of fd: small ones copied, the rest spliced. */
+static void reply_from_fd(struct fs_ctx *c, fuse_req_t req, int fd, size_t n, off_t pos)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
+
+	if (n <= SMALL_READ) {
+		/* one copy beats setting up a splice */
+		char small[SMALL_READ];
+		ssize_t got = pread_full(fd, small, n, pos);
+
+		if (got < 0) {
+			reply_err(req, (int)got);
+			return;
+		}
+		__atomic_add_fetch(&c->stats->bytes_read, (uint64_t)got, __ATOMIC_RELAXED);
+		fuse_reply_buf(req, small, (size_t)got);
+		return;
+	}
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fd;
+	bv.buf[0].pos = pos;
+	__atomic_add_fetch(&c->stats->bytes_read, n, __ATOMIC_RELAXED);
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs_ctx *c = ctx_of(req);
-	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	const struct cat_entry *e;
+	struct fd_ref fr;
+	uint32_t idx, prev;
+	int rc, fresh;
 	char *buf;
 	ssize_t n;
 
-	(void)ino;
-	if (h->fd >= 0) {
-		/* upper: splice straight from the data file */
-		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = h->fd;
-		bv.buf[0].pos = off;
-		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	(void)fi;
+	rc = ov_content(c->ov, ino, &idx);
+	if (rc == 1) {
+		/* upper: from the data file */
+		rc = fd_get(c, ino, UPPER, &fr, &fresh, &prev);
+		if (rc) {
+			reply_err(req, rc);
+			return;
+		}
+		reply_from_fd(c, req, fr.fd, size, off);
+		fd_put(c, &fr);
 		return;
 	}
-	e = catalog_entry(c->cat, h->cat_idx);
+	if (rc) {
+		reply_err(req, rc);
+		return;
+	}
+	e = catalog_entry(c->cat, idx);
 	if ((uint64_t)off >= e->size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -434,74 +482,34 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (size > e->size - (uint64_t)off)
 		size = (size_t)(e->size - (uint64_t)off);
 	{
-		/* within one cached chunk: splice from the cache file */
+		/* within one cached chunk: from the chunk's cache file */
 		uint32_t r = catalog_ref_at(c->cat, e, (uint64_t)off);
 		const struct cat_ref *ref = catalog_refs(c->cat, e) + (r - e->first);
 		const struct cat_chunk *ch = catalog_chunk(c->cat, ref->chunk);
 		uint64_t within = (uint64_t)off - ref->off;
 
 		if (within + size <= ch->raw_len) {
-			int fd;
-
-			pthread_mutex_lock(&h->lock);
-			if (h->chunk_fd < 0 || h->chunk != ref->chunk) {
-				/* crossing from the previous chunk of this file into
-				 * the next: a reader streaming it */
-				int streaming = h->chunk_fd >= 0 && r > e->first &&
-						h->chunk == (ref - 1)->chunk;
-
-				fd = fetch_chunk_fd(c->f, ref->chunk);
-				if (fd < 0) {
-					pthread_mutex_unlock(&h->lock);
-					reply_err(req, fd);
-					return;
-				}
-				if (h->chunk_fd >= 0)
-					close(h->chunk_fd);
-				h->chunk_fd = fd;
-				h->chunk = ref->chunk;
+			rc = fd_get(c, ino, ref->chunk, &fr, &fresh, &prev);
+			if (rc) {
+				reply_err(req, rc);
+				return;
+			}
+			if (fresh) {
 				/* chunks are at most 4 MiB: ask for all of it now, so
 				 * the disk works ahead of the 128 kB requests */
-				posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+				posix_fadvise(fr.fd, 0, 0, POSIX_FADV_WILLNEED);
 				fetch_note_read(c->f, ref->chunk);
-				if (streaming) {
-					fetch_read_ahead(c->f, h->cat_idx, r);
+				if (r > e->first && prev == (ref - 1)->chunk) {
+					/* from the previous chunk of this file into the
+					 * next: a reader streaming it */
+					fetch_read_ahead(c->f, idx, r);
 					/* and have the disk read the next cached chunk */
 					if (r + 1 < e->first + e->count)
 						fetch_advise_cached(c->f, (ref + 1)->chunk);
 				}
 			}
-			if (size <= SMALL_READ) {
-				/* small reads: one copy beats setting up a splice */
-				char small[SMALL_READ];
-				ssize_t got = pread_full(h->chunk_fd, small, size, (off_t)within);
-
-				pthread_mutex_unlock(&h->lock);
-				if (got < 0) {
-					reply_err(req, (int)got);
-					return;
-				}
-				__atomic_add_fetch(&c->stats->bytes_read, (uint64_t)got,
-						   __ATOMIC_RELAXED);
-				fuse_reply_buf(req, small, (size_t)got);
-				return;
-			}
-			/* once the reply is out the kernel may release h: reply
-			 * through a duplicate (same file description, same
-			 * readahead state) without holding anything of h */
-			fd = dup(h->chunk_fd);
-			pthread_mutex_unlock(&h->lock);
-			if (fd < 0) {
-				reply_err(req, -errno);
-				return;
-			}
-			bv.buf[0].size = size;
-			bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-			bv.buf[0].fd = fd;
-			bv.buf[0].pos = (off_t)within;
-			__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
-			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-			close(fd);
+			reply_from_fd(c, req, fr.fd, size, (off_t)within);
+			fd_put(c, &fr);
 			return;
 		}
 	}
@@ -510,7 +518,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_err(req, -ENOMEM);
 		return;
 	}
-	n = fetch_read(c->f, h->cat_idx, (uint64_t)off, buf, size);
+	n = fetch_read(c->f, idx, (uint64_t)off, buf, size);
 	if (n < 0)
 		reply_err(req, (int)n);
 	else
@@ -518,44 +526,70 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* The data file of ino, copying a lower file up first. */
+static int upper_fd(struct fs_ctx *c, fuse_ino_t ino, struct fd_ref *fr)
+{
+	uint32_t idx, prev;
+	int rc = ov_content(c->ov, ino, &idx), fresh;
+
+	if (rc == 0) {
+		rc = ov_copy_up(c->ov, ino, 0);
+		if (rc)
+			return rc;
+		__atomic_add_fetch(&c->stats->copy_ups, 1, __ATOMIC_RELAXED);
+	} else if (rc < 0) {
+		return rc;
+	}
+	return fd_get(c, ino, UPPER, fr, &fresh, &prev);
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
+	struct fs_ctx *c = ctx_of(req);
+	struct fd_ref fr;
 	int rc;
 
-	(void)ino;
-	if (h->fd < 0) {
-		reply_err(req, -EBADF);
-		return;
-	}
-	rc = pwrite_full(h->fd, buf, size, off);
+	(void)fi;
+	rc = upper_fd(c, ino, &fr);
 	if (rc) {
 		reply_err(req, rc);
 		return;
 	}
-	__atomic_add_fetch(&ctx_of(req)->stats->bytes_written, size, __ATOMIC_RELAXED);
+	rc = pwrite_full(fr.fd, buf, size, off);
+	fd_put(c, &fr);
+	if (rc) {
+		reply_err(req, rc);
+		return;
+	}
+	__atomic_add_fetch(&c->stats->bytes_written, size, __ATOMIC_RELAXED);
 	fuse_reply_write(req, size);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	fh_free(h);
+	(void)fi;
 	fuse_reply_err(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
-	int rc = 0;
+	struct fs_ctx *c = ctx_of(req);
+	uint32_t idx, prev;
+	struct fd_ref fr;
+	int rc = ov_content(c->ov, ino, &idx), fresh;
 
-	(void)ino;
-	if (h->fd >= 0 && (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
-		rc = -errno;
-	reply_rc(req, rc);
+	(void)fi;
+	if (rc == 1) {
+		rc = fd_get(c, ino, UPPER, &fr, &fresh, &prev);
+		if (!rc) {
+			if ((datasync ? fdatasync(fr.fd) : fsync(fr.fd)) < 0)
+				rc = -errno;
+			fd_put(c, &fr);
+		}
+	}
+	reply_rc(req, rc < 0 ? rc : 0);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -810,9 +844,12 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *cfg = NULL;
-	int rc;
+	int rc, i;
 
 	memset(&c, 0, sizeof(c));
+	pthread_mutex_init(&c.fd_lock, NULL);
+	for (rc = 0; rc < (int)(1u << FD_SLOTS_BITS); rc++)
+		c.slots[rc].fd = -1;
 	c.ov = ov;
 	c.f = f;
 	c.cat = cat;
@@ -888,5 +925,9 @@ out_signals:
 out:
 	if (se)
 		fuse_session_destroy(se);
+	for (i = 0; i < (int)(1u << FD_SLOTS_BITS); i++)
+		if (c.slots[i].fd >= 0)
+			close(c.slots[i].fd);
+	pthread_mutex_destroy(&c.fd_lock);
 	return rc;
 }

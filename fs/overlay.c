@@ -89,6 +89,7 @@ struct ov {
 	pthread_rwlock_t lock;
 	pthread_mutex_t copy_lock;
 	struct u64set rows;
+	struct u64set uppers; /* rows with upper = 1 (never cleared) */
 	struct u64set dirty;
 	uint64_t next_ino;
 	int has_xattrs;
@@ -236,6 +237,8 @@ static int put_row(struct ov *ov, const struct ov_attr *a, const char *target, s
 	sqlite3_reset(st);
 	if (!rc)
 		rc = set_add(&ov->rows, a->ino);
+	if (!rc && a->upper)
+		rc = set_add(&ov->uppers, a->ino);
 	return rc;
 }
 
@@ -431,9 +434,14 @@ static int load_sets(struct ov *ov)
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	rc = prep(ov, &st, "SELECT ino FROM inodes");
-	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		rc = set_add(&ov->rows, (uint64_t)sqlite3_column_int64(st, 0));
+	rc = prep(ov, &st, "SELECT ino, upper FROM inodes");
+	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t ino = (uint64_t)sqlite3_column_int64(st, 0);
+
+		rc = set_add(&ov->rows, ino);
+		if (!rc && sqlite3_column_int(st, 1))
+			rc = set_add(&ov->uppers, ino);
+	}
 	rc = rc == SQLITE_DONE ? 0 : rc;
 	sqlite3_finalize(st);
 	st = NULL;
@@ -612,6 +620,7 @@ void ov_close(struct ov *ov)
 	if (ov->db)
 		sqlite3_close(ov->db);
 	free(ov->rows.v);
+	free(ov->uppers.v);
 	free(ov->dirty.v);
 	pthread_rwlock_destroy(&ov->lock);
 	pthread_mutex_destroy(&ov->copy_lock);
@@ -631,6 +640,29 @@ int ov_getattr(struct ov *ov, uint64_t ino, struct ov_attr *a)
 
 	pthread_rwlock_rdlock(&ov->lock);
 	rc = attr_locked(ov, ino, a);
+	pthread_rwlock_unlock(&ov->lock);
+	return rc;
+}
+
+int ov_content(struct ov *ov, uint64_t ino, uint32_t *cat_idx)
+{
+	struct ov_attr a;
+	int rc;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	if (set_has(&ov->uppers, ino)) {
+		rc = 1;
+	} else {
+		rc = attr_locked(ov, ino, &a);
+		if (!rc && S_ISDIR(a.mode))
+			rc = -EISDIR;
+		else if (!rc && a.upper)
+			rc = 1;
+		else if (!rc && a.cat_idx == OV_NONE)
+			rc = -EIO; /* a file made here is always upper */
+		else if (!rc)
+			*cat_idx = a.cat_idx;
+	}
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
 }

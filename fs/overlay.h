@@ -78,6 +78,11 @@ int ov_meta_set(struct ov *ov, const char *k, const char *v);
 int ov_peek_meta(const char *dir, const char *k, char *v, size_t n);
 
 int ov_getattr(struct ov *ov, uint64_t ino, struct ov_attr *a);
+/*
+ * Where ino's content is: 1 = its data file (upper), 0 = catalog entry
+ * *cat_idx (lower), or -errno.  Cheap for lower files (no SQLite).
+ */
+int ov_content(struct ov *ov, uint64_t ino, uint32_t *cat_idx);
 int ov_lookup(struct ov *ov, uint64_t parent, const char *name, struct ov_attr *a);
 /* Symlink target into buf (n bytes, NUL-terminated); its length. */
 ssize_t ov_readlink(struct ov *ov, uint64_t ino, char *buf, size_t n);
