@@ -37,6 +37,9 @@
 #define WINDOW_BYTES (4u << 20)
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
+#define MEM_CHUNK_MAX (64u << 10) /* chunks kept in memory after a fetch */
+#define MEM_BYTES (64u << 20)
+#define MEM_SLOTS 8192 /* power of two */
 #define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 #define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
 
@@ -66,6 +69,16 @@ struct fetcher {
 	uint32_t seq_read; /* furthest order position a reader has read */
 	uint32_t window_pending; /* next window to fetch once the reader nears it */
 	uint32_t window_len;
+	/* small chunks just fetched, kept in memory: a job reading what a
+	 * batch brought is served without opening and reading cache files.
+	 * Direct-mapped by chunk index, bounded in bytes, under mem_lock */
+	pthread_mutex_t mem_lock;
+	struct mem_chunk {
+		uint32_t chunk;
+		uint32_t len;
+		void *p; /* NULL: empty */
+	} mem[MEM_SLOTS];
+	size_t mem_bytes;
 };
 
 static int by_place(const void *a, const void *b, void *cat)
@@ -109,6 +122,7 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->reads_fd = -1;
 	f->seq_next = UINT32_MAX - 64; /* no scan seen yet */
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->mem_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
 	pthread_cond_init(&f->work, NULL);
 	f->seen = calloc(n / 64 + 1, sizeof(uint64_t));
@@ -170,6 +184,9 @@ void fetcher_free(struct fetcher *f)
 	free(f->have);
 	free(f->wanted);
 	free(f->queue);
+	for (i = 0; i < MEM_SLOTS; i++)
+		free(f->mem[i].p);
+	pthread_mutex_destroy(&f->mem_lock);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->done);
 	pthread_cond_destroy(&f->work);
@@ -178,6 +195,7 @@ void fetcher_free(struct fetcher *f)
 
 static void enqueue(struct fetcher *f, uint32_t c);
 static void start_threads(struct fetcher *f);
+static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len);
 
 void fetch_note_read(struct fetcher *f, uint32_t c)
 {
@@ -275,7 +293,7 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 	struct pack_codec *pc = NULL;
 	struct cas_id *ids = malloc(n * sizeof(*ids));
 	void **raws = calloc(n, sizeof(void *));
-	size_t *lens = malloc(n * sizeof(size_t)), i, good = 0;
+	size_t *lens = malloc(n * sizeof(size_t)), i, k, good = 0;
 	uint8_t *ok = calloc(n, 1);
 	int rc = 0, stored = 0;
 
@@ -342,6 +360,13 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 		} else {
 			stored = 1;
 			__atomic_add_fetch(&f->stats->objects_fetched, good, __ATOMIC_RELAXED);
+			for (i = 0, k = 0; i < n; i++) {
+				if (!ok[i])
+					continue;
+				if (mem_keep(f, cs[i], &raws[k], lens[k]))
+					break;
+				k++;
+			}
 		}
 	}
 out:
@@ -363,6 +388,53 @@ out:
 	free(lens);
 	pack_codec_free(pc);
 	buf_free(&in);
+	return rc;
+}
+
+/* Keep chunk c's bytes (taking *p) if small and there is room; 0, or 1 when full. */
+static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
+{
+	struct mem_chunk *m = &f->mem[c & (MEM_SLOTS - 1)];
+	int full = 0;
+
+	if (len > MEM_CHUNK_MAX || len == 0)
+		return 0;
+	pthread_mutex_lock(&f->mem_lock);
+	if (m->p) {
+		f->mem_bytes -= m->len;
+		free(m->p);
+		m->p = NULL;
+	}
+	if (f->mem_bytes + len <= MEM_BYTES) {
+		m->chunk = c;
+		m->len = (uint32_t)len;
+		m->p = *p;
+		*p = NULL;
+		f->mem_bytes += len;
+	} else {
+		full = 1;
+	}
+	pthread_mutex_unlock(&f->mem_lock);
+	return full;
+}
+
+int fetch_mem_read(struct fetcher *f, uint32_t c, uint64_t off, void *buf, size_t n)
+{
+	struct mem_chunk *m = &f->mem[c & (MEM_SLOTS - 1)];
+	int rc = 0;
+
+	pthread_mutex_lock(&f->mem_lock);
+	if (m->p && m->chunk == c && off + n <= m->len) {
+		memcpy(buf, (char *)m->p + off, n);
+		rc = 1;
+		if (off + n == m->len) {
+			/* read to its end: most readers are done with it */
+			f->mem_bytes -= m->len;
+			free(m->p);
+			m->p = NULL;
+		}
+	}
+	pthread_mutex_unlock(&f->mem_lock);
 	return rc;
 }
 

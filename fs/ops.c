@@ -488,6 +488,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		const struct cat_chunk *ch = catalog_chunk(c->cat, ref->chunk);
 		uint64_t within = (uint64_t)off - ref->off;
 
+		if (within + size <= ch->raw_len && size <= SMALL_READ) {
+			char small[SMALL_READ];
+
+			if (fetch_mem_read(c->f, ref->chunk, within, small, size)) {
+				fetch_note_read(c->f, ref->chunk);
+				__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
+				fuse_reply_buf(req, small, size);
+				return;
+			}
+		}
 		if (within + size <= ch->raw_len) {
 			rc = fd_get(c, ino, ref->chunk, &fr, &fresh, &prev);
 			if (rc) {
@@ -495,9 +505,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				return;
 			}
 			if (fresh) {
-				/* chunks are at most 4 MiB: ask for all of it now, so
-				 * the disk works ahead of the 128 kB requests */
-				posix_fadvise(fr.fd, 0, 0, POSIX_FADV_WILLNEED);
+				/* chunks are at most 4 MiB: ask for all of a large one
+				 * now, so the disk works ahead of the 128 kB requests */
+				if (ch->raw_len > SMALL_READ)
+					posix_fadvise(fr.fd, 0, 0, POSIX_FADV_WILLNEED);
 				fetch_note_read(c->f, ref->chunk);
 				if (r > e->first && prev == (ref - 1)->chunk) {
 					/* from the previous chunk of this file into the
