@@ -162,6 +162,36 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	return 0;
 }
 
+/*
+ * The store's gc drops the least recently used objects: what this mount
+ * read (and the record it was given) is marked used now, once, at the end
+ * rather than an SQLite write on every read.
+ */
+static void touch_read(struct fetcher *f)
+{
+	struct cas_id *ids = NULL;
+	size_t n = 0, cap = 0;
+	uint32_t c;
+
+	for (c = 0; c < f->n; c++) {
+		if (!(f->seen[c / 64] & (1ULL << (c % 64))))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 1024;
+			struct cas_id *v = realloc(ids, nc * sizeof(*ids));
+
+			if (!v)
+				break;
+			ids = v;
+			cap = nc;
+		}
+		ids[n++] = catalog_chunk(f->cat, c)->id;
+	}
+	if (n && store_objects_touch(f->r->store, n, ids))
+		log_err("mount: marking %zu read objects as used failed; gc may drop them first", n);
+	free(ids);
+}
+
 void fetcher_free(struct fetcher *f)
 {
 	int i;
@@ -174,6 +204,8 @@ void fetcher_free(struct fetcher *f)
 	pthread_mutex_unlock(&f->lock);
 	for (i = 0; i < f->nthreads; i++)
 		pthread_join(f->threads[i], NULL);
+	if (f->seen)
+		touch_read(f);
 	if (f->reads_fd >= 0)
 		close(f->reads_fd);
 	free(f->seen);

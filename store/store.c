@@ -299,16 +299,25 @@ int store_object_has(struct store *s, const struct cas_id *id)
 	return access(path, F_OK) == 0;
 }
 
-int store_object_touch(struct store *s, const struct cas_id *id)
+int store_objects_touch(struct store *s, size_t n, const struct cas_id *ids)
 {
+	int64_t now = now_s();
+	size_t i;
 	int rc;
 
-	sqlite3_mutex_enter(sqlite3_db_mutex(s->db));
-	sqlite3_bind_blob(s->obj_touch, 1, id->b, CAS_ID_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(s->obj_touch, 2, now_s());
-	rc = sql_err(s, sqlite3_step(s->obj_touch), "touch object");
-	sqlite3_reset(s->obj_touch);
-	sqlite3_mutex_leave(sqlite3_db_mutex(s->db));
+	pthread_mutex_lock(&s->lock);
+	rc = sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+	for (i = 0; i < n && !rc; i++) {
+		sqlite3_bind_blob(s->obj_touch, 1, ids[i].b, CAS_ID_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(s->obj_touch, 2, now);
+		rc = sql_err(s, sqlite3_step(s->obj_touch), "touch object");
+		sqlite3_reset(s->obj_touch);
+	}
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
+	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
 

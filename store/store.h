@@ -74,8 +74,8 @@ int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const
 		      const size_t *lens);
 /* 1 if cached (and the file has the recorded size), 0 if not. */
 int store_object_has(struct store *s, const struct cas_id *id);
-/* Mark objects used now (for LRU gc). */
-int store_object_touch(struct store *s, const struct cas_id *id);
+/* Mark objects used now, in one transaction (gc drops least recently used). */
+int store_objects_touch(struct store *s, size_t n, const struct cas_id *ids);
 
 /* Record that a catalog file is cached. */
 int store_catalog_note(struct store *s, const struct cas_id *id, uint64_t size);

@@ -99,3 +99,39 @@ def test_mount_helper_for_fstab(stash, mounts, tmp_path):
         stash.run("umount", mnt)
     finally:
         os.unlink(sbin)
+
+
+def test_gc_drops_least_recently_read_first(tmp_path, mounts, stash):
+    """What mounts read is marked used at unmount, so gc keeps it over
+    content fetched later but not read since."""
+    import hashlib
+    import time
+    objs = {}
+    for snap in ("a", "b"):
+        src = tmp_path / snap
+        src.mkdir()
+        objs[snap] = []
+        for i in range(4):
+            data = os.urandom(200_000)  # under the minimum chunk: one object each
+            (src / f"f{i}").write_bytes(data)
+            h = hashlib.sha256(data).hexdigest()
+            objs[snap].append(os.path.join(stash.store, "objects", h[:2], h[2:]))
+        stash.run("save", src, "--key", snap)
+    stash.run("gc", "--max-size", "0")
+    mnt = tmp_path / "mnt"
+
+    def read_all(key):
+        mounts.mount(stash, mnt, key, "--fresh")
+        for i in range(4):
+            (mnt / f"f{i}").read_bytes()
+        stash.run("umount", mnt)
+        mounts.dirs.clear()
+    read_all("a")  # a fetched first...
+    time.sleep(1.1)
+    read_all("b")
+    time.sleep(1.1)
+    read_all("a")  # ...and read again last, from the cache
+    assert all(os.path.exists(p) for p in objs["a"] + objs["b"])
+    stash.run("gc", "--max-size", str(4 * 200_000 + 4096))
+    assert all(os.path.exists(p) for p in objs["a"]), "gc dropped the most recently read"
+    assert not any(os.path.exists(p) for p in objs["b"])
