@@ -188,7 +188,8 @@ static void touch_read(struct fetcher *f)
 		ids[n++] = catalog_chunk(f->cat, c)->id;
 	}
 	if (n && store_objects_touch(f->r->store, n, ids))
-		log_err("mount: marking %zu read objects as used failed; gc may drop them first", n);
+		log_err("mount: marking %zu read objects as used failed; gc may drop them first",
+			n);
 	free(ids);
 }
 
