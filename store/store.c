@@ -162,7 +162,7 @@ int store_open(const char *path, struct store **out)
 	if (!rc)
 		rc = prep(s, &s->obj_put, "INSERT OR REPLACE INTO objects VALUES(?1,?2,?3)");
 	if (!rc)
-		rc = prep(s, &s->obj_touch, "UPDATE objects SET atime=?2 WHERE id=?1");
+		rc = prep(s, &s->obj_touch, "UPDATE objects SET atime=?3 WHERE id=?1");
 	if (rc)
 		goto fail;
 	*out = s;
@@ -257,10 +257,38 @@ out:
 	return rc;
 }
 
+/*
+ * Run st (objects: ?1 id, ?2 size, ?3 now) for n objects in one
+ * transaction; lens may be NULL when st has no size.
+ */
+static int objects_batch(struct store *s, sqlite3_stmt *st, const char *what, size_t n,
+			 const struct cas_id *ids, const size_t *lens)
+{
+	int64_t now = now_s();
+	size_t i;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+	for (i = 0; i < n && !rc; i++) {
+		sqlite3_bind_blob(st, 1, ids[i].b, CAS_ID_LEN, SQLITE_STATIC);
+		if (lens)
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)lens[i]);
+		sqlite3_bind_int64(st, 3, now);
+		rc = sql_err(s, sqlite3_step(st), what);
+		sqlite3_reset(st);
+	}
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
 int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
 		      const size_t *lens)
 {
-	int64_t now = now_s();
 	size_t i;
 	int rc = 0;
 
@@ -269,21 +297,7 @@ int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const
 	if (rc)
 		return rc;
 	/* the files are in place; the index follows in one transaction */
-	pthread_mutex_lock(&s->lock);
-	rc = sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
-	for (i = 0; i < n && !rc; i++) {
-		sqlite3_bind_blob(s->obj_put, 1, ids[i].b, CAS_ID_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(s->obj_put, 2, (sqlite3_int64)lens[i]);
-		sqlite3_bind_int64(s->obj_put, 3, now);
-		rc = sql_err(s, sqlite3_step(s->obj_put), "add object");
-		sqlite3_reset(s->obj_put);
-	}
-	if (rc)
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-	else
-		rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
-	pthread_mutex_unlock(&s->lock);
-	return rc;
+	return objects_batch(s, s->obj_put, "add object", n, ids, lens);
 }
 
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)
@@ -301,24 +315,7 @@ int store_object_has(struct store *s, const struct cas_id *id)
 
 int store_objects_touch(struct store *s, size_t n, const struct cas_id *ids)
 {
-	int64_t now = now_s();
-	size_t i;
-	int rc;
-
-	pthread_mutex_lock(&s->lock);
-	rc = sql_err(s, sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
-	for (i = 0; i < n && !rc; i++) {
-		sqlite3_bind_blob(s->obj_touch, 1, ids[i].b, CAS_ID_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(s->obj_touch, 2, now);
-		rc = sql_err(s, sqlite3_step(s->obj_touch), "touch object");
-		sqlite3_reset(s->obj_touch);
-	}
-	if (rc)
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-	else
-		rc = sql_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL), "commit");
-	pthread_mutex_unlock(&s->lock);
-	return rc;
+	return objects_batch(s, s->obj_touch, "touch object", n, ids, NULL);
 }
 
 int store_catalog_note(struct store *s, const struct cas_id *id, uint64_t size)
