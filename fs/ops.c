@@ -741,6 +741,18 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	reply_rc(req, rc);
 }
 
+/* An xattr value or list of n bytes (or its size when the caller asked with 0); frees buf. */
+static void reply_xattr(fuse_req_t req, ssize_t n, char *buf, size_t size)
+{
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char *buf = size ? malloc(size) : NULL;
@@ -751,13 +763,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		return;
 	}
 	n = ov_getxattr(ctx_of(req)->ov, ino, name, buf, size);
-	if (n < 0)
-		reply_err(req, (int)n);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	reply_xattr(req, n, buf, size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
@@ -770,13 +776,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	n = ov_listxattr(ctx_of(req)->ov, ino, buf, size);
-	if (n < 0)
-		reply_err(req, (int)n);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	reply_xattr(req, n, buf, size);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
