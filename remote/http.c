@@ -516,6 +516,27 @@ static double env_timeout(void)
 	return v > 0 ? v : 60.0;
 }
 
+/*
+ * Add "name: [scheme ]value" to the headers every request sends.  The
+ * formatted copy holds a secret: it is wiped before it is freed.
+ */
+static int add_auth_header(struct http_remote *h, const char *name, const char *scheme,
+			   const char *value)
+{
+	struct curl_slist *l;
+	char *hd;
+
+	if (asprintf(&hd, "%s: %s%s%s", name, scheme ? scheme : "", scheme ? " " : "", value) < 0)
+		return -ENOMEM;
+	l = curl_slist_append(h->auth_headers, hd);
+	explicit_bzero(hd, strlen(hd));
+	free(hd);
+	if (!l)
+		return -ENOMEM;
+	h->auth_headers = l;
+	return 0;
+}
+
 int remote_http_open(const char *url, struct remote *r)
 {
 	struct http_remote *h = calloc(1, sizeof(*h));
@@ -596,14 +617,9 @@ int remote_http_open(const char *url, struct remote *r)
 			rc = -ENOMEM;
 			goto fail;
 		}
-		if (session && *session) {
-			char *hd;
-
-			if (asprintf(&hd, "x-amz-security-token: %s", session) < 0)
-				goto fail;
-			h->auth_headers = curl_slist_append(h->auth_headers, hd);
-			free(hd);
-		}
+		if (session && *session &&
+		    add_auth_header(h, "x-amz-security-token", NULL, session))
+			goto fail;
 	} else {
 		len = strlen(url);
 		while (len > 8 && url[len - 1] == '/')
@@ -611,15 +627,8 @@ int remote_http_open(const char *url, struct remote *r)
 		h->base = strndup(url, len);
 		if (!h->base)
 			goto fail;
-		if (tok && *tok) {
-			char *hd;
-
-			if (asprintf(&hd, "Authorization: Bearer %s", tok) < 0)
-				goto fail;
-			h->auth_headers = curl_slist_append(h->auth_headers, hd);
-			explicit_bzero(hd, strlen(hd));
-			free(hd);
-		}
+		if (tok && *tok && add_auth_header(h, "Authorization", "Bearer", tok))
+			goto fail;
 	}
 	h->shown = redact(h->base);
 	if (!h->shown)
