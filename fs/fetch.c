@@ -519,8 +519,8 @@ static void *prefetcher(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&f->lock);
-		if (f->inflight[c])
-			continue;
+		if (f->inflight[c] || f->have[c])
+			continue; /* fetched meanwhile */
 		n = pick_batch(f, c,
 			       alone	? 0
 			       : window ? WINDOW_BYTES
@@ -592,7 +592,7 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 	char path[PATH_MAX];
 	uint32_t batch[256];
 	struct stat st;
-	int fd, rc = 0, tries;
+	int fd, rc = 0, tries, rechecked = 0;
 
 	store_object_path(f->r->store, &ch->id, path, sizeof(path));
 	for (tries = 0; tries < 4; tries++) {
@@ -613,6 +613,12 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 		if (f->inflight[c]) {
 			while (f->inflight[c])
 				pthread_cond_wait(&f->done, &f->lock);
+			pthread_mutex_unlock(&f->lock);
+			continue;
+		}
+		if (f->have[c] && !rechecked) {
+			/* a batch cached it between our open and the lock */
+			rechecked = 1;
 			pthread_mutex_unlock(&f->lock);
 			continue;
 		}
