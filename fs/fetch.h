@@ -32,6 +32,12 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
  */
 int fetch_mem_read(struct fetcher *f, uint32_t chunk_idx, uint64_t off, void *buf, size_t n);
 
+/*
+ * All n bytes of chunk chunk_idx into buf if they are here (in memory or
+ * the cache), never fetching: 1 if copied, 0 if not.
+ */
+int fetch_peek(struct fetcher *f, uint32_t chunk_idx, void *buf, size_t n);
+
 /* If chunk chunk_idx is cached, start reading it into the page cache. */
 void fetch_advise_cached(struct fetcher *f, uint32_t chunk_idx);
 

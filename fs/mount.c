@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -243,6 +244,13 @@ static int run_daemon(const struct daemon_args *d)
 	char path[PATH_MAX];
 	int rc;
 
+	/*
+	 * Fetches allocate and free buffers of up to a few MiB per batch:
+	 * keep them in the heap rather than mapping fresh zeroed pages each
+	 * time (a third of the daemon's system time while prefetching).
+	 */
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
 	rc = repo_open(&r, d->store_path, d->remote, d->reads, d->n_reads);
 	if (rc)
 		return rc;
@@ -602,11 +610,12 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"copy_ups\":%" PRIu64 ",\"fetch_errors\":%" PRIu64
 		       ",\"bytes_uploaded\":%" PRIu64 ",\"commits\":%" PRIu64
 		       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
-		       ",\"prefetch_done\":%" PRIu64 ",\"pid\":%" PRId64 "}",
+		       ",\"prefetch_done\":%" PRIu64 ",\"bytes_pushed\":%" PRIu64
+		       ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
-		       s->prefetch_done, alive ? s->pid : (int64_t)0);
+		       s->prefetch_done, s->bytes_pushed, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

@@ -33,7 +33,8 @@ struct mount_stats {
 	uint64_t bytes_prefetched; /* part of bytes_fetched, fetched ahead */
 	uint64_t prefetch_queued;
 	uint64_t prefetch_done;
-	uint64_t reserved[13];
+	uint64_t bytes_pushed; /* part of bytes_read, put in the page cache ahead */
+	uint64_t reserved[12];
 };
 
 struct mount_opts {

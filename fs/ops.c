@@ -32,6 +32,7 @@
 
 #define TIMEOUT 86400.0
 #define SMALL_READ (32u << 10)
+#define PUSH_MAX (64u << 10)
 
 /*
  * Files have no handles.  The kernel is told FUSE_NO_OPEN_SUPPORT, so it
@@ -60,6 +61,7 @@ struct fd_ref {
 };
 
 struct fs_ctx {
+	struct fuse_session *se;
 	struct ov *ov;
 	struct fetcher *f;
 	struct catalog *cat;
@@ -786,6 +788,57 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	reply_rc(req, rc);
 }
 
+/*
+ * A small snapshot file's bytes, straight into the kernel's page cache
+ * (if they are here already), so the read that follows costs no request.
+ * Only lower files: their bytes never change.  A write that copied the
+ * file up meanwhile may have been overwritten by this push (the kernel
+ * writes the page, then asks us): if it is upper now, the pages go.
+ */
+static void push_small(struct fs_ctx *c, fuse_ino_t ino)
+{
+	const struct cat_entry *e;
+	char buf[PUSH_MAX];
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	uint32_t idx;
+
+	if (ov_content(c->ov, ino, &idx) != 0)
+		return;
+	e = catalog_entry(c->cat, idx);
+	if (e->size == 0 || e->size > PUSH_MAX || e->count != 1)
+		return;
+	if (!fetch_peek(c->f, catalog_refs(c->cat, e)->chunk, buf, (size_t)e->size))
+		return;
+	bv.buf[0].mem = buf;
+	bv.buf[0].size = (size_t)e->size;
+	if (fuse_lowlevel_notify_store(c->se, ino, 0, &bv, 0) != 0)
+		return;
+	fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
+	__atomic_add_fetch(&c->stats->bytes_read, e->size, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
+	if (ov_content(c->ov, ino, &idx) == 1)
+		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
+}
+
+/*
+ * No ioctls.  Python asks every file it opens whether it is a terminal:
+ * that question is the sign a read follows.
+ */
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+		     size_t out_bufsz)
+{
+	(void)cmd;
+	(void)arg;
+	(void)fi;
+	(void)in_buf;
+	(void)in_bufsz;
+	(void)out_bufsz;
+	if (!(flags & FUSE_IOCTL_DIR))
+		push_small(ctx_of(req), ino);
+	fuse_reply_err(req, ENOTTY);
+}
+
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -804,6 +857,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.open = op_open,
 	.create = op_create,
 	.read = op_read,
+	.ioctl = op_ioctl,
 	.write = op_write,
 	.release = op_release,
 	.fsync = op_fsync,
@@ -874,6 +928,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		args.argc = 4;
 	}
 	se = fuse_session_new(&args, &ops, sizeof(ops), &c);
+	c.se = se;
 	if (!se) {
 		log_err("mount '%s': cannot start a FUSE session", qpath(mountpoint));
 		rc = -EIO;

@@ -370,3 +370,62 @@ def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
     time.sleep(0.5)
     s = status(c, mnt)
     assert s["bytes_fetched"] == 0 and s["prefetch_queued"] == 0
+
+
+def test_small_files_pushed_into_page_cache_and_writes_still_win(stash, mounts, tmp_path):
+    """Opening a cached small file the way Python does (isatty, then read)
+    puts its bytes in the kernel's page cache before the read asks; a
+    write or truncate afterwards is what every reader sees."""
+    rng = random.Random(5)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    files = {f"f{i}": rng.randbytes(rng.randrange(1, 60_000)) for i in range(6)}
+    for n, data in files.items():
+        (src / n).write_bytes(data)
+    stash.run("save", src, "--key", "small")
+    shutil_rm_cache(stash)
+    # the first open finds nothing cached: nothing pushed, the read fetches
+    # (with its directory's neighbours, which their opens then push)
+    mounts.mount(stash, mnt, "small")
+    assert (mnt / "f0").read_bytes() == files["f0"]
+    assert status(stash, mnt)["bytes_pushed"] == 0
+    for n, data in files.items():
+        assert (mnt / n).read_bytes() == data
+    s = status(stash, mnt)
+    assert s["objects_fetched"] == 6 and s["bytes_pushed"] > 0, s
+    stash.run("umount", mnt)
+    mounts.dirs.clear()
+    # a new mount (a new page cache) over the now warm store
+    mounts.mount(stash, mnt, "small")
+    with open(mnt / "f0", "rb") as f:  # Python's open asks isatty
+        assert f.read() == files["f0"]
+    s = status(stash, mnt)
+    assert s["bytes_pushed"] == len(files["f0"]) and s["bytes_read"] >= len(files["f0"])
+    # pushed, then overwritten in place through another descriptor
+    fd = os.open(mnt / "f1", os.O_RDONLY)
+    assert not os.isatty(fd)
+    with open(mnt / "f1", "r+b") as w:
+        w.write(b"NEW")
+    assert os.pread(fd, 3, 0) == b"NEW"
+    os.close(fd)
+    assert (mnt / "f1").read_bytes() == b"NEW" + files["f1"][3:]
+    # pushed, then truncated by an O_TRUNC open and rewritten shorter
+    fd = os.open(mnt / "f2", os.O_RDONLY)
+    os.isatty(fd)
+    (mnt / "f2").write_bytes(b"short")
+    assert os.read(fd, 100) == b"short"
+    os.close(fd)
+    assert os.stat(mnt / "f2").st_size == 5
+    # pushed after the copy-up: upper files are never pushed
+    (mnt / "f3").write_bytes(b"upper")
+    before = status(stash, mnt)["bytes_pushed"]
+    with open(mnt / "f3", "rb") as f:
+        assert f.read() == b"upper"
+    assert status(stash, mnt)["bytes_pushed"] == before
+    # and what the mount commits is what was written
+    stash.run("umount", mnt, "--commit", "small2")
+    mounts.dirs.clear()
+    mounts.mount(stash, mnt, "small2")
+    assert (mnt / "f1").read_bytes() == b"NEW" + files["f1"][3:]
+    assert (mnt / "f2").read_bytes() == b"short"
+    assert (mnt / "f5").read_bytes() == files["f5"]
