@@ -42,13 +42,7 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 	rc = ov_getattr(w->ov, d->ino, &a);
 	if (rc)
 		return rc;
-	memset(&st, 0, sizeof(st));
-	st.st_mode = a.mode;
-	st.st_uid = a.uid;
-	st.st_gid = a.gid;
-	st.st_size = (off_t)a.size;
-	st.st_mtim.tv_sec = a.mtime_s;
-	st.st_mtim.tv_nsec = a.mtime_ns;
+	ov_attr_stat(&a, &st);
 	rc = snap_tree_add(w->t, parent, d->name, d->len, &st, NULL, idx);
 	if (rc)
 		return rc;
@@ -94,12 +88,7 @@ static int walk_view(struct walker *w)
 	rc = ov_getattr(w->ov, 1, &root);
 	if (rc)
 		return rc;
-	memset(&st, 0, sizeof(st));
-	st.st_mode = root.mode;
-	st.st_uid = root.uid;
-	st.st_gid = root.gid;
-	st.st_mtim.tv_sec = root.mtime_s;
-	st.st_mtim.tv_nsec = root.mtime_ns;
+	ov_attr_stat(&root, &st);
 	rc = snap_tree_add(w->t, 0, "", 0, &st, NULL, &idx);
 	if (rc)
 		return rc;

@@ -99,24 +99,6 @@ static void reply_rc(fuse_req_t req, int rc)
 		fuse_reply_err(req, 0);
 }
 
-static void to_stat(const struct ov_attr *a, struct stat *st)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = a->ino;
-	st->st_mode = a->mode;
-	st->st_nlink = a->nlink;
-	st->st_uid = a->uid;
-	st->st_gid = a->gid;
-	st->st_size = (off_t)a->size;
-	st->st_blksize = 4096;
-	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
-	st->st_mtim.tv_sec = a->mtime_s;
-	st->st_mtim.tv_nsec = a->mtime_ns;
-	st->st_atim = st->st_mtim;
-	st->st_ctim.tv_sec = a->ctime_s;
-	st->st_ctim.tv_nsec = a->ctime_ns;
-}
-
 static void reply_entry(fuse_req_t req, const struct ov_attr *a)
 {
 	struct fuse_entry_param e;
@@ -126,7 +108,7 @@ static void reply_entry(fuse_req_t req, const struct ov_attr *a)
 	e.generation = 1;
 	e.attr_timeout = TIMEOUT;
 	e.entry_timeout = TIMEOUT;
-	to_stat(a, &e.attr);
+	ov_attr_stat(a, &e.attr);
 	fuse_reply_entry(req, &e);
 }
 
@@ -197,7 +179,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		reply_err(req, rc);
 		return;
 	}
-	to_stat(&a, &st);
+	ov_attr_stat(&a, &st);
 	fuse_reply_attr(req, &st, TIMEOUT);
 }
 
@@ -233,7 +215,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		reply_err(req, rc);
 		return;
 	}
-	to_stat(&a, &st);
+	ov_attr_stat(&a, &st);
 	fuse_reply_attr(req, &st, TIMEOUT);
 }
 
@@ -417,7 +399,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.generation = 1;
 	e.attr_timeout = TIMEOUT;
 	e.entry_timeout = TIMEOUT;
-	to_stat(&a, &e.attr);
+	ov_attr_stat(&a, &e.attr);
 	fi->fh = 0;
 	fi->keep_cache = 1;
 	fuse_reply_create(req, &e, fi);
@@ -662,7 +644,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 			if (ov_getattr(c->ov, d->v[i - 2].ino, &a))
 				continue;
-			to_stat(&a, &e.attr);
+			ov_attr_stat(&a, &e.attr);
 			e.ino = a.ino;
 			e.generation = 1;
 			e.attr_timeout = TIMEOUT;

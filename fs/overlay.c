@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -642,6 +643,24 @@ int ov_getattr(struct ov *ov, uint64_t ino, struct ov_attr *a)
 	rc = attr_locked(ov, ino, a);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
+}
+
+void ov_attr_stat(const struct ov_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+	st->st_mtim.tv_sec = a->mtime_s;
+	st->st_mtim.tv_nsec = a->mtime_ns;
+	st->st_atim = st->st_mtim;
+	st->st_ctim.tv_sec = a->ctime_s;
+	st->st_ctim.tv_nsec = a->ctime_ns;
 }
 
 int ov_content(struct ov *ov, uint64_t ino, uint32_t *cat_idx)

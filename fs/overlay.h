@@ -48,6 +48,10 @@ struct ov_attr {
 	uint32_t cat_idx; /* catalog index of the content/record, OV_NONE if new */
 };
 
+/* a's fields as a struct stat (atime = mtime; no device numbers). */
+struct stat;
+void ov_attr_stat(const struct ov_attr *a, struct stat *st);
+
 struct ov_dirent {
 	char *name;
 	size_t len;
