@@ -167,47 +167,48 @@ class FaultServer:
                 p = self.path.split("?")[0].lstrip("/")
                 return os.path.join(srv.root, p)
 
+            def empty(self, status):
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def reset(self):
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+            def failed(self, mode, statuses):
+                """Answer with the fault a rule asked for; True if it did."""
+                if mode in statuses:
+                    self.empty(int(mode))
+                elif mode == "reset":
+                    self.reset()
+                else:
+                    return False
+                return True
+
             def do_PUT(self):
                 mode = self.fault()
                 n = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(n)
-                if mode in ("500", "503"):
-                    self.send_response(int(mode))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if mode == "reset":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if self.failed(mode, ("500", "503")):
                     return
                 p = self.local()
                 os.makedirs(os.path.dirname(p), exist_ok=True)
                 with open(p + ".tmp", "wb") as f:
                     f.write(body)
                 os.rename(p + ".tmp", p)
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.empty(201)
 
             def do_HEAD(self):
                 self.do_GET(head=True)
 
             def do_GET(self, head=False):
                 mode = self.fault()
-                if mode in ("500", "503", "404"):
-                    self.send_response(int(mode))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if mode == "reset":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if self.failed(mode, ("500", "503", "404")):
                     return
                 p = self.local()
                 if not os.path.isfile(p):
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.empty(404)
                     return
                 data = open(p, "rb").read()
                 status = 200
@@ -234,8 +235,7 @@ class FaultServer:
                     self.wfile.flush()
                     if mode == "stall":
                         time.sleep(30)
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.reset()
                     return
                 self.wfile.write(data)
 
