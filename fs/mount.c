@@ -229,6 +229,7 @@ struct daemon_args {
 	int preserve_owner;
 	int foreground;
 	int no_prefetch;
+	int no_uring;
 	int ready_fd;
 };
 
@@ -241,6 +242,7 @@ static int run_daemon(const struct daemon_args *d)
 	struct ov *ov = NULL;
 	struct mount_stats *stats = NULL;
 	struct ov_opts oo;
+	struct serve_opts so;
 	char path[PATH_MAX];
 	int rc;
 
@@ -283,8 +285,12 @@ static int run_daemon(const struct daemon_args *d)
 	if (!d->no_prefetch)
 		fetch_prefetch_record(f); /* background, in recorded order */
 	snprintf(path, sizeof(path), "%s/daemon.log", d->statedir);
-	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, d->allow_other, d->ready_fd,
-		      d->foreground, path);
+	so.allow_other = d->allow_other;
+	so.ready_fd = d->ready_fd;
+	so.foreground = d->foreground;
+	so.uring = !d->no_uring;
+	so.log_path = path;
+	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 out:
 	ov_close(ov);
 	fetcher_free(f);
@@ -456,6 +462,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	d.preserve_owner = o->preserve_owner;
 	d.foreground = o->foreground;
 	d.no_prefetch = o->no_prefetch;
+	d.no_uring = o->no_uring;
 	d.ready_fd = -1;
 
 	{
@@ -611,11 +618,13 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"bytes_uploaded\":%" PRIu64 ",\"commits\":%" PRIu64
 		       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
 		       ",\"prefetch_done\":%" PRIu64 ",\"bytes_pushed\":%" PRIu64
+		       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64
 		       ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
-		       s->prefetch_done, s->bytes_pushed, alive ? s->pid : (int64_t)0);
+		       s->prefetch_done, s->bytes_pushed, s->ring_threads, s->ring_requests,
+		       alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

@@ -34,7 +34,9 @@ struct mount_stats {
 	uint64_t prefetch_queued;
 	uint64_t prefetch_done;
 	uint64_t bytes_pushed; /* part of bytes_read, put in the page cache ahead */
-	uint64_t reserved[12];
+	uint64_t ring_requests; /* answered through io_uring (fs/uring.c) */
+	uint64_t ring_threads; /* io_uring entries the kernel took */
+	uint64_t reserved[10];
 };
 
 struct mount_opts {
@@ -48,6 +50,7 @@ struct mount_opts {
 	int fresh;
 	int fail_on_miss;
 	int no_prefetch;
+	int no_uring;
 	int json;
 };
 
@@ -79,8 +82,14 @@ int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *rea
 /* The FUSE session over an open state; returns when unmounted. */
 struct ov;
 struct fetcher;
+struct serve_opts {
+	int allow_other;
+	int ready_fd; /* told "ok" once the mount answers; -1: none */
+	int foreground;
+	int uring; /* answer requests through io_uring when the kernel offers it */
+	const char *log_path; /* stderr once a daemon */
+};
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
-	     struct mount_stats *stats, const char *store_path, int allow_other, int ready_fd,
-	     int foreground, const char *log_path);
+	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so);
 
 #endif

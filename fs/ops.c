@@ -16,6 +16,7 @@
 #include "fetch.h"
 #include "mount.h"
 #include "overlay.h"
+#include "uring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -882,8 +883,7 @@ static void *trim_loop(void *arg)
 }
 
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
-	     struct mount_stats *stats, const char *store_path, int allow_other, int ready_fd,
-	     int foreground, const char *log_path)
+	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so)
 {
 	struct fs_ctx c;
 	char opts[256];
@@ -903,7 +903,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.stats = stats;
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
 	snprintf(opts, sizeof(opts), "fsname=stashfs,subtype=stashfs,default_permissions%s",
-		 allow_other ? ",allow_other" : "");
+		 so->allow_other ? ",allow_other" : "");
 	if (getenv("STASHFS_FUSE_DEBUG")) {
 		/* libfuse's request trace on stderr (with --foreground) */
 		argv[3] = "-d";
@@ -927,13 +927,18 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		rc = -EIO;
 		goto out_signals;
 	}
-	if (ready_fd >= 0) {
-		if (write(ready_fd, "ok", 2) != 2) {
+	if (ring_attach(se, so->uring, stats) != 0) {
+		log_err("mount '%s': cannot set up the FUSE session's I/O", qpath(mountpoint));
+		rc = -EIO;
+		goto out_unmount;
+	}
+	if (so->ready_fd >= 0) {
+		if (write(so->ready_fd, "ok", 2) != 2) {
 			/* the parent went away: keep serving */
 		}
-		close(ready_fd);
+		close(so->ready_fd);
 	}
-	if (!foreground) {
+	if (!so->foreground) {
 		/* a daemon now: no terminal; errors go to the state's daemon.log */
 		int fd = open("/dev/null", O_RDWR);
 
@@ -942,7 +947,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 			dup2(fd, 1);
 			close(fd);
 		}
-		fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		fd = open(so->log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		if (fd >= 0) {
 			dup2(fd, 2);
 			close(fd);
@@ -967,7 +972,9 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 			pthread_join(th, NULL);
 		}
 	}
+out_unmount:
 	fuse_session_unmount(se);
+	ring_detach();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:

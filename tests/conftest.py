@@ -106,6 +106,35 @@ def fuse_available():
     return None
 
 
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def uring_unavailable():
+    """Why FUSE over io_uring cannot be used here, or None."""
+    if not os.path.exists(URING_PARAM):
+        return f"this kernel has no {URING_PARAM} (FUSE over io_uring came in Linux 6.14)"
+    with open(URING_PARAM) as f:
+        if f.read().strip() not in ("Y", "1"):
+            return "fuse.enable_uring is off and only root may turn it on"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fuse_uring():
+    """Mounts answer through io_uring where the kernel allows it (tests
+    that want /dev/fuse pass --no-uring); the setting is put back after."""
+    old = None
+    if os.path.exists(URING_PARAM) and os.geteuid() == 0:
+        with open(URING_PARAM) as f:
+            old = f.read().strip()
+        with open(URING_PARAM, "w") as f:
+            f.write("1")
+    yield
+    if old is not None:
+        with open(URING_PARAM, "w") as f:
+            f.write("1" if old in ("Y", "1") else "0")
+
+
 class Mounts:
     """Mounts made by a test; always unmounted, daemon logs checked after."""
 

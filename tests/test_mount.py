@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import syscalls_bin
+from conftest import syscalls_bin, uring_unavailable
 
 
 def status(stash, d):
@@ -170,19 +170,29 @@ def test_copy_on_write_commit_and_remount(stash, mounts, tree, tmp_path):
     tree.compare(native, out2)
 
 
-def test_syscall_exerciser_in_mount(stash, mounts, tmp_path):
+@pytest.mark.parametrize("transport", ["io_uring", "dev_fuse"])
+def test_syscall_exerciser_in_mount(stash, mounts, tmp_path, transport):
+    if transport == "io_uring" and uring_unavailable():
+        pytest.skip(uring_unavailable())
+    opts = ["--no-uring"] if transport == "dev_fuse" else []
     src, mnt = tmp_path / "src", tmp_path / "mnt"
     src.mkdir()
     (src / "lower.txt").write_text("from the snapshot")
     stash.run("save", src, "--key", "k")
-    mounts.mount(stash, mnt, "k")
+    mounts.mount(stash, mnt, "k", *opts)
     os.mkdir(mnt / "work")
     r = subprocess.run([syscalls_bin(), str(mnt / "work")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failed" in r.stdout
+    s = status(stash, mnt)
+    if transport == "io_uring":
+        # the exerciser's requests came through the rings
+        assert s["ring_requests"] > 100 and s["ring_threads"] >= 1, s
+    else:
+        assert s["ring_requests"] == 0 and s["ring_threads"] == 0, s
     # and on a miss: an empty writable tree
     empty = tmp_path / "empty"
-    p = mounts.mount(stash, empty, "no-such-key")
+    p = mounts.mount(stash, empty, "no-such-key", *opts)
     assert "miss for key 'no-such-key'" in p.stderr.decode()
     assert os.listdir(empty) == []
     r = subprocess.run([syscalls_bin(), str(empty)], capture_output=True, text=True)

@@ -1,5 +1,6 @@
 """Other users: a non-root mount through setuid fusermount3, and --allow-other
 with a bind mount in another mount namespace (how containers see it)."""
+import json
 import os
 import pathlib
 import pwd
@@ -7,6 +8,7 @@ import stat
 import subprocess
 
 import pytest
+from conftest import uring_unavailable
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -50,6 +52,10 @@ def test_non_root_mount_through_fusermount3(stash, user_tmp, dev_fuse_for_users,
     assert r.stdout.strip() == str(NOBODY.pw_uid)  # files belong to the mounting user
     r = as_nobody("sh", "-c", f"echo written > '{mnt}/new' && cat '{mnt}/new'")
     assert r.returncode == 0 and r.stdout == "written\n", r.stderr
+    if not uring_unavailable():
+        # an unprivileged daemon registers its io_uring queues too
+        s = json.loads(stash.run("status", mnt, "--json", user="nobody").stdout)[0]
+        assert s["ring_requests"] > 0 and s["ring_threads"] >= 1, s
     # without --allow-other even root cannot look in (FUSE's default)
     with pytest.raises(PermissionError):
         os.listdir(mnt)

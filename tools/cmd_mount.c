@@ -19,6 +19,7 @@ enum {
 	OPT_FAIL_ON_MISS,
 	OPT_COMMIT,
 	OPT_NO_PREFETCH,
+	OPT_NO_URING,
 	OPT_SOURCES,
 	OPT_DISCARD
 };
@@ -36,7 +37,9 @@ static const char mount_help[] =
 	"  --foreground         stay in the foreground (serve until unmounted)\n"
 	"  --fresh              discard changes left by an earlier mount of DIR\n"
 	"  --fail-on-miss       exit 1 when no key matched\n"
-	"  --no-prefetch        do not fetch what the last job read ahead of time\n" COMMON_HELP;
+	"  --no-prefetch        do not fetch what the last job read ahead of time\n"
+	"  --no-uring           answer requests through /dev/fuse even when the\n"
+	"                       kernel offers io_uring (fuse.enable_uring=1)\n" COMMON_HELP;
 
 int cmd_mount(int argc, char **argv)
 {
@@ -49,6 +52,7 @@ int cmd_mount(int argc, char **argv)
 		{ "fresh", no_argument, NULL, OPT_FRESH },
 		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
 		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
+		{ "no-uring", no_argument, NULL, OPT_NO_URING },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -80,6 +84,7 @@ int cmd_mount(int argc, char **argv)
 		case OPT_FRESH: mo.fresh = 1; break;
 		case OPT_FAIL_ON_MISS: mo.fail_on_miss = 1; break;
 		case OPT_NO_PREFETCH: mo.no_prefetch = 1; break;
+		case OPT_NO_URING: mo.no_uring = 1; break;
 		case OPT_HELP: fputs(mount_help, stdout); return 0;
 		default: return usage_error("mount", "unknown option");
 		}
