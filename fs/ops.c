@@ -69,6 +69,8 @@ struct fs_ctx {
 	struct mount_stats *stats;
 	char store[PATH_MAX];
 	int no_open;
+	uint64_t *pushed; /* bit per snapshot inode: its bytes are in the kernel's cache */
+	uint64_t n_pushed; /* bits */
 	pthread_mutex_t fd_lock;
 	struct fd_slot slots[1u << FD_SLOTS_BITS];
 };
@@ -155,17 +157,33 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_entry(req, &a);
 }
 
+/* A pushed inode's bit; set it (1: it was set already) or clear it (set 0). */
+static int pushed_bit(struct fs_ctx *c, fuse_ino_t ino, int set)
+{
+	uint64_t m = 1ull << (ino & 63);
+
+	if (!c->pushed || ino >= c->n_pushed)
+		return 0;
+	if (set)
+		return (__atomic_fetch_or(&c->pushed[ino >> 6], m, __ATOMIC_RELAXED) & m) != 0;
+	__atomic_fetch_and(&c->pushed[ino >> 6], ~m, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* The kernel evicted the inode, and its pages with it. */
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	(void)ino;
 	(void)nlookup;
+	pushed_bit(ctx_of(req), ino, 0);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	(void)count;
-	(void)forgets;
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		pushed_bit(ctx_of(req), forgets[i].ino, 0);
 	fuse_reply_none(req);
 }
 
@@ -790,12 +808,19 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino)
 	e = catalog_entry(c->cat, idx);
 	if (e->size == 0 || e->size > PUSH_MAX || e->count != 1)
 		return;
-	if (!fetch_peek(c->f, catalog_refs(c->cat, e)->chunk, buf, (size_t)e->size))
+	if (pushed_bit(c, ino, 1))
+		return; /* once per inode the kernel holds: Python asks isatty at every open */
+	if (!fetch_peek(c->f, catalog_refs(c->cat, e)->chunk, buf, (size_t)e->size)) {
+		pushed_bit(c, ino, 0);
 		return;
+	}
 	bv.buf[0].mem = buf;
 	bv.buf[0].size = (size_t)e->size;
-	if (fuse_lowlevel_notify_store(c->se, ino, 0, &bv, 0) != 0)
+	/* from memory: splicing it would copy twice */
+	if (fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE) != 0) {
+		pushed_bit(c, ino, 0);
 		return;
+	}
 	fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
 	__atomic_add_fetch(&c->stats->bytes_read, e->size, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
@@ -901,6 +926,8 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.f = f;
 	c.cat = cat;
 	c.stats = stats;
+	c.n_pushed = catalog_header(cat)->n_entries + 1;
+	c.pushed = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
 	snprintf(opts, sizeof(opts), "fsname=stashfs,subtype=stashfs,default_permissions%s",
 		 so->allow_other ? ",allow_other" : "");
@@ -984,5 +1011,6 @@ out:
 		if (c.slots[i].fd >= 0)
 			close(c.slots[i].fd);
 	pthread_mutex_destroy(&c.fd_lock);
+	free(c.pushed);
 	return rc;
 }

@@ -316,11 +316,23 @@ static void *ring_main(void *arg)
 	if (rc == 0)
 		__atomic_add_fetch(&R.stats->ring_threads, 1, __ATOMIC_RELAXED);
 	while (rc == 0) {
+		struct sched_param sp = { 0 };
+
 		serve_one(t);
 		memcpy(&commit, (char *)&t->hdr->ent + offsetof(struct ring_ent_in_out, commit_id),
 		       sizeof(commit));
 		uring_cmd(t, RING_COMMIT_AND_FETCH, commit, NULL);
+		/*
+		 * The commit wakes the caller from this CPU.  The scheduler
+		 * moves a wakee off a busy CPU to an idle one (a cross-CPU
+		 * wakeup, then the next request lands on that CPU's queue and
+		 * the same again), unless the CPU runs only SCHED_IDLE tasks:
+		 * be one while committing and waiting, so the caller stays
+		 * here.  Handlers run as normal tasks.
+		 */
+		sched_setscheduler(0, SCHED_IDLE, &sp);
 		rc = uring_submit_wait(&t->u);
+		sched_setscheduler(0, SCHED_OTHER, &sp);
 	}
 	if (rc != -ENOTCONN && rc != -ECANCELED && !R.stop)
 		log_err("mount: io_uring queue %d stopped: %s", t->qid, strerror(-rc));
