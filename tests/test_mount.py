@@ -411,6 +411,20 @@ def test_small_files_pushed_into_page_cache_and_writes_still_win(stash, mounts, 
         assert f.read() == files["f0"]
     s = status(stash, mnt)
     assert s["bytes_pushed"] == len(files["f0"]) and s["bytes_read"] >= len(files["f0"])
+    # once per inode the kernel holds: opening it again pushes nothing more
+    with open(mnt / "f0", "rb") as f:
+        assert f.read() == files["f0"]
+    assert status(stash, mnt)["bytes_pushed"] == len(files["f0"])
+    if os.geteuid() == 0:
+        # the kernel drops the inode (FORGET) and its pages: the next open pushes again
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+        deadline = time.monotonic() + 10
+        while status(stash, mnt)["bytes_pushed"] == len(files["f0"]):
+            assert time.monotonic() < deadline, "f0 was not pushed again after its FORGET"
+            with open(mnt / "f0", "rb") as f:
+                assert f.read() == files["f0"]
+        assert status(stash, mnt)["bytes_pushed"] == 2 * len(files["f0"])
     # pushed, then overwritten in place through another descriptor
     fd = os.open(mnt / "f1", os.O_RDONLY)
     assert not os.isatty(fd)
