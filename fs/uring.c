@@ -91,6 +91,7 @@ struct ring_thread {
 	char *payload;
 	size_t cap;
 	uint64_t unique; /* the request being handled; 0 between requests */
+	uint64_t commit_id;
 	int replied;
 };
 
@@ -103,6 +104,8 @@ static struct {
 	size_t payload;
 	int n;
 	struct ring_thread *t;
+	int idle_waits; /* may switch SCHED_IDLE -> SCHED_OTHER and back */
+	int logged;
 	volatile int stop;
 } R;
 
@@ -242,6 +245,7 @@ static ssize_t ring_reply(struct ring_thread *t, const struct iovec *iov, int co
 	for (i = 1; i < count; i++) {
 		if (iov[i].iov_len > t->cap - n) {
 			ring_error(t, EIO);
+			errno = EIO;
 			return -1;
 		}
 		memcpy(t->payload + n, iov[i].iov_base, iov[i].iov_len);
@@ -264,6 +268,7 @@ static void serve_one(struct ring_thread *t)
 	memcpy(&in, t->hdr->in_out, sizeof(in));
 	memcpy(&e, &t->hdr->ent, sizeof(e));
 	t->unique = in.unique;
+	t->commit_id = e.commit_id;
 	t->replied = 0;
 	if (in.len < head + e.payload_sz || in.len - head - e.payload_sz > RING_OP_IN ||
 	    e.payload_sz > t->cap) {
@@ -285,15 +290,26 @@ static void serve_one(struct ring_thread *t)
 	__atomic_add_fetch(&R.stats->ring_requests, 1, __ATOMIC_RELAXED);
 }
 
+/* Once per daemon: what stopped io_uring (later threads say the same). */
+static void log_once(const char *fmt, int qid, int rc)
+{
+	if (__atomic_exchange_n(&R.logged, 1, __ATOMIC_RELAXED) == 0)
+		log_err(fmt, qid, strerror(-rc));
+}
+
 static void *ring_main(void *arg)
 {
 	struct ring_thread *t = arg;
 	struct iovec iov[2];
 	cpu_set_t set;
-	uint64_t commit;
+	sigset_t sigs;
 	int rc;
 
 	cur = t;
+	/* libfuse's threads (ours are started from one) block every signal */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
 	CPU_ZERO(&set);
 	CPU_SET(t->qid, &set);
 	/* not fatal: a CPU outside our cpuset only slows its callers down */
@@ -302,8 +318,8 @@ static void *ring_main(void *arg)
 	if (rc == -EINVAL)
 		rc = uring_init(&t->u, 0);
 	if (rc) {
-		log_err("mount: no io_uring for FUSE requests (%s); using /dev/fuse",
-			strerror(-rc));
+		log_once("mount: queue %d: no io_uring (%s); FUSE requests go through /dev/fuse",
+			 t->qid, rc);
 		t->u.fd = -1;
 		return NULL;
 	}
@@ -319,9 +335,7 @@ static void *ring_main(void *arg)
 		struct sched_param sp = { 0 };
 
 		serve_one(t);
-		memcpy(&commit, (char *)&t->hdr->ent + offsetof(struct ring_ent_in_out, commit_id),
-		       sizeof(commit));
-		uring_cmd(t, RING_COMMIT_AND_FETCH, commit, NULL);
+		uring_cmd(t, RING_COMMIT_AND_FETCH, t->commit_id, NULL);
 		/*
 		 * The commit wakes the caller from this CPU.  The scheduler
 		 * moves a wakee off a busy CPU to an idle one (a cross-CPU
@@ -330,12 +344,32 @@ static void *ring_main(void *arg)
 		 * be one while committing and waiting, so the caller stays
 		 * here.  Handlers run as normal tasks.
 		 */
-		sched_setscheduler(0, SCHED_IDLE, &sp);
+		int idle = __atomic_load_n(&R.idle_waits, __ATOMIC_RELAXED);
+
+		if (idle)
+			sched_setscheduler(0, SCHED_IDLE, &sp);
 		rc = uring_submit_wait(&t->u);
-		sched_setscheduler(0, SCHED_OTHER, &sp);
+		if (idle && sched_setscheduler(0, SCHED_OTHER, &sp) != 0)
+			/* not allowed back (RLIMIT_NICE changed?): stop doing it */
+			__atomic_store_n(&R.idle_waits, 0, __ATOMIC_RELAXED);
 	}
 	if (rc != -ENOTCONN && rc != -ECANCELED && !R.stop)
-		log_err("mount: io_uring queue %d stopped: %s", t->qid, strerror(-rc));
+		log_once("mount: io_uring queue %d stopped: %s; FUSE requests go through /dev/fuse",
+			 t->qid, rc);
+	return NULL;
+}
+
+/*
+ * Leaving SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE that allows
+ * nice 0; find out on a thread of its own, which stays idle if not.
+ */
+static void *probe_idle(void *arg)
+{
+	struct sched_param sp = { 0 };
+	int *ok = arg;
+
+	*ok = sched_setscheduler(0, SCHED_IDLE, &sp) == 0 &&
+	      sched_setscheduler(0, SCHED_OTHER, &sp) == 0;
 	return NULL;
 }
 
@@ -389,6 +423,13 @@ static void ring_start(void)
 	sa.sa_handler = on_wake;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
+	{
+		pthread_t th;
+		int ok = 0;
+
+		if (pthread_create(&th, NULL, probe_idle, &ok) == 0 && pthread_join(th, NULL) == 0)
+			R.idle_waits = ok;
+	}
 	for (i = 0; i < ncpu * per; i++) {
 		struct ring_thread *t = &R.t[R.n];
 
