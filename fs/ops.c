@@ -325,7 +325,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
  * with chunk UPPER, the data file.  From the table when it holds it;
  * else opened, and left in the table if its slot is free.  *fresh: opened
  * now.  *prev: the chunk the table held for ino before (NO_CHUNK if none),
- * which tells a reader streaming a file chunk after chunk.
+ * which tells a reader streaming a file chunk after chunk.  Both may be
+ * NULL.
  */
 static int fd_get(struct fs_ctx *c, uint64_t ino, uint32_t chunk, struct fd_ref *r, int *fresh,
 		  uint32_t *prev)
@@ -334,13 +335,15 @@ static int fd_get(struct fs_ctx *c, uint64_t ino, uint32_t chunk, struct fd_ref 
 	int fd;
 
 	pthread_mutex_lock(&c->fd_lock);
-	*prev = s->fd >= 0 && s->ino == ino ? s->chunk : NO_CHUNK;
+	if (prev)
+		*prev = s->fd >= 0 && s->ino == ino ? s->chunk : NO_CHUNK;
 	if (s->fd >= 0 && s->ino == ino && s->chunk == chunk) {
 		s->refs++;
 		r->fd = s->fd;
 		r->slot = s;
 		pthread_mutex_unlock(&c->fd_lock);
-		*fresh = 0;
+		if (fresh)
+			*fresh = 0;
 		return 0;
 	}
 	pthread_mutex_unlock(&c->fd_lock);
@@ -356,7 +359,8 @@ static int fd_get(struct fs_ctx *c, uint64_t ino, uint32_t chunk, struct fd_ref 
 		if (fd < 0)
 			return fd;
 	}
-	*fresh = 1;
+	if (fresh)
+		*fresh = 1;
 	r->fd = fd;
 	r->slot = NULL;
 	pthread_mutex_lock(&c->fd_lock);
@@ -464,7 +468,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	rc = ov_content(c->ov, ino, &idx);
 	if (rc == 1) {
 		/* upper: from the data file */
-		rc = fd_get(c, ino, UPPER, &fr, &fresh, &prev);
+		rc = fd_get(c, ino, UPPER, &fr, NULL, NULL);
 		if (rc) {
 			reply_err(req, rc);
 			return;
@@ -543,8 +547,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* The data file of ino, copying a lower file up first. */
 static int upper_fd(struct fs_ctx *c, fuse_ino_t ino, struct fd_ref *fr)
 {
-	uint32_t idx, prev;
-	int rc = ov_content(c->ov, ino, &idx), fresh;
+	uint32_t idx;
+	int rc = ov_content(c->ov, ino, &idx);
 
 	if (rc == 0) {
 		rc = ov_copy_up(c->ov, ino, 0);
@@ -554,7 +558,7 @@ static int upper_fd(struct fs_ctx *c, fuse_ino_t ino, struct fd_ref *fr)
 	} else if (rc < 0) {
 		return rc;
 	}
-	return fd_get(c, ino, UPPER, fr, &fresh, &prev);
+	return fd_get(c, ino, UPPER, fr, NULL, NULL);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -590,13 +594,13 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fs_ctx *c = ctx_of(req);
-	uint32_t idx, prev;
+	uint32_t idx;
 	struct fd_ref fr;
-	int rc = ov_content(c->ov, ino, &idx), fresh;
+	int rc = ov_content(c->ov, ino, &idx);
 
 	(void)fi;
 	if (rc == 1) {
-		rc = fd_get(c, ino, UPPER, &fr, &fresh, &prev);
+		rc = fd_get(c, ino, UPPER, &fr, NULL, NULL);
 		if (!rc) {
 			if ((datasync ? fdatasync(fr.fd) : fsync(fr.fd)) < 0)
 				rc = -errno;
@@ -801,17 +805,23 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino)
 	const struct cat_entry *e;
 	char buf[PUSH_MAX];
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
-	uint32_t idx;
+	uint32_t idx, chunk;
 
+	/*
+	 * Once per inode the kernel holds (Python asks isatty at every
+	 * open).  The bit stays set for a file never to be pushed (upper,
+	 * empty, large): lower files never change and uppers stay upper.
+	 */
+	if (pushed_bit(c, ino, 1))
+		return;
 	if (ov_content(c->ov, ino, &idx) != 0)
 		return;
 	e = catalog_entry(c->cat, idx);
 	if (e->size == 0 || e->size > PUSH_MAX || e->count != 1)
 		return;
-	if (pushed_bit(c, ino, 1))
-		return; /* once per inode the kernel holds: Python asks isatty at every open */
-	if (!fetch_peek(c->f, catalog_refs(c->cat, e)->chunk, buf, (size_t)e->size)) {
-		pushed_bit(c, ino, 0);
+	chunk = catalog_refs(c->cat, e)->chunk;
+	if (!fetch_peek(c->f, chunk, buf, (size_t)e->size)) {
+		pushed_bit(c, ino, 0); /* not here yet: maybe at the next open */
 		return;
 	}
 	bv.buf[0].mem = buf;
@@ -821,7 +831,7 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino)
 		pushed_bit(c, ino, 0);
 		return;
 	}
-	fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
+	fetch_note_read(c->f, chunk);
 	__atomic_add_fetch(&c->stats->bytes_read, e->size, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
 	if (ov_content(c->ov, ino, &idx) == 1)
