@@ -1,8 +1,9 @@
 /*
  * The local store: a directory holding the object cache, cached catalogs,
  * temp files, mount state and an SQLite index (WAL) of what it holds.
- * Shared safely by concurrent commands and mounts: files appear by
- * rename only, and the index is written after the file is durable.
+ * Shared safely by concurrent commands and mounts: files appear whole
+ * only (an object is linked in from an O_TMPFILE, anything else renamed
+ * from tmp/), and the index is written after the file is in place.
  *
  *   STORE/index.db         SQLite: objects, locations, catalogs
  *   STORE/objects/ab/<hex> cached raw chunk content

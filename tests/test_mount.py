@@ -1,4 +1,5 @@
 """The mount: faithful, lazy, copy-on-write, crash-safe; commit and umount."""
+import errno
 import json
 import os
 import random
@@ -453,3 +454,31 @@ def test_small_files_pushed_into_page_cache_and_writes_still_win(stash, mounts, 
     assert (mnt / "f1").read_bytes() == b"NEW" + files["f1"][3:]
     assert (mnt / "f2").read_bytes() == b"short"
     assert (mnt / "f5").read_bytes() == files["f5"]
+
+
+def test_cache_on_a_filesystem_without_o_tmpfile(stash, make_stash, mounts, tmp_path):
+    """Fetched objects are written unnamed (O_TMPFILE) and linked in whole;
+    a store on a filesystem without O_TMPFILE (here: inside a stashfs mount)
+    falls back to a named file renamed into place, and leaves none behind."""
+    rng = random.Random(5)
+    src, outer, inner = tmp_path / "src", tmp_path / "outer", tmp_path / "inner"
+    src.mkdir()
+    files = {f"f{i}": rng.randbytes(rng.randrange(1, 700_000)) for i in range(20)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, outer, "k")
+    with pytest.raises(OSError) as e:
+        os.close(os.open(outer, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    assert e.value.errno == errno.EOPNOTSUPP
+    nested = make_stash("nested", remote=stash.remote)
+    nested.store = str(outer / "store")
+    mounts.mount(nested, inner, "k")
+    for name, data in files.items():
+        assert (inner / name).read_bytes() == data
+    s = status(nested, inner)
+    objects = [p for p in (outer / "store" / "objects").rglob("*") if p.is_file()]
+    assert len(objects) == s["objects_fetched"] >= len(files)
+    assert os.listdir(outer / "store" / "tmp") == []
+    nested.run("umount", inner)
+    stash.run("umount", outer)

@@ -1,14 +1,32 @@
 /*
- * Store: objects land by rename and are indexed; locations round-trip;
+ * Store: objects land whole (linked in from O_TMPFILE, or renamed from
+ * tmp/), twice is harmless, and they are indexed; locations round-trip;
  * gc trims least recently used first; a second handle (another process's
  * view) sees the first one's writes through the WAL index.
  */
 #include "../../store/store.h"
 #include "check.h"
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+/* entries in dir other than . and .. */
+static int count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	return n;
+}
 
 int main(void)
 {
@@ -37,6 +55,20 @@ int main(void)
 	CHECK_EQ(read_file(path, &b, 4096), 0);
 	CHECK_EQ(b.len, 1000);
 	CHECK_EQ(b.p[0], 'c');
+	{
+		/* the same object again (another fetcher got it first): fine, unchanged */
+		char data[1000];
+		struct stat st;
+
+		memset(data, 'c', sizeof(data));
+		CHECK_EQ(store_object_put(s, &id[2], data, sizeof(data)), 0);
+		CHECK_EQ(stat(path, &st), 0);
+		CHECK_EQ(st.st_size, 1000);
+		CHECK_EQ(st.st_mode & 0777, 0600);
+		CHECK_EQ(st.st_nlink, 1);
+		/* no temporary file left behind */
+		CHECK_EQ(count_entries(store_tmpdir(s)), 0);
+	}
 	CHECK_EQ(store_object_bytes(s2, &total, &n), 0);
 	CHECK_EQ(total, 5000);
 	CHECK_EQ(n, 5);
