@@ -218,7 +218,6 @@ static int64_t now_s(void)
 	return now_ns() / 1000000000;
 }
 
-/* temp file, then rename into objects/ab/...; no fsync (see store.h) */
 /* mkdir the directory of path (an object's shard); 0 or -errno */
 static int make_parent(const char *path)
 {
@@ -260,7 +259,8 @@ static int put_file_named(struct store *s, const char *path, const void *p, size
  * and writers do not all create and rename through one shared directory
  * (the fetchers' six threads spent more time in that directory's lock and
  * inode allocation than in writing the bytes).  Where O_TMPFILE or /proc is
- * missing, a named temporary file is renamed into place instead.
+ * missing, a named temporary file is renamed into place instead.  No
+ * fsync (see store.h): a short file after a crash is fetched again.
  */
 static int put_file(struct store *s, const struct cas_id *id, const void *p, size_t n)
 {
