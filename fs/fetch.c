@@ -683,6 +683,14 @@ void fetch_advise_cached(struct fetcher *f, uint32_t c)
 	close(fd);
 }
 
+void fetch_served(struct fetcher *f, uint32_t c, int fd, uint64_t end)
+{
+	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+
+	if (ch->raw_len >= STORE_WRITE_BEHIND && end == ch->raw_len)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n)
 {
 	const struct cat_entry *e = catalog_entry(f->cat, idx);
@@ -708,6 +716,8 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 		if (fd < 0)
 			return fd;
 		got = pread_full(fd, (char *)buf + done, take, (off_t)within);
+		if (got == (ssize_t)take)
+			fetch_served(f, ref->chunk, fd, within + take);
 		close(fd);
 		if (got != (ssize_t)take)
 			return -EIO;

@@ -230,6 +230,19 @@ static int make_parent(const char *path)
 	return mkdir(dir, 0700) < 0 && errno != EEXIST ? -errno : 0;
 }
 
+/*
+ * Start writing a large object to disk now (no waiting): a large file's
+ * chunk is read once through a mount, after which the kernel holds its
+ * bytes in the mount's page cache, and the mount drops this file's pages
+ * (posix_fadvise DONTNEED) — which it can only do once they are clean.
+ * Small objects are left to the usual writeback.
+ */
+static void write_behind(int fd, size_t n)
+{
+	if (n >= STORE_WRITE_BEHIND)
+		(void)sync_file_range(fd, 0, (off_t)n, SYNC_FILE_RANGE_WRITE);
+}
+
 /* put_file's fallback: a named temporary file in tmp/, renamed into place. */
 static int put_file_named(struct store *s, const char *path, const void *p, size_t n)
 {
@@ -241,6 +254,8 @@ static int put_file_named(struct store *s, const char *path, const void *p, size
 	if (fd < 0)
 		return -errno;
 	rc = write_full(fd, p, n);
+	if (!rc)
+		write_behind(fd, n);
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
 	if (!rc && rename(tmp, path) < 0) {
@@ -294,6 +309,7 @@ static int put_file(struct store *s, const struct cas_id *id, const void *p, siz
 		close(fd);
 		return rc;
 	}
+	write_behind(fd, n);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 || errno == EEXIST) {
 		rc = 0; /* EEXIST: another writer put the same bytes */

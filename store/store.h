@@ -22,6 +22,9 @@
 
 #include <stdint.h>
 
+/* Objects this large start their writeback when put (see store_object_put). */
+#define STORE_WRITE_BEHIND (256u << 10)
+
 struct store;
 
 /* Where a chunk lives on a remote (for dedup on save). */
@@ -67,7 +70,10 @@ void store_catalog_path(const struct store *s, const struct cas_id *id, char *ou
  * an fsync per object made a cold read of 10,000 small files cost 10,000
  * journal commits.  After a power loss an object may be short or empty;
  * readers check its size against the catalog and drop it if it is wrong.
- * Packs, catalogs, key records and mount state are fsync'ed.
+ * Packs, catalogs, key records and mount state are fsync'ed.  Objects of
+ * STORE_WRITE_BEHIND bytes or more (large files' chunks) start their
+ * writeback at once, so that a mount can drop their pages once it has
+ * served them (the kernel then holds the bytes in the mount's page cache).
  */
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n);
 /* Several at once, indexed in one transaction. */

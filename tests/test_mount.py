@@ -1,6 +1,8 @@
 """The mount: faithful, lazy, copy-on-write, crash-safe; commit and umount."""
+import ctypes
 import errno
 import json
+import mmap
 import os
 import random
 import signal
@@ -8,6 +10,7 @@ import stat
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import syscalls_bin, uring_unavailable
@@ -18,6 +21,24 @@ def status(stash, d):
     v = json.loads(r.stdout)
     assert len(v) == 1
     return v[0]
+
+
+def resident_fraction(path):
+    """How much of path's bytes the page cache holds (mincore)."""
+    size = os.path.getsize(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+        try:
+            addr = ctypes.c_char.from_buffer(m)
+            rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(addr)), ctypes.c_size_t(size), vec)
+            del addr
+        finally:
+            m.close()
+    assert rc == 0, os.strerror(ctypes.get_errno())
+    return sum(v & 1 for v in vec) / pages
 
 
 def inode_map(root):
@@ -482,3 +503,40 @@ def test_cache_on_a_filesystem_without_o_tmpfile(stash, make_stash, mounts, tmp_
     assert os.listdir(outer / "store" / "tmp") == []
     nested.run("umount", inner)
     stash.run("umount", outer)
+
+
+def test_served_large_chunks_leave_the_store_page_cache(stash, make_stash, mounts, tmp_path):
+    """Once a large file's chunk has been served to the kernel, the kernel
+    holds its bytes in the mount's page cache: the cache file's own (clean)
+    pages are dropped, so a job keeps one copy of what it read, not two.
+    Small objects keep theirs."""
+    rng = random.Random(11)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    big, small = rng.randbytes(12 << 20), rng.randbytes(5000)
+    (src / "big").write_bytes(big)
+    (src / "small").write_bytes(small)
+    stash.run("save", src, "--key", "k")
+    reader = make_stash("reader", remote=stash.remote)
+    mounts.mount(reader, mnt, "k", "--no-prefetch")
+    assert (mnt / "big").read_bytes() == big
+    assert (mnt / "small").read_bytes() == small
+    os.sync()
+    objects = [p for p in (Path(reader.store) / "objects").rglob("*") if p.is_file()]
+    large = [p for p in objects if p.stat().st_size >= 256 << 10]
+    assert len(large) >= 4 and sum(p.stat().st_size for p in large) == len(big)
+    # make the cache files' pages resident (and clean), and drop the
+    # mount's own pages of big, so that reading it again asks the daemon
+    for p in objects:
+        p.read_bytes()
+    assert all(resident_fraction(p) == 1.0 for p in objects)
+    fd = os.open(mnt / "big", os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    assert (mnt / "big").read_bytes() == big
+    left = [resident_fraction(p) for p in large]
+    assert max(left) < 0.25, left
+    assert all(resident_fraction(p) == 1.0 for p in objects if p not in large)
+    reader.run("umount", mnt)
