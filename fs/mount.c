@@ -289,6 +289,7 @@ static int run_daemon(const struct daemon_args *d)
 	so.ready_fd = d->ready_fd;
 	so.foreground = d->foreground;
 	so.uring = !d->no_uring;
+	so.lookup_ahead = !d->no_prefetch;
 	so.log_path = path;
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 out:
@@ -551,6 +552,9 @@ int fs_umount(struct repo *r, const char *dir)
 	}
 	if (fs_stats_map(statedir, 0, &stats) == 0) {
 		pid = stats->pid;
+		/* the daemon's lookups ahead stop: a path walk in flight
+		 * would make the unmount busy for that instant */
+		__atomic_store_n(&stats->leaving, 1, __ATOMIC_RELAXED);
 		stats_unmap(stats);
 	}
 	if (!is_mounted(real, &stashfs)) {
@@ -565,6 +569,10 @@ int fs_umount(struct repo *r, const char *dir)
 		rc = unmount_dir(real, 1); /* the daemon is gone */
 	} else {
 		rc = unmount_dir(real, 0);
+		for (i = 0; rc == -EBUSY && i < 5; i++) {
+			usleep(100000); /* a lookup ahead finishing */
+			rc = unmount_dir(real, 0);
+		}
 		if (rc == -EBUSY) {
 			log_err("umount: '%s' is busy (files open or a shell inside it)",
 				qpath(real));
@@ -619,12 +627,13 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
 		       ",\"prefetch_done\":%" PRIu64 ",\"bytes_pushed\":%" PRIu64
 		       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64
-		       ",\"pid\":%" PRId64 "}",
+		       ",\"lookups\":%" PRIu64 ",\"lookups_ahead\":%" PRIu64 ",\"pid\":%" PRId64
+		       "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
 		       s->prefetch_done, s->bytes_pushed, s->ring_threads, s->ring_requests,
-		       alive ? s->pid : (int64_t)0);
+		       s->lookups, s->lookups_ahead, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

@@ -36,7 +36,10 @@ struct mount_stats {
 	uint64_t bytes_pushed; /* part of bytes_read, put in the page cache ahead */
 	uint64_t ring_requests; /* answered through io_uring (fs/uring.c) */
 	uint64_t ring_threads; /* io_uring entries the kernel took */
-	uint64_t reserved[10];
+	uint64_t lookups; /* LOOKUP requests answered */
+	uint64_t lookups_ahead; /* recorded files looked up ahead (fs/ops.c) */
+	uint64_t leaving; /* set by umount: stop looking up ahead */
+	uint64_t reserved[7];
 };
 
 struct mount_opts {
@@ -87,6 +90,7 @@ struct serve_opts {
 	int ready_fd; /* told "ok" once the mount answers; -1: none */
 	int foreground;
 	int uring; /* answer requests through io_uring when the kernel offers it */
+	int lookup_ahead; /* look up the read record's files ahead of the job */
 	const char *log_path; /* stderr once a daemon */
 };
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,

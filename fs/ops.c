@@ -23,6 +23,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct ov_attr a;
 	int rc = ov_lookup(ctx_of(req)->ov, parent, name, &a);
 
+	__atomic_add_fetch(&ctx_of(req)->stats->lookups, 1, __ATOMIC_RELAXED);
 	if (rc == -ENOENT) {
 		/* a negative entry the kernel may keep: names appear only through us */
 		struct fuse_entry_param e;
@@ -918,6 +920,76 @@ static void *trim_loop(void *arg)
 	return NULL;
 }
 
+/*
+ * Lookups ahead.  A mount given a read record has the kernel look up, in
+ * recorded order, every file whose content the last job read (a stat of it
+ * through the mount), so the job finds them in the kernel's dentry cache
+ * instead of paying a LOOKUP round trip for each when it gets there.  Only
+ * names: a lookup is not a read (the new record is what this job reads),
+ * and nothing is fetched for it.  The thread runs as SCHED_IDLE, on the
+ * CPU a job waiting on the network leaves idle, and stops when umount
+ * says the mount is leaving.
+ */
+struct ahead {
+	struct fs_ctx *c;
+	const char *mnt;
+	int stop;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void *lookup_ahead(void *arg)
+{
+	struct ahead *w = arg;
+	struct catalog *cat = w->c->cat;
+	struct mount_stats *stats = w->c->stats;
+	uint32_t nchunks = (uint32_t)catalog_header(cat)->n_chunks, n = catalog_count(cat);
+	uint32_t *pos = malloc((nchunks ? nchunks : 1) * sizeof(uint32_t)), j;
+	uint64_t *list = malloc((n ? n : 1) * sizeof(uint64_t)), nr, i, k = 0;
+	const uint32_t *rd = catalog_reads(cat, &nr);
+	struct sched_param sp = { 0 };
+	struct buf rel = BUF_INIT;
+	char path[PATH_MAX];
+	struct stat st;
+
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	if (!pos || !list)
+		goto out;
+	memset(pos, 0xff, (size_t)nchunks * sizeof(uint32_t));
+	for (i = nr; i-- > 0;)
+		if (rd[i] < nchunks)
+			pos[rd[i]] = (uint32_t)i; /* first place in the record */
+	for (j = 1; j < n; j++) {
+		const struct cat_entry *e = catalog_entry(cat, j);
+
+		if (S_ISREG(e->mode) && e->count > 0 &&
+		    pos[catalog_refs(cat, e)->chunk] != UINT32_MAX)
+			list[k++] = (uint64_t)pos[catalog_refs(cat, e)->chunk] << 32 | j;
+	}
+	qsort(list, k, sizeof(uint64_t), cmp_u64);
+	for (i = 0; i < k; i++) {
+		if (__atomic_load_n(&w->stop, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&stats->leaving, __ATOMIC_RELAXED))
+			break;
+		if (catalog_path(cat, (uint32_t)list[i], &rel) != 0 ||
+		    snprintf(path, sizeof(path), "%s/%s", w->mnt, rel.p) >= (int)sizeof(path))
+			continue;
+		/* gone (renamed or deleted by the job) or not ours to see: skip */
+		if (fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			__atomic_add_fetch(&stats->lookups_ahead, 1, __ATOMIC_RELAXED);
+	}
+out:
+	buf_free(&rel);
+	free(list);
+	free(pos);
+	return NULL;
+}
+
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
 	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so)
 {
@@ -927,7 +999,9 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *cfg = NULL;
-	int rc, i;
+	struct ahead w = { &c, mountpoint, 0 };
+	pthread_t wth;
+	int rc, i, have_ahead = 0;
 
 	memset(&c, 0, sizeof(c));
 	pthread_mutex_init(&c.fd_lock, NULL);
@@ -993,8 +1067,13 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	}
 	{
 		struct trimmer t = { cat, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+		uint64_t nreads = 0;
 		pthread_t th;
 		int have_trimmer = pthread_create(&th, NULL, trim_loop, &t) == 0;
+
+		catalog_reads(cat, &nreads);
+		if (so->lookup_ahead && nreads > 0)
+			have_ahead = pthread_create(&wth, NULL, lookup_ahead, &w) == 0;
 
 		cfg = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_max_threads(cfg, 32);
@@ -1002,6 +1081,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		rc = fuse_session_loop_mt(se, cfg);
 		rc = rc < 0 ? rc : 0;
 		fuse_loop_cfg_destroy(cfg);
+		__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
 		if (have_trimmer) {
 			pthread_mutex_lock(&t.lock);
 			t.stop = 1;
@@ -1018,6 +1098,14 @@ out_signals:
 out:
 	if (se)
 		fuse_session_destroy(se);
+	if (have_ahead) {
+		/*
+		 * After the session is gone: a walk waiting on a request (the
+		 * loop ended by a signal) fails once the connection is closed.
+		 */
+		__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
+		pthread_join(wth, NULL);
+	}
 	for (i = 0; i < (int)(1u << FD_SLOTS_BITS); i++)
 		if (c.slots[i].fd >= 0)
 			close(c.slots[i].fd);

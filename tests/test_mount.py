@@ -360,6 +360,25 @@ def test_venv_in_mount_no_pyc_rewrite(stash, mounts, tmp_path):
     assert status(stash, mnt)["bytes_written"] == 0
 
 
+def mount_fresh(make_stash, mounts, name, mnt, key, *extra):
+    """Mount key on mnt from a new, empty store (another machine)."""
+    mounts.dirs.clear()
+    st = make_stash(name)
+    mounts.stash = st
+    mounts.mount(st, mnt, key, *extra)
+    return st
+
+
+def wait_status(stash, mnt, done, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        s = status(stash, mnt)
+        if done(s):
+            return s
+        assert time.monotonic() < deadline, f"{what}: {s}"
+        time.sleep(0.05)
+
+
 def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
     rng = random.Random(11)
     src = tmp_path / "src"
@@ -375,18 +394,10 @@ def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
     for w in wanted:
         (mnt / w).read_bytes()
     a.run("umount", mnt, "--commit", "v2")
-    mounts.dirs.clear()
     # a fresh machine mounts v2: what job 1 read is fetched ahead, nothing else
-    b = make_stash("job2")
-    mounts.stash = b
-    mounts.mount(b, mnt, "v2")
-    deadline = time.monotonic() + 20
-    while True:
-        s = status(b, mnt)
-        if s["prefetch_done"] >= s["prefetch_queued"] >= 4 and s["objects_fetched"] >= 4:
-            break
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
+    b = mount_fresh(make_stash, mounts, "job2", mnt, "v2")
+    s = wait_status(b, mnt, lambda s: s["prefetch_done"] >= s["prefetch_queued"] >= 4
+                    and s["objects_fetched"] >= 4, "prefetch")
     assert s["bytes_prefetched"] >= 4 * 300_000
     assert s["bytes_fetched"] < 20 * 300_000  # not the 18 MB tree
     before = s["bytes_fetched"]
@@ -394,14 +405,57 @@ def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
         assert (mnt / w).read_bytes() == (src / w).read_bytes()
     assert status(b, mnt)["bytes_fetched"] == before  # all served from the prefetched cache
     b.run("umount", mnt)
-    mounts.dirs.clear()
     # --no-prefetch: nothing fetched until read
-    c = make_stash("job3")
-    mounts.stash = c
-    mounts.mount(c, mnt, "v2", "--no-prefetch")
+    c = mount_fresh(make_stash, mounts, "job3", mnt, "v2", "--no-prefetch")
     time.sleep(0.5)
     s = status(c, mnt)
     assert s["bytes_fetched"] == 0 and s["prefetch_queued"] == 0
+
+
+def test_lookups_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
+    """A mount with a read record has the kernel look up the recorded files
+    ahead of the job (the job then pays no LOOKUP for them); those lookups
+    are not reads: the next record holds only what the next job read."""
+    rng = random.Random(12)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(20):
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(100, 3000)))
+    a = make_stash("job1")
+    a.run("save", src, "--key", "v1")
+    mounts.mount(a, mnt, "v1")
+    wanted = [f"d{d}/f{i}" for d, i in [(3, 4), (0, 17), (2, 2), (1, 9), (3, 0), (0, 5)]]
+    for w in wanted:
+        (mnt / w).read_bytes()
+    assert status(a, mnt)["lookups_ahead"] == 0  # v1 has no record
+    a.run("umount", mnt, "--commit", "v2")
+
+    b = mount_fresh(make_stash, mounts, "job2", mnt, "v2")
+    s = wait_status(b, mnt, lambda s: s["lookups_ahead"] >= len(wanted), "lookups ahead")
+    assert s["lookups_ahead"] == len(wanted)
+    before = s["lookups"]
+    for w in wanted:
+        os.stat(mnt / w)
+    assert status(b, mnt)["lookups"] == before  # all in the kernel's dentry cache
+    os.stat(mnt / "d1" / "f0")  # not recorded: the kernel asks
+    assert status(b, mnt)["lookups"] == before + 1
+    # job 2 reads half of what job 1 read: its record is that half
+    for w in wanted[:3]:
+        assert (mnt / w).read_bytes() == (src / w).read_bytes()
+    b.run("umount", mnt, "--commit", "v3")
+
+    c = mount_fresh(make_stash, mounts, "job3", mnt, "v3")
+    s = wait_status(c, mnt, lambda s: s["lookups_ahead"] >= 3 and s["prefetch_done"] >= 3,
+                    "lookups ahead and prefetch")
+    time.sleep(0.3)
+    s = status(c, mnt)
+    assert s["lookups_ahead"] == 3 and s["prefetch_queued"] == 3, s
+    c.run("umount", mnt)
+
+    d = mount_fresh(make_stash, mounts, "job4", mnt, "v3", "--no-prefetch")
+    time.sleep(0.5)
+    assert status(d, mnt)["lookups_ahead"] == 0
 
 
 def test_small_files_pushed_into_page_cache_and_writes_still_win(stash, mounts, tmp_path):
