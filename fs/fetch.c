@@ -56,6 +56,7 @@ struct fetcher {
 	uint8_t *inflight; /* per chunk, under lock */
 	uint8_t *have; /* per chunk: known cached (a hint) */
 	uint8_t *wanted; /* per chunk: in the read record */
+	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
 	pthread_mutex_t lock;
 	pthread_cond_t done;
 	/* background queue, under lock */
@@ -132,7 +133,9 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->inflight = calloc(n ? n : 1, 1);
 	f->have = calloc(n ? n : 1, 1);
 	f->wanted = calloc(n ? n : 1, 1);
-	if (!f->seen || !f->order || !f->pos || !f->dir || !f->inflight || !f->have || !f->wanted) {
+	f->served = calloc(n ? n : 1, sizeof(uint32_t));
+	if (!f->seen || !f->order || !f->pos || !f->dir || !f->inflight || !f->have || !f->wanted ||
+	    !f->served) {
 		fetcher_free(f);
 		return -ENOMEM;
 	}
@@ -216,6 +219,7 @@ void fetcher_free(struct fetcher *f)
 	free(f->inflight);
 	free(f->have);
 	free(f->wanted);
+	free(f->served);
 	free(f->queue);
 	for (i = 0; i < MEM_SLOTS; i++)
 		free(f->mem[i].p);
@@ -683,11 +687,22 @@ void fetch_advise_cached(struct fetcher *f, uint32_t c)
 	close(fd);
 }
 
-void fetch_served(struct fetcher *f, uint32_t c, int fd, uint64_t end)
+void fetch_served(struct fetcher *f, uint32_t c, int fd, uint32_t n)
 {
 	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+	uint32_t before;
 
-	if (ch->raw_len >= STORE_WRITE_BEHIND && end == ch->raw_len)
+	if (ch->raw_len < STORE_WRITE_BEHIND)
+		return;
+	/*
+	 * Each time as much as the whole chunk has been served, in whatever
+	 * order the kernel's concurrent READs came (dropping at the last
+	 * byte's READ, a READ still copying would read pages back in).  A
+	 * re-read, after the kernel let go of its copy, drops them again.
+	 * (The count wraps after 4 GiB; that only moves one drop.)
+	 */
+	before = __atomic_fetch_add(&f->served[c], n, __ATOMIC_RELAXED);
+	if ((before + n) / ch->raw_len != before / ch->raw_len)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 }
 
@@ -717,7 +732,7 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 			return fd;
 		got = pread_full(fd, (char *)buf + done, take, (off_t)within);
 		if (got == (ssize_t)take)
-			fetch_served(f, ref->chunk, fd, within + take);
+			fetch_served(f, ref->chunk, fd, (uint32_t)take);
 		close(fd);
 		if (got != (ssize_t)take)
 			return -EIO;

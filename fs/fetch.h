@@ -42,13 +42,13 @@ int fetch_peek(struct fetcher *f, uint32_t chunk_idx, void *buf, size_t n);
 void fetch_advise_cached(struct fetcher *f, uint32_t chunk_idx);
 
 /*
- * A reply was served from fd, chunk chunk_idx's cache file, up to byte end:
- * once a large chunk is served to its end, the kernel holds its bytes in
+ * n bytes of a reply were served from fd, chunk chunk_idx's cache file:
+ * once all of a large chunk has been served, the kernel holds its bytes in
  * the mount's page cache, and the cache file's own pages are dropped
  * (those already written back: see STORE_WRITE_BEHIND), so a job reading
  * a large tree keeps one copy of it in memory, not two.
  */
-void fetch_served(struct fetcher *f, uint32_t chunk_idx, int fd, uint64_t end);
+void fetch_served(struct fetcher *f, uint32_t chunk_idx, int fd, uint32_t n);
 
 /* Note that chunk chunk_idx was read (for the read record). */
 void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);

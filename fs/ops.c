@@ -529,7 +529,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				}
 			}
 			reply_from_fd(c, req, fr.fd, size, (off_t)within);
-			fetch_served(c->f, ref->chunk, fr.fd, within + size);
+			fetch_served(c->f, ref->chunk, fr.fd, (uint32_t)size);
 			fd_put(c, &fr);
 			return;
 		}
