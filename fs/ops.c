@@ -966,10 +966,13 @@ static void *lookup_ahead(void *arg)
 			pos[rd[i]] = (uint32_t)i; /* first place in the record */
 	for (j = 1; j < n; j++) {
 		const struct cat_entry *e = catalog_entry(cat, j);
+		uint32_t at;
 
-		if (S_ISREG(e->mode) && e->count > 0 &&
-		    pos[catalog_refs(cat, e)->chunk] != UINT32_MAX)
-			list[k++] = (uint64_t)pos[catalog_refs(cat, e)->chunk] << 32 | j;
+		if (!S_ISREG(e->mode) || e->count == 0)
+			continue;
+		at = pos[catalog_refs(cat, e)->chunk];
+		if (at != UINT32_MAX)
+			list[k++] = (uint64_t)at << 32 | j;
 	}
 	qsort(list, k, sizeof(uint64_t), cmp_u64);
 	for (i = 0; i < k; i++) {

@@ -279,24 +279,20 @@ static int put_file_named(struct store *s, const char *path, const void *p, size
  */
 static int put_file(struct store *s, const struct cas_id *id, const void *p, size_t n)
 {
-	char path[PATH_MAX], proc[64];
-	char *slash;
+	char path[PATH_MAX], shard[PATH_MAX], proc[64];
 	int fd, rc;
 
 	store_object_path(s, id, path, sizeof(path));
 	if (__atomic_load_n(&s->no_tmpfile, __ATOMIC_RELAXED))
 		return put_file_named(s, path, p, n);
-	slash = strrchr(path, '/');
-	*slash = '\0';
-	fd = open(path, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-	*slash = '/';
+	snprintf(shard, sizeof(shard), "%s", path);
+	*strrchr(shard, '/') = '\0';
+	fd = open(shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
 	if (fd < 0 && errno == ENOENT) {
 		rc = make_parent(path);
 		if (rc)
 			return rc;
-		*slash = '\0';
-		fd = open(path, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-		*slash = '/';
+		fd = open(shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
 	}
 	if (fd < 0) {
 		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
