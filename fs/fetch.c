@@ -32,6 +32,7 @@
 
 #define NEIGHBOUR_BYTES (1u << 20)
 #define PREFETCH_BATCH (4u << 20)
+#define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
 #define MAX_GAP (64u << 10)
 #define PREFETCH_THREADS 6 /* network-bound: more requests in flight */
 #define WINDOW_BYTES (4u << 20)
@@ -499,8 +500,10 @@ static void enqueue(struct fetcher *f, uint32_t c)
 static void *prefetcher(void *arg)
 {
 	struct fetcher *f = arg;
-	uint32_t batch[256];
+	uint32_t *batch = malloc(PREFETCH_CHUNKS * sizeof(*batch));
 
+	if (!batch)
+		return NULL;
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
 		uint32_t c, alone, window;
@@ -529,8 +532,7 @@ static void *prefetcher(void *arg)
 			       alone	? 0
 			       : window ? WINDOW_BYTES
 					: PREFETCH_BATCH,
-			       window ? PICK_WINDOW : PICK_RECORD, batch,
-			       sizeof(batch) / sizeof(batch[0]));
+			       window ? PICK_WINDOW : PICK_RECORD, batch, PREFETCH_CHUNKS);
 		pthread_mutex_unlock(&f->lock);
 		fetch_batch(f, batch, n, 1);
 		pthread_mutex_lock(&f->lock);
@@ -549,6 +551,7 @@ static void *prefetcher(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&f->lock);
+	free(batch);
 	return NULL;
 }
 

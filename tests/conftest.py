@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import sys
+import threading
 
 import pytest
 
@@ -62,6 +63,132 @@ class Stash:
         if json_out and p.returncode == 0:
             p.json = json.loads(p.stdout.decode().strip().splitlines()[-1])
         return p
+
+
+# A test that outlives this is stuck (a daemon deadlocked, a reader waiting
+# on a mount that no longer answers): the watchdog reports where every
+# stashfs thread waits, aborts the stashfs FUSE connections and kills the
+# daemons so the blocked processes get errors instead of hanging the run,
+# and fails the test.
+TEST_DEADLINE = float(os.environ.get("STASHFS_TEST_DEADLINE", "300"))
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def stashfs_connections(roots):
+    """FUSE connection numbers (the mount's minor device) of the stashfs
+    mounts under roots."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for ln in f:
+            parts = ln.split()
+            sep = parts.index("-")
+            if parts[sep + 1] == "fuse.stashfs" and parts[4].startswith(tuple(roots)):
+                out.append(int(parts[2].split(":")[1]))
+    return out
+
+
+def stashfs_daemons(roots):
+    """Pids of the stashfs processes whose command line names a path under roots."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() != "stashfs":
+                continue
+            args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a.startswith(tuple(roots)) for a in args):
+            out.append(int(pid))
+    return out
+
+
+def thread_report():
+    """Where each stashfs thread and each process in D state waits."""
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if comm != "stashfs" and state != "D":
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                wchan = open(f"/proc/{pid}/task/{tid}/wchan").read().strip()
+                stack = open(f"/proc/{pid}/task/{tid}/stack").read().split("\n")[:6]
+            except OSError:
+                continue
+            lines.append(f"  {comm} {pid}/{tid} waits in {wchan}: "
+                         + " < ".join(s.split()[-1] for s in stack if s.strip()))
+    return lines
+
+
+def user_stacks(roots):
+    """The test daemons' threads as gdb sees them, where gdb is here."""
+    if not shutil.which("gdb"):
+        return ["  (no gdb here for the daemons' own stacks)"]
+    out = []
+    for pid in stashfs_daemons(roots):
+        try:
+            p = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt"],
+                               capture_output=True, timeout=60)
+            out += [ln for ln in p.stdout.decode(errors="replace").splitlines()
+                    if ln.startswith(("Thread", "#"))]
+        except subprocess.TimeoutExpired:
+            out.append(f"  (gdb on {pid} took over a minute)")
+    return out
+
+
+def abort_stashfs_connections(roots, kill=False):
+    """Abort the FUSE connections of the stashfs mounts under roots (and with
+    kill, SIGKILL their daemons too: a request a FUSE-over-io_uring daemon
+    holds ends only when its rings go)."""
+    if kill:
+        for pid in stashfs_daemons(roots):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    if not os.path.isdir(FUSECTL):
+        return
+    if not os.listdir(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], capture_output=True)
+    for c in stashfs_connections(roots):
+        try:
+            with open(f"{FUSECTL}/{c}/abort", "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request, tmp_path_factory):
+    fired = []
+    # what tests make: pytest's temporary directories and user_tmp's
+    roots = [str(tmp_path_factory.getbasetemp()), "/tmp/stashfs-user-"]
+
+    def fire():
+        fired.append(True)
+        report = thread_report()
+        sys.stderr.write(f"\nwatchdog: {request.node.nodeid} still running after "
+                         f"{TEST_DEADLINE:.0f} s; aborting the stashfs FUSE connections and killing the daemons.\n"
+                         + "\n".join(report + user_stacks(roots)) + "\n")
+        sys.stderr.flush()
+        abort_stashfs_connections(roots, kill=True)
+
+    t = threading.Timer(TEST_DEADLINE, fire)
+    t.daemon = True
+    t.start()
+    yield
+    t.cancel()
+    if fired:
+        pytest.fail(f"stuck for {TEST_DEADLINE:.0f} s: the watchdog aborted its mounts "
+                    "(where the threads waited is on stderr)")
 
 
 @pytest.fixture

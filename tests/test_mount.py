@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import syscalls_bin, uring_unavailable
+from conftest import (abort_stashfs_connections, syscalls_bin, thread_report,
+                      uring_unavailable)
 
 
 def status(stash, d):
@@ -264,6 +265,36 @@ def test_kill9_keeps_changes(stash, mounts, tmp_path):
     mounts.mount(stash, mnt, "k", "--fresh")
     assert (mnt / "a").read_text() == "original"
     assert not (mnt / "b").exists()
+
+
+def test_watchdog_unsticks_a_hung_mount(stash, mounts, tmp_path):
+    """What the tests' watchdog does to a stuck test: a reader blocked on a
+    daemon that no longer answers gets an error, and the report names
+    where the daemon's threads wait."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("content")
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    pid, _ = daemon_pid(stash, mnt)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        reader = subprocess.Popen(["cat", str(mnt / "a")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        assert reader.poll() is None, "the reader should be stuck on the stopped daemon"
+        report = "\n".join(thread_report())
+        assert f"stashfs {pid}/{pid} waits in" in report
+        abort_stashfs_connections([str(tmp_path)], kill=True)
+        reader.wait(timeout=10)
+        assert reader.returncode != 0
+        err = reader.stderr.read().decode()
+        assert "not connected" in err or "canceled" in err, err
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def test_umount_commit_publishes_and_drops_state(stash, mounts, tmp_path):
