@@ -54,7 +54,7 @@ struct fetcher {
 	uint32_t *order; /* chunk indices sorted by (pack, offset) */
 	uint32_t *pos; /* chunk -> index in order */
 	uint32_t *dir; /* chunk -> directory of the first file using it */
-	uint8_t *inflight; /* per chunk, under lock */
+	uint8_t *inflight; /* per chunk; written under lock */
 	uint8_t *have; /* per chunk: known cached (a hint) */
 	uint8_t *wanted; /* per chunk: in the read record */
 	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
@@ -298,7 +298,7 @@ static size_t pick_batch(struct fetcher *f, uint32_t c, uint32_t limit, enum pic
 	size_t n = 0;
 
 	out[n++] = c;
-	f->inflight[c] = 1;
+	__atomic_store_n(&f->inflight[c], 1, __ATOMIC_RELAXED);
 	for (p = f->pos[c] + 1; p < f->n && n < max; p++) {
 		uint32_t d = f->order[p];
 		const struct cat_chunk *ch = catalog_chunk(f->cat, d);
@@ -313,11 +313,83 @@ static size_t pick_batch(struct fetcher *f, uint32_t c, uint32_t limit, enum pic
 			continue;
 		if (f->inflight[d] || __atomic_load_n(&f->have[d], __ATOMIC_RELAXED))
 			continue;
-		f->inflight[d] = 1;
+		__atomic_store_n(&f->inflight[d], 1, __ATOMIC_RELAXED);
 		out[n++] = d;
 		end = ch->pack_off + ch->stored_len;
 	}
 	return n;
+}
+
+/*
+ * One batch's GET as its body arrives: each chunk is decoded (its hash
+ * checked), put in place in the cache and let go to its readers as soon
+ * as its last byte is in, so the job reads the start of a batch while its
+ * end is still on the wire.  The cache's index follows once per batch.
+ */
+struct arrival {
+	struct fetcher *f;
+	const uint32_t *cs;
+	size_t n;
+	uint64_t off; /* pack offset of the body's first byte */
+	struct pack_codec *pc;
+	struct cas_id *ids; /* the chunks cached, for the index */
+	size_t *lens;
+	size_t cached;
+	size_t done; /* chunks [0, done) cached, or found bad, and let go */
+	int mem_full;
+	int rc; /* first error */
+	const char *hex; /* the pack, for messages */
+};
+
+/* The body's first `have` bytes are in: cache the chunks they complete. */
+static void arrived(void *arg, const uint8_t *p, size_t have)
+{
+	struct arrival *a = arg;
+	struct fetcher *f = a->f;
+	char chex[CAS_HEX_LEN + 1];
+	size_t from = a->done, i;
+
+	while (a->done < a->n && a->rc != -ENOMEM && a->rc != -ENOSPC) {
+		const struct cat_chunk *ch = catalog_chunk(f->cat, a->cs[a->done]);
+		void *raw;
+		int prc;
+
+		if (ch->pack_off - a->off + ch->stored_len > have)
+			break;
+		raw = malloc(ch->raw_len ? ch->raw_len : 1);
+		if (!raw) {
+			a->rc = -ENOMEM;
+			break;
+		}
+		if (pack_decode(a->pc, p + (ch->pack_off - a->off), ch->stored_len, ch->flags, raw,
+				ch->raw_len, &ch->id)) {
+			cas_id_hex(&ch->id, chex);
+			log_err("fetch: object %s in pack %s: hash mismatch; not served", chex,
+				a->hex);
+			if (a->done == 0 && !a->rc)
+				a->rc = -EIO;
+		} else if ((prc = store_object_place(f->r->store, &ch->id, raw, ch->raw_len))) {
+			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
+				strerror(-prc));
+			if (!a->rc || a->rc == -EIO)
+				a->rc = prc == -ENOSPC ? -ENOSPC : -EIO;
+		} else {
+			a->ids[a->cached] = ch->id;
+			a->lens[a->cached++] = ch->raw_len;
+			__atomic_store_n(&f->have[a->cs[a->done]], 1, __ATOMIC_RELAXED);
+			if (!a->mem_full)
+				a->mem_full = mem_keep(f, a->cs[a->done], &raw, ch->raw_len);
+		}
+		free(raw);
+		a->done++;
+	}
+	if (a->done == from)
+		return;
+	pthread_mutex_lock(&f->lock);
+	for (i = from; i < a->done; i++)
+		__atomic_store_n(&f->inflight[a->cs[i]], 0, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&f->done);
+	pthread_mutex_unlock(&f->lock);
 }
 
 /* Fetch the chunks of one batch (one ranged GET), cache them, clear in-flight. */
@@ -325,29 +397,30 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 {
 	const struct cat_chunk *first = catalog_chunk(f->cat, cs[0]);
 	const struct cat_chunk *last = catalog_chunk(f->cat, cs[n - 1]);
-	char name[128], hex[CAS_HEX_LEN + 1], chex[CAS_HEX_LEN + 1];
+	char name[128], hex[CAS_HEX_LEN + 1];
 	uint64_t off = first->pack_off, len = last->pack_off + last->stored_len - off;
 	struct buf in = BUF_INIT;
-	struct pack_codec *pc = NULL;
-	struct cas_id *ids = malloc(n * sizeof(*ids));
-	void **raws = calloc(n, sizeof(void *));
-	size_t *lens = malloc(n * sizeof(size_t)), i, k, good = 0;
-	uint8_t *ok = calloc(n, 1);
-	int rc = 0, stored = 0;
+	struct arrival a = { .f = f, .cs = cs, .n = n, .off = off, .hex = hex };
+	struct remote_progress pr = { arrived, &a };
+	size_t i;
+	int rc;
 
-	if (!ids || !raws || !lens || !ok) {
-		rc = -ENOMEM;
-		goto out;
-	}
 	cas_id_hex(catalog_pack(f->cat, first->pack), hex);
 	snprintf(name, sizeof(name), "packs/%s", hex);
-	rc = repo_get(f->r, name, off, len, &in, (size_t)len);
+	a.pc = pack_codec_new(1);
+	a.ids = malloc(n * sizeof(*a.ids));
+	a.lens = malloc(n * sizeof(*a.lens));
+	if (!a.pc || !a.ids || !a.lens || buf_reserve(&in, (size_t)len)) {
+		a.rc = -ENOMEM;
+		goto out;
+	}
+	rc = repo_get_progress(f->r, name, off, len, &in, (size_t)len, &pr);
 	if (rc) {
 		log_err("fetch: pack %s [%llu, +%llu): %s", hex, (unsigned long long)off,
 			(unsigned long long)len,
 			rc == -ENOENT ? "missing on every remote" : strerror(-rc));
 		/* the reader gets EIO for this read; everything cached keeps working */
-		rc = -EIO;
+		a.rc = -EIO;
 		goto out;
 	}
 	__atomic_add_fetch(&f->stats->bytes_fetched, in.len, __ATOMIC_RELAXED);
@@ -355,78 +428,33 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 		__atomic_add_fetch(&f->stats->bytes_prefetched, in.len, __ATOMIC_RELAXED);
 	if (in.len != len) {
 		log_err("fetch: pack %s truncated at offset %llu", hex, (unsigned long long)off);
-		rc = -EIO;
+		a.rc = -EIO;
 		goto out;
 	}
-	pc = pack_codec_new(1);
-	if (!pc) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		const struct cat_chunk *ch = catalog_chunk(f->cat, cs[i]);
-
-		raws[good] = malloc(ch->raw_len);
-		if (!raws[good]) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		if (pack_decode(pc, in.p + (ch->pack_off - off), ch->stored_len, ch->flags,
-				raws[good], ch->raw_len, &ch->id)) {
-			cas_id_hex(&ch->id, chex);
-			log_err("fetch: object %s in pack %s: hash mismatch; not served", chex,
-				hex);
-			free(raws[good]);
-			raws[good] = NULL;
-			if (i == 0)
-				rc = -EIO;
-			continue;
-		}
-		ids[good] = ch->id;
-		lens[good] = ch->raw_len;
-		ok[i] = 1;
-		good++;
-	}
-	if (good) {
-		int prc =
-			store_objects_put(f->r->store, good, ids, (const void *const *)raws, lens);
-
-		if (prc) {
-			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
-				strerror(-prc));
-			rc = prc == -ENOSPC ? -ENOSPC : -EIO;
-		} else {
-			stored = 1;
-			__atomic_add_fetch(&f->stats->objects_fetched, good, __ATOMIC_RELAXED);
-			for (i = 0, k = 0; i < n; i++) {
-				if (!ok[i])
-					continue;
-				if (mem_keep(f, cs[i], &raws[k], lens[k]))
-					break;
-				k++;
-			}
-		}
-	}
+	/* what the backend did not tell as it came (all of it, for file://) */
+	arrived(&a, in.p, in.len);
 out:
-	if (rc && rc != -ENOSPC)
+	/* chunks cached before an error stay cached: they were verified */
+	if (a.cached) {
+		int irc = store_objects_index(f->r->store, a.cached, a.ids, a.lens);
+
+		if (irc)
+			log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
+				strerror(-irc));
+		__atomic_add_fetch(&f->stats->objects_fetched, a.cached, __ATOMIC_RELAXED);
+	}
+	if (a.rc && a.rc != -ENOSPC)
 		__atomic_add_fetch(&f->stats->fetch_errors, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&f->lock);
-	for (i = 0; i < n; i++) {
-		f->inflight[cs[i]] = 0;
-		if (stored && ok && ok[i])
-			f->have[cs[i]] = 1;
-	}
+	for (i = a.done; i < n; i++)
+		__atomic_store_n(&f->inflight[cs[i]], 0, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&f->done);
 	pthread_mutex_unlock(&f->lock);
-	free(ok);
-	for (i = 0; raws && i < n; i++)
-		free(raws[i]);
-	free(raws);
-	free(ids);
-	free(lens);
-	pack_codec_free(pc);
+	free(a.ids);
+	free(a.lens);
+	pack_codec_free(a.pc);
 	buf_free(&in);
-	return rc;
+	return a.rc;
 }
 
 /* Keep chunk c's bytes (taking *p) if small and there is room; 0, or 1 when full. */
@@ -651,7 +679,8 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 		}
 		pthread_mutex_unlock(&f->lock);
 		rc = fetch_batch(f, batch, n, 0);
-		if (rc)
+		/* a GET that failed after c's bytes came still cached c */
+		if (rc && !__atomic_load_n(&f->have[c], __ATOMIC_RELAXED))
 			return rc;
 	}
 	return -EIO;

@@ -93,12 +93,16 @@ struct sink {
 	size_t start;
 	size_t cap;
 	int too_big;
+	CURL *c;
+	const struct remote_progress *pr; /* NULL: nobody to tell */
+	int ranged; /* Range asked for: only a 206's body is the range */
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 {
 	struct sink *s = arg;
 	size_t len = sz * n;
+	long status = 0;
 
 	if (s->out->len - s->start + len > s->cap) {
 		s->too_big = 1;
@@ -106,6 +110,12 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 	}
 	if (buf_append(s->out, p, len))
 		return 0;
+	if (s->pr) {
+		curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
+		/* a server that ignored Range sends the whole object: told at the end */
+		if (s->ranged ? status == 206 : status == 200)
+			s->pr->arrived(s->pr->arg, s->out->p + s->start, s->out->len - s->start);
+	}
 	return len;
 }
 
@@ -139,6 +149,7 @@ struct request {
 	uint64_t off, len; /* GET range; len REMOTE_WHOLE: all */
 	struct buf *out; /* GET body */
 	size_t cap;
+	const struct remote_progress *pr; /* GET: told as the body arrives */
 	const void *body; /* PUT from memory */
 	size_t body_len;
 	const char *path; /* PUT from a file */
@@ -205,7 +216,7 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 {
 	char url[8192], range[64], hdr[128];
 	struct curl_slist *hl = NULL, *it;
-	struct sink sink = { rq->out, rq->out ? rq->out->len : 0, rq->cap, 0 };
+	struct sink sink = { rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0 };
 	struct upload up = { NULL, 0, 0, NULL };
 	double left = deadline - now_s();
 	CURLcode cc;
@@ -217,6 +228,9 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 	c = take(h);
 	if (!c)
 		return -ENOMEM;
+	sink.c = c;
+	sink.pr = rq->pr;
+	sink.ranged = rq->off || rq->len != REMOTE_WHOLE;
 	snprintf(url, sizeof(url), "%s/%s", h->base, rq->name);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -389,7 +403,7 @@ static int do_request(struct remote *r, struct request *rq)
 static const char empty_sha[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-		    size_t cap)
+		    size_t cap, const struct remote_progress *pr)
 {
 	struct request rq;
 
@@ -399,6 +413,7 @@ static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t l
 	rq.off = off;
 	rq.len = len;
 	rq.out = out;
+	rq.pr = pr;
 	/* a server that ignores Range sends the whole object: allow room for it */
 	rq.cap = off || len != REMOTE_WHOLE ? (cap > (1u << 30) ? cap : (1u << 30)) : cap;
 	memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));

@@ -22,12 +22,25 @@
 
 struct remote;
 
+/*
+ * Told as a GET's body arrives, for a caller that works on the first bytes
+ * while the rest is on the way: the body's first `have` bytes are at p
+ * (valid during the call only).  After a retry the count starts again from
+ * zero with the same bytes.  A backend may also never call it: the whole
+ * body is in out when the get returns, as always.
+ */
+struct remote_progress {
+	void (*arrived)(void *arg, const uint8_t *p, size_t have);
+	void *arg;
+};
+
 struct remote_ops {
 	const char *scheme;
 	/* bytes [off, off + len) of name appended to out (len REMOTE_WHOLE:
-	 * to the end); -EFBIG past cap bytes. */
+	 * to the end); -EFBIG past cap bytes.  pr: NULL, or told as the
+	 * bytes arrive. */
 	int (*get)(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-		   size_t cap);
+		   size_t cap, const struct remote_progress *pr);
 	/* Store the file at path under name.  With may_move the backend may
 	 * take the file (rename) instead of copying it. */
 	int (*put_file)(struct remote *r, const char *name, const char *path, int may_move);
@@ -58,6 +71,8 @@ void remote_free(struct remote *r);
 
 int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 	       size_t cap);
+int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64_t len,
+			struct buf *out, size_t cap, const struct remote_progress *pr);
 int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
 int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);

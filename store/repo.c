@@ -72,19 +72,25 @@ static struct remote *nth_remote(struct repo *r, int i)
 	return i == 0 ? r->primary : r->reads[i - 1];
 }
 
-int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-	     size_t cap)
+int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+		      size_t cap, const struct remote_progress *pr)
 {
 	int i, rc = -ENOENT;
 	size_t start = out->len;
 
 	for (i = 0; i <= r->n_reads; i++) {
 		out->len = start;
-		rc = remote_get(nth_remote(r, i), name, off, len, out, cap);
+		rc = remote_get_progress(nth_remote(r, i), name, off, len, out, cap, pr);
 		if (rc != -ENOENT)
 			return rc;
 	}
 	return rc;
+}
+
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+	     size_t cap)
+{
+	return repo_get_progress(r, name, off, len, out, cap, NULL);
 }
 
 const char *hit_kind_name(enum hit_kind k)

@@ -43,6 +43,9 @@ void repo_close(struct repo *r);
 /* Get from the primary, then each read remote; -ENOENT when none has it. */
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 	     size_t cap);
+/* The same, telling pr as the bytes arrive (see remote.h). */
+int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
+		      size_t cap, const struct remote_progress *pr);
 
 struct key_rec {
 	char key[KEY_MAX + 1];

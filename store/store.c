@@ -363,6 +363,16 @@ int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const
 	return objects_batch(s, s->obj_put, "add object", n, ids, lens);
 }
 
+int store_object_place(struct store *s, const struct cas_id *id, const void *p, size_t n)
+{
+	return put_file(s, id, p, n);
+}
+
+int store_objects_index(struct store *s, size_t n, const struct cas_id *ids, const size_t *lens)
+{
+	return objects_batch(s, s->obj_put, "add object", n, ids, lens);
+}
+
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)
 {
 	return store_objects_put(s, 1, id, &p, &n);

@@ -79,6 +79,13 @@ int store_object_put(struct store *s, const struct cas_id *id, const void *p, si
 /* Several at once, indexed in one transaction. */
 int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
 		      const size_t *lens);
+/*
+ * store_objects_put in two steps, for objects arriving one by one: the
+ * file goes in place at once (readers open it by path), the index follows
+ * for many in one transaction.
+ */
+int store_object_place(struct store *s, const struct cas_id *id, const void *p, size_t n);
+int store_objects_index(struct store *s, size_t n, const struct cas_id *ids, const size_t *lens);
 /* 1 if cached (and the file has the recorded size), 0 if not. */
 int store_object_has(struct store *s, const struct cas_id *id);
 /* Mark objects used now, in one transaction (gc drops least recently used). */

@@ -135,7 +135,9 @@ class FaultServer:
     path contains `match` get `mode`: "500", "404", "503", "slow" (2 s before
     the body), "stall" (half the body, then silence), "reset" (close without
     a response), "truncate" (declared length, half the body, close),
-    "wrong" (one byte flipped), "norange" (ignore Range, send all).
+    "wrong" (one byte flipped), "norange" (ignore Range, send all),
+    "hold" (half the body, then the rest once `release` is set; `holding`
+    is set while it waits).
     """
 
     def __init__(self, root):
@@ -144,6 +146,8 @@ class FaultServer:
         self.rules = []
         self.log = []
         self.lock = threading.Lock()
+        self.holding = threading.Event()
+        self.release = threading.Event()
         srv = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -230,6 +234,13 @@ class FaultServer:
                     return
                 if mode == "slow":
                     time.sleep(2)
+                if mode == "hold":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    srv.holding.set()
+                    srv.release.wait(60)
+                    self.wfile.write(data[len(data) // 2:])
+                    return
                 if mode in ("stall", "truncate"):
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
@@ -263,5 +274,6 @@ class FaultServer:
             return [r for r in self.log if match in r[1]]
 
     def stop(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()

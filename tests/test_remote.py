@@ -174,11 +174,18 @@ def test_save_retries_a_failed_upload(tmp_path, faulty, tree):
     tree.compare(src, tmp_path / "out")
 
 
-def test_server_ignoring_range_still_works(tmp_path, faulty, tree):
+def test_server_ignoring_range_still_works(tmp_path, faulty, tree, mounts):
     src, rd = saved(tmp_path, faulty)
     faulty.add("/packs/", "norange", count=1000)
     rd.run("restore", tmp_path / "out", "--key", "k")
     tree.compare(src, tmp_path / "out")
+    # and through a mount (an empty store), whose reads take each chunk as it arrives
+    m = Stash(tmp_path, "mounter", faulty.url)
+    mounts.stash = m
+    n = len(faulty.requests("/packs/"))
+    mounts.mount(m, tmp_path / "mnt", "k")
+    tree.compare(src, tmp_path / "mnt")
+    assert len(faulty.requests("/packs/")) > n
 
 
 def test_wrong_bytes_are_never_served(tmp_path, faulty, mounts):
@@ -206,6 +213,67 @@ def test_wrong_bytes_are_never_served(tmp_path, faulty, mounts):
             assert e.errno == 5
             errors += 1
     assert errors >= 1
+
+
+def test_a_batch_is_read_while_its_end_is_on_the_wire(tmp_path, faulty, mounts):
+    """A chunk is cached and served as soon as its bytes are in, not when
+    the whole ranged GET is: the job reads the first files of a prefetched
+    batch while the server still holds back its second half."""
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(30):
+        (src / "d" / f"f{i:02d}").write_bytes(rng.randbytes(60_000))
+    w = Stash(tmp_path, "writer", faulty.url)
+    w.run("save", src, "--key", "v1")
+    mnt = tmp_path / "mnt"
+    mounts.stash = w
+    mounts.mount(w, mnt, "v1")
+    for i in range(30):
+        (mnt / "d" / f"f{i:02d}").read_bytes()
+    w.run("umount", mnt, "--commit", "v2")  # with the record of that job
+    faulty.clear()
+    faulty.add("/packs/", "hold", count=1)
+    rd = Stash(tmp_path, "reader", faulty.url)
+    mounts.stash = rd
+    mounts.mount(rd, mnt, "v2")  # prefetches the record: one GET for the whole pack
+    assert faulty.holding.wait(10), "the prefetch GET never came"
+    try:
+        for i in range(5):  # in the half that came
+            assert (mnt / "d" / f"f{i:02d}").read_bytes() == (src / "d" / f"f{i:02d}").read_bytes()
+        assert not faulty.release.is_set()
+        assert len(faulty.requests("/packs/")) == 1, "the reads fetched again"
+    finally:
+        faulty.release.set()
+    for i in range(30):
+        assert (mnt / "d" / f"f{i:02d}").read_bytes() == (src / "d" / f"f{i:02d}").read_bytes()
+    assert len(faulty.requests("/packs/")) == 1
+    rd.run("umount", mnt)
+
+
+def test_chunks_that_came_before_a_cut_stay_cached(tmp_path, faulty, mounts):
+    src, rd = saved(tmp_path, faulty, n=12)
+    mnt = tmp_path / "mnt"
+    mounts.stash = rd
+    mounts.allowed_log += ["fetch:", "GET"]
+    mounts.mount(rd, mnt, "k", "--timeout", "3")
+    # every GET of the pack stops halfway, and the retries too: the GET fails,
+    # but the file read and the neighbours that came before the cut were
+    # verified and cached
+    faulty.add("/packs/", "truncate", count=1000)
+    assert (mnt / "sub" / "f0").read_bytes() == (src / "sub" / "f0").read_bytes()
+    assert len(faulty.requests("/packs/")) >= 2  # the cut GET was retried
+    kept = 0
+    for p in sorted((src / "sub").iterdir()):
+        n = len(faulty.requests("/packs/"))
+        try:
+            data = (mnt / "sub" / p.name).read_bytes()
+        except OSError:
+            continue
+        assert data == p.read_bytes()
+        if len(faulty.requests("/packs/")) == n and p.name != "f0":
+            kept += 1
+    assert kept >= 1, "nothing from the first half of the cut GET was kept"
 
 
 def test_missing_objects_are_clear_errors(tmp_path, faulty):
