@@ -59,6 +59,7 @@ struct fetcher {
 	uint8_t *wanted; /* per chunk: in the read record */
 	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
 	pthread_mutex_t lock;
+	pthread_mutex_t pick; /* one prefetcher at a time chooses its batch; before lock */
 	pthread_cond_t done;
 	/* background queue, under lock */
 	uint32_t *queue;
@@ -124,6 +125,7 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->reads_fd = -1;
 	f->seq_next = UINT32_MAX - 64; /* no scan seen yet */
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->pick, NULL);
 	pthread_mutex_init(&f->mem_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
 	pthread_cond_init(&f->work, NULL);
@@ -226,6 +228,7 @@ void fetcher_free(struct fetcher *f)
 		free(f->mem[i].p);
 	pthread_mutex_destroy(&f->mem_lock);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->pick);
 	pthread_cond_destroy(&f->done);
 	pthread_cond_destroy(&f->work);
 	free(f);
@@ -532,53 +535,63 @@ static void *prefetcher(void *arg)
 
 	if (!batch)
 		return NULL;
-	pthread_mutex_lock(&f->lock);
 	for (;;) {
 		uint32_t c, alone, window;
-		size_t n;
+		size_t n = 0;
+		int here;
 
+		/*
+		 * One thread at a time takes from the queue and picks its batch:
+		 * one still looking for the first chunk in the cache must not be
+		 * overtaken by one picking from the chunk after it (the batch
+		 * would be split in two GETs, the first chunk's alone).
+		 */
+		pthread_mutex_lock(&f->pick);
+		pthread_mutex_lock(&f->lock);
 		while (!f->stop && f->qhead == f->qtail)
 			pthread_cond_wait(&f->work, &f->lock);
-		if (f->stop)
+		if (f->stop) {
+			pthread_mutex_unlock(&f->lock);
+			pthread_mutex_unlock(&f->pick);
 			break;
+		}
 		c = f->queue[f->qhead++ % f->qcap];
 		alone = c & ALONE;
 		window = c & WINDOW;
 		c &= ~(ALONE | WINDOW);
 		__atomic_add_fetch(&f->stats->prefetch_done, 1, __ATOMIC_RELAXED);
-		if (f->inflight[c] || f->have[c])
-			continue;
-		pthread_mutex_unlock(&f->lock);
-		if (cached(f, c)) {
+		if (!f->inflight[c] && !f->have[c]) {
+			pthread_mutex_unlock(&f->lock);
+			here = cached(f, c);
 			pthread_mutex_lock(&f->lock);
-			continue;
+			/* (a reader may have fetched it meanwhile) */
+			if (!here && !f->inflight[c] && !f->have[c])
+				n = pick_batch(f, c,
+					       alone	? 0
+					       : window ? WINDOW_BYTES
+							: PREFETCH_BATCH,
+					       window ? PICK_WINDOW : PICK_RECORD, batch,
+					       PREFETCH_CHUNKS);
 		}
-		pthread_mutex_lock(&f->lock);
-		if (f->inflight[c] || f->have[c])
-			continue; /* fetched meanwhile */
-		n = pick_batch(f, c,
-			       alone	? 0
-			       : window ? WINDOW_BYTES
-					: PREFETCH_BATCH,
-			       window ? PICK_WINDOW : PICK_RECORD, batch, PREFETCH_CHUNKS);
 		pthread_mutex_unlock(&f->lock);
+		pthread_mutex_unlock(&f->pick);
+		if (n == 0)
+			continue;
 		fetch_batch(f, batch, n, 1);
-		pthread_mutex_lock(&f->lock);
 		if (window) {
 			/* keep one window ahead of the reader, no further */
 			uint32_t sp = f->pos[batch[0]], ep = f->pos[batch[n - 1]] + 1;
 
-			if (ep >= f->n)
-				continue;
-			if (f->seq_read + (ep - sp) >= sp) {
+			pthread_mutex_lock(&f->lock);
+			if (ep < f->n && f->seq_read + (ep - sp) >= sp) {
 				enqueue(f, f->order[ep] | WINDOW);
-			} else {
+			} else if (ep < f->n) {
 				f->window_pending = ep;
 				f->window_len = ep - sp;
 			}
+			pthread_mutex_unlock(&f->lock);
 		}
 	}
-	pthread_mutex_unlock(&f->lock);
 	free(batch);
 	return NULL;
 }
