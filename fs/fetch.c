@@ -583,9 +583,11 @@ static void *prefetcher(void *arg)
 			uint32_t sp = f->pos[batch[0]], ep = f->pos[batch[n - 1]] + 1;
 
 			pthread_mutex_lock(&f->lock);
-			if (ep < f->n && f->seq_read + (ep - sp) >= sp) {
+			if (ep >= f->n) {
+				/* the last window: nothing after it */
+			} else if (f->seq_read + (ep - sp) >= sp) {
 				enqueue(f, f->order[ep] | WINDOW);
-			} else if (ep < f->n) {
+			} else {
 				f->window_pending = ep;
 				f->window_len = ep - sp;
 			}

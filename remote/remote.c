@@ -52,7 +52,7 @@ void remote_free(struct remote *r)
 int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 	       size_t cap)
 {
-	return r->ops->get(r, name, off, len, out, cap, NULL);
+	return remote_get_progress(r, name, off, len, out, cap, NULL);
 }
 
 int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64_t len,

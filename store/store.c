@@ -349,20 +349,6 @@ static int objects_batch(struct store *s, sqlite3_stmt *st, const char *what, si
 	return rc;
 }
 
-int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
-		      const size_t *lens)
-{
-	size_t i;
-	int rc = 0;
-
-	for (i = 0; i < n && !rc; i++)
-		rc = put_file(s, &ids[i], ps[i], lens[i]);
-	if (rc)
-		return rc;
-	/* the files are in place; the index follows in one transaction */
-	return objects_batch(s, s->obj_put, "add object", n, ids, lens);
-}
-
 int store_object_place(struct store *s, const struct cas_id *id, const void *p, size_t n)
 {
 	return put_file(s, id, p, n);
@@ -371,6 +357,20 @@ int store_object_place(struct store *s, const struct cas_id *id, const void *p, 
 int store_objects_index(struct store *s, size_t n, const struct cas_id *ids, const size_t *lens)
 {
 	return objects_batch(s, s->obj_put, "add object", n, ids, lens);
+}
+
+int store_objects_put(struct store *s, size_t n, const struct cas_id *ids, const void *const *ps,
+		      const size_t *lens)
+{
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && !rc; i++)
+		rc = store_object_place(s, &ids[i], ps[i], lens[i]);
+	if (rc)
+		return rc;
+	/* the files are in place; the index follows in one transaction */
+	return store_objects_index(s, n, ids, lens);
 }
 
 int store_object_put(struct store *s, const struct cas_id *id, const void *p, size_t n)

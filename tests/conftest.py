@@ -72,6 +72,7 @@ class Stash:
 # and fails the test.
 TEST_DEADLINE = float(os.environ.get("STASHFS_TEST_DEADLINE", "300"))
 FUSECTL = "/sys/fs/fuse/connections"
+USER_TMP_PREFIX = "stashfs-user-"  # user_tmp's directories
 
 
 def stashfs_connections(roots):
@@ -87,13 +88,24 @@ def stashfs_connections(roots):
     return out
 
 
+def processes():
+    """(pid, command name, state letter) of every process still there."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        yield pid, comm, state
+
+
 def stashfs_daemons(roots):
     """Pids of the stashfs processes whose command line names a path under roots."""
     out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid, comm, _ in processes():
+        if comm != "stashfs":
+            continue
         try:
-            if open(f"/proc/{pid}/comm").read().strip() != "stashfs":
-                continue
             args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
         except OSError:
             continue
@@ -105,12 +117,7 @@ def stashfs_daemons(roots):
 def thread_report():
     """Where each stashfs thread and each process in D state waits."""
     lines = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            comm = open(f"/proc/{pid}/comm").read().strip()
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
+    for pid, comm, state in processes():
         if comm != "stashfs" and state != "D":
             continue
         try:
@@ -170,7 +177,7 @@ def abort_stashfs_connections(roots, kill=False):
 def watchdog(request, tmp_path_factory):
     fired = []
     # what tests make: pytest's temporary directories and user_tmp's
-    roots = [str(tmp_path_factory.getbasetemp()), "/tmp/stashfs-user-"]
+    roots = [str(tmp_path_factory.getbasetemp()), os.path.join("/tmp", USER_TMP_PREFIX)]
 
     def fire():
         fired.append(True)
@@ -211,7 +218,7 @@ def tree():
 @pytest.fixture
 def user_tmp():
     """A scratch directory an unprivileged user can reach (pytest's is root-only)."""
-    d = tempfile.mkdtemp(prefix="stashfs-user-", dir="/tmp")
+    d = tempfile.mkdtemp(prefix=USER_TMP_PREFIX, dir="/tmp")
     os.chmod(d, 0o755)
     yield d
     subprocess.run(["chmod", "-R", "u+rwX", d])
