@@ -222,6 +222,19 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	if (read_file(path, &reads, 1u << 30) != 0)
 		buf_reset(&reads);
 	{
+		/* then what was pushed into the kernel unasked (fs/fetch.h) */
+		struct buf pushed = BUF_INIT;
+
+		reads.len &= ~(size_t)3; /* a torn last entry */
+		snprintf(path, sizeof(path), "%s/pushed.log", statedir);
+		if (read_file(path, &pushed, 1u << 30) == 0 &&
+		    buf_append(&reads, pushed.p, pushed.len))
+			rc = -ENOMEM;
+		buf_free(&pushed);
+		if (rc)
+			goto out;
+	}
+	{
 		/* keep valid entries, first occurrence only */
 		uint64_t nchunks = catalog_header(cat)->n_chunks, i, k = 0;
 		uint8_t *seen = calloc(nchunks / 8 + 1, 1);

@@ -50,7 +50,9 @@ struct fetcher {
 	struct mount_stats *stats;
 	uint32_t n; /* chunks */
 	int reads_fd;
+	int pushed_fd; /* pushed.log: chunks handed to the kernel unasked (see fetch.h) */
 	uint64_t *seen; /* chunks already in the read record */
+	uint64_t *pushed; /* chunks in pushed.log */
 	uint32_t *order; /* chunk indices sorted by (pack, offset) */
 	uint32_t *pos; /* chunk -> index in order */
 	uint32_t *dir; /* chunk -> directory of the first file using it */
@@ -82,6 +84,10 @@ struct fetcher {
 		void *p; /* NULL: empty */
 	} mem[MEM_SLOTS];
 	size_t mem_bytes;
+	/* told of each chunk cached from now on (fetch_on_landed) */
+	pthread_mutex_t landed_lock;
+	void (*landed)(void *arg, uint32_t chunk);
+	void *landed_arg;
 };
 
 static int by_place(const void *a, const void *b, void *cat)
@@ -94,25 +100,27 @@ static int by_place(const void *a, const void *b, void *cat)
 	return x->pack_off < y->pack_off ? -1 : x->pack_off > y->pack_off;
 }
 
-static void load_record(struct fetcher *f, const char *reads_log)
+/* The chunks a log (of a mount resumed) holds already, into bits. */
+static void load_log(struct fetcher *f, const char *path, uint64_t *bits)
 {
 	struct buf b = BUF_INIT;
 	size_t i;
 
-	if (read_file(reads_log, &b, 1u << 30) == 0)
+	if (read_file(path, &b, 1u << 30) == 0)
 		for (i = 0; i + 4 <= b.len; i += 4) {
 			uint32_t c;
 
 			memcpy(&c, b.p + i, 4);
 			if (c < f->n)
-				f->seen[c / 64] |= 1ULL << (c % 64);
+				bits[c / 64] |= 1ULL << (c % 64);
 		}
 	buf_free(&b);
 }
 
-int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
+int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 		struct mount_stats *stats, struct fetcher **out)
 {
+	char path[PATH_MAX];
 	struct fetcher *f = calloc(1, sizeof(*f));
 	uint32_t i, k, n = (uint32_t)catalog_header(cat)->n_chunks;
 
@@ -123,13 +131,16 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->stats = stats;
 	f->n = n;
 	f->reads_fd = -1;
+	f->pushed_fd = -1;
 	f->seq_next = UINT32_MAX - 64; /* no scan seen yet */
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->pick, NULL);
 	pthread_mutex_init(&f->mem_lock, NULL);
+	pthread_mutex_init(&f->landed_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
 	pthread_cond_init(&f->work, NULL);
 	f->seen = calloc(n / 64 + 1, sizeof(uint64_t));
+	f->pushed = calloc(n / 64 + 1, sizeof(uint64_t));
 	f->order = malloc((n ? n : 1) * sizeof(uint32_t));
 	f->pos = malloc((n ? n : 1) * sizeof(uint32_t));
 	f->dir = malloc((n ? n : 1) * sizeof(uint32_t));
@@ -137,8 +148,8 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 	f->have = calloc(n ? n : 1, 1);
 	f->wanted = calloc(n ? n : 1, 1);
 	f->served = calloc(n ? n : 1, sizeof(uint32_t));
-	if (!f->seen || !f->order || !f->pos || !f->dir || !f->inflight || !f->have || !f->wanted ||
-	    !f->served) {
+	if (!f->seen || !f->pushed || !f->order || !f->pos || !f->dir || !f->inflight || !f->have ||
+	    !f->wanted || !f->served) {
 		fetcher_free(f);
 		return -ENOMEM;
 	}
@@ -160,9 +171,13 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
 			if (f->dir[rf[k].chunk] == UINT32_MAX)
 				f->dir[rf[k].chunk] = e->parent;
 	}
-	if (reads_log) {
-		load_record(f, reads_log);
-		f->reads_fd = open(reads_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (statedir) {
+		snprintf(path, sizeof(path), "%s/reads.log", statedir);
+		load_log(f, path, f->seen);
+		f->reads_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		snprintf(path, sizeof(path), "%s/pushed.log", statedir);
+		load_log(f, path, f->pushed);
+		f->pushed_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	}
 	*out = f;
 	return 0;
@@ -215,7 +230,10 @@ void fetcher_free(struct fetcher *f)
 		touch_read(f);
 	if (f->reads_fd >= 0)
 		close(f->reads_fd);
+	if (f->pushed_fd >= 0)
+		close(f->pushed_fd);
 	free(f->seen);
+	free(f->pushed);
 	free(f->order);
 	free(f->pos);
 	free(f->dir);
@@ -227,6 +245,7 @@ void fetcher_free(struct fetcher *f)
 	for (i = 0; i < MEM_SLOTS; i++)
 		free(f->mem[i].p);
 	pthread_mutex_destroy(&f->mem_lock);
+	pthread_mutex_destroy(&f->landed_lock);
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->pick);
 	pthread_cond_destroy(&f->done);
@@ -264,6 +283,18 @@ void fetch_note_read(struct fetcher *f, uint32_t c)
 		return;
 	if (f->reads_fd >= 0 && write(f->reads_fd, &c, sizeof(c)) != sizeof(c)) {
 		/* the record is a hint for prefetch; losing an entry is harmless */
+	}
+}
+
+void fetch_note_pushed(struct fetcher *f, uint32_t c)
+{
+	uint64_t bit = 1ULL << (c % 64);
+
+	if ((__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & bit) ||
+	    (__atomic_fetch_or(&f->pushed[c / 64], bit, __ATOMIC_RELAXED) & bit))
+		return;
+	if (f->pushed_fd >= 0 && write(f->pushed_fd, &c, sizeof(c)) != sizeof(c)) {
+		/* a hint, like the record */
 	}
 }
 
@@ -344,6 +375,33 @@ struct arrival {
 	const char *hex; /* the pack, for messages */
 };
 
+/* Tell fetch_on_landed's callback which of cs[0..n) are cached now. */
+static void tell_landed(struct fetcher *f, const uint32_t *cs, size_t n)
+{
+	size_t i;
+
+	if (!__atomic_load_n(&f->landed, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&f->landed_lock);
+	for (i = 0; f->landed && i < n; i++)
+		if (__atomic_load_n(&f->have[cs[i]], __ATOMIC_RELAXED))
+			f->landed(f->landed_arg, cs[i]);
+	pthread_mutex_unlock(&f->landed_lock);
+}
+
+void fetch_on_landed(struct fetcher *f, void (*cb)(void *arg, uint32_t chunk), void *arg)
+{
+	uint32_t c;
+
+	pthread_mutex_lock(&f->landed_lock);
+	f->landed_arg = arg;
+	__atomic_store_n(&f->landed, cb, __ATOMIC_RELAXED);
+	for (c = 0; cb && c < f->n; c++)
+		if (__atomic_load_n(&f->have[c], __ATOMIC_RELAXED))
+			cb(arg, c); /* cached before the call */
+	pthread_mutex_unlock(&f->landed_lock);
+}
+
 /* The body's first `have` bytes are in: cache the chunks they complete. */
 static void arrived(void *arg, const uint8_t *p, size_t have)
 {
@@ -393,6 +451,7 @@ static void arrived(void *arg, const uint8_t *p, size_t have)
 		__atomic_store_n(&f->inflight[a->cs[i]], 0, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&f->done);
 	pthread_mutex_unlock(&f->lock);
+	tell_landed(f, a->cs + from, a->done - from);
 }
 
 /* Fetch the chunks of one batch (one ranged GET), cache them, clear in-flight. */
@@ -538,7 +597,7 @@ static void *prefetcher(void *arg)
 	for (;;) {
 		uint32_t c, alone, window;
 		size_t n = 0;
-		int here;
+		int here = 0;
 
 		/*
 		 * One thread at a time takes from the queue and picks its batch:
@@ -575,6 +634,8 @@ static void *prefetcher(void *arg)
 		}
 		pthread_mutex_unlock(&f->lock);
 		pthread_mutex_unlock(&f->pick);
+		if (here)
+			tell_landed(f, &c, 1); /* cached before this mount */
 		if (n == 0)
 			continue;
 		fetch_batch(f, batch, n, 1);

@@ -4,7 +4,9 @@
  * that cover it.  Concurrent readers of a missing chunk fetch it once.
  * Every chunk read for the first time is appended to the read record
  * (reads.log, uint32 catalog chunk indices) that commit turns into the
- * next snapshot's prefetch order.
+ * next snapshot's prefetch order; chunks put in the kernel's page cache
+ * before anyone asked go to pushed.log, which commit appends to the
+ * record after what was read (a reader may have read them unseen).
  */
 #ifndef STASH_FETCH_H
 #define STASH_FETCH_H
@@ -17,7 +19,8 @@
 struct fetcher;
 struct mount_stats;
 
-int fetcher_new(struct repo *r, struct catalog *cat, const char *reads_log,
+/* statedir: where reads.log and pushed.log are kept (NULL: no record). */
+int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 		struct mount_stats *stats, struct fetcher **out);
 void fetcher_free(struct fetcher *f);
 
@@ -52,6 +55,22 @@ void fetch_served(struct fetcher *f, uint32_t chunk_idx, int fd, uint32_t n);
 
 /* Note that chunk chunk_idx was read (for the read record). */
 void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);
+
+/*
+ * Note that chunk chunk_idx was handed to the kernel unasked: the job may
+ * read it from the page cache without a request, so the next record keeps
+ * it (after what was seen read) unless a read of it is noted.
+ */
+void fetch_note_pushed(struct fetcher *f, uint32_t chunk_idx);
+
+/*
+ * cb(arg, chunk) for each chunk known cached now, then for each a fetch
+ * caches from now on and each recorded chunk the prefetch finds cached
+ * already (a chunk may come more than once); NULL stops it (no call is in
+ * progress once this returns).  Called from fetching threads: cb must not
+ * block nor call back into the fetcher.
+ */
+void fetch_on_landed(struct fetcher *f, void (*cb)(void *arg, uint32_t chunk), void *arg);
 
 /* Queue the catalog's read record for background fetching; its length. */
 int fetch_prefetch_record(struct fetcher *f);

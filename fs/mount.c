@@ -269,8 +269,7 @@ static int run_daemon(const struct daemon_args *d)
 	stats->mounted_ns = now_ns();
 	stats->files_total = catalog_header(cat)->n_files;
 	stats->bytes_total = catalog_header(cat)->total_bytes;
-	snprintf(path, sizeof(path), "%s/reads.log", d->statedir);
-	rc = fetcher_new(&r, cat, path, stats, &f);
+	rc = fetcher_new(&r, cat, d->statedir, stats, &f);
 	if (rc)
 		goto out;
 	memset(&oo, 0, sizeof(oo));
@@ -627,13 +626,13 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
 		       ",\"prefetch_done\":%" PRIu64 ",\"bytes_pushed\":%" PRIu64
 		       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64
-		       ",\"lookups\":%" PRIu64 ",\"lookups_ahead\":%" PRIu64 ",\"pid\":%" PRId64
-		       "}",
+		       ",\"lookups\":%" PRIu64 ",\"lookups_ahead\":%" PRIu64
+		       ",\"pushed_ahead\":%" PRIu64 ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
 		       s->prefetch_done, s->bytes_pushed, s->ring_threads, s->ring_requests,
-		       s->lookups, s->lookups_ahead, alive ? s->pid : (int64_t)0);
+		       s->lookups, s->lookups_ahead, s->pushed_ahead, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

@@ -796,14 +796,28 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	reply_rc(req, rc);
 }
 
+/* Lower file ino's catalog entry if it is small enough to push (one chunk). */
+static const struct cat_entry *pushable(struct fs_ctx *c, fuse_ino_t ino)
+{
+	const struct cat_entry *e;
+	uint32_t idx;
+
+	if (ov_content(c->ov, ino, &idx) != 0)
+		return NULL;
+	e = catalog_entry(c->cat, idx);
+	return e->size == 0 || e->size > PUSH_MAX || e->count != 1 ? NULL : e;
+}
+
 /*
  * A small snapshot file's bytes, straight into the kernel's page cache
- * (if they are here already), so the read that follows costs no request.
- * Only lower files: their bytes never change.  A write that copied the
- * file up meanwhile may have been overwritten by this push (the kernel
- * writes the page, then asks us): if it is upper now, the pages go.
+ * (if they are here already), so the read that follows costs no request:
+ * at its open (ahead 0: the open is taken as the read), or as its chunk
+ * lands (ahead 1, the pusher below: nobody asked yet).  Only lower
+ * files: their bytes never change.  A write that copied the file up
+ * meanwhile may have been overwritten by this push (the kernel writes the
+ * page, then asks us): if it is upper now, the pages go.
  */
-static void push_small(struct fs_ctx *c, fuse_ino_t ino)
+static void push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 {
 	const struct cat_entry *e;
 	char buf[PUSH_MAX];
@@ -815,12 +829,14 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino)
 	 * open).  The bit stays set for a file never to be pushed (upper,
 	 * empty, large): lower files never change and uppers stay upper.
 	 */
-	if (pushed_bit(c, ino, 1))
+	if (pushed_bit(c, ino, 1)) {
+		/* pushed ahead: this open is the read the record wants */
+		if (!ahead && (e = pushable(c, ino)))
+			fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
 		return;
-	if (ov_content(c->ov, ino, &idx) != 0)
-		return;
-	e = catalog_entry(c->cat, idx);
-	if (e->size == 0 || e->size > PUSH_MAX || e->count != 1)
+	}
+	e = pushable(c, ino);
+	if (!e)
 		return;
 	chunk = catalog_refs(c->cat, e)->chunk;
 	if (!fetch_peek(c->f, chunk, buf, (size_t)e->size)) {
@@ -834,8 +850,13 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino)
 		pushed_bit(c, ino, 0);
 		return;
 	}
-	fetch_note_read(c->f, chunk);
-	__atomic_add_fetch(&c->stats->bytes_read, e->size, __ATOMIC_RELAXED);
+	if (ahead) {
+		fetch_note_pushed(c->f, chunk);
+		__atomic_add_fetch(&c->stats->pushed_ahead, 1, __ATOMIC_RELAXED);
+	} else {
+		fetch_note_read(c->f, chunk);
+		__atomic_add_fetch(&c->stats->bytes_read, e->size, __ATOMIC_RELAXED);
+	}
 	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
 	if (ov_content(c->ov, ino, &idx) == 1)
 		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
@@ -856,7 +877,7 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 	(void)in_bufsz;
 	(void)out_bufsz;
 	if (!(flags & FUSE_IOCTL_DIR))
-		push_small(ctx_of(req), ino);
+		push_small(ctx_of(req), ino, 0);
 	fuse_reply_err(req, ENOTTY);
 }
 
@@ -993,6 +1014,162 @@ out:
 	return NULL;
 }
 
+/*
+ * Pushes ahead.  A job that reads a record's small files after its large
+ * ones finds the small ones' bytes arriving last, together with the end
+ * of the large ones; pushing each at its first open (push_small from the
+ * IOCTL) then costs the job a cache-file read and a store per file after
+ * the last byte is in.  So each recorded small file (one chunk, at most
+ * PUSH_MAX) is pushed as soon as its chunk lands, by a thread of its own:
+ * a push may wait on the page lock of a READ in flight, and a READ never
+ * waits on this thread (the chunk is cached before it is queued here),
+ * so it can block no FUSE thread and no fetcher.  The file is stat-ed
+ * through the mount first: the kernel takes a store only for an inode it
+ * holds, and the stat makes it hold it (the lookups ahead do the same).
+ */
+struct pusher {
+	struct fs_ctx *c;
+	const char *mnt;
+	uint32_t *file_of; /* chunk -> first recorded small file; UINT32_MAX: none, or queued */
+	uint32_t *next; /* file -> next recorded small file of the same chunk (copies) */
+	uint32_t *q; /* chunks to push, in landing order */
+	size_t head, tail, cap;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_rwlock_t live; /* read-held across a push; the session ends under write */
+	int stop;
+};
+
+static void push_landed(void *arg, uint32_t chunk)
+{
+	struct pusher *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->file_of[chunk] != UINT32_MAX && p->tail < p->cap) {
+		p->q[p->tail++] = p->file_of[chunk];
+		p->file_of[chunk] = UINT32_MAX; /* queued once */
+		pthread_cond_signal(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The record's small files, chained by chunk; 0, or -ENOMEM. */
+static int pusher_init(struct pusher *p, struct fs_ctx *c, const char *mnt)
+{
+	struct catalog *cat = c->cat;
+	uint32_t nchunks = (uint32_t)catalog_header(cat)->n_chunks, n = catalog_count(cat), j;
+	uint8_t *rec = calloc(nchunks ? nchunks : 1, 1);
+	const uint32_t *rd;
+	uint64_t nr, i;
+
+	memset(p, 0, sizeof(*p));
+	p->c = c;
+	p->mnt = mnt;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	pthread_rwlock_init(&p->live, NULL);
+	p->file_of = malloc((nchunks ? nchunks : 1) * sizeof(uint32_t));
+	p->next = malloc((n ? n : 1) * sizeof(uint32_t));
+	if (!rec || !p->file_of || !p->next) {
+		free(rec);
+		return -ENOMEM;
+	}
+	rd = catalog_reads(cat, &nr);
+	for (i = 0; i < nr; i++)
+		if (rd[i] < nchunks)
+			rec[rd[i]] = 1;
+	memset(p->file_of, 0xff, (size_t)nchunks * sizeof(uint32_t));
+	for (j = n; j-- > 1;) {
+		const struct cat_entry *e = catalog_entry(cat, j);
+		uint32_t ch;
+
+		if (!S_ISREG(e->mode) || e->ino != j || e->count != 1 || e->size == 0 ||
+		    e->size > PUSH_MAX)
+			continue;
+		ch = catalog_refs(cat, e)->chunk;
+		if (ch >= nchunks || !rec[ch])
+			continue;
+		p->cap += p->file_of[ch] == UINT32_MAX;
+		p->next[j] = p->file_of[ch]; /* a chunk's files in catalog order */
+		p->file_of[ch] = j;
+	}
+	free(rec);
+	p->q = malloc((p->cap ? p->cap : 1) * sizeof(uint32_t));
+	return p->q ? 0 : -ENOMEM;
+}
+
+static void pusher_free(struct pusher *p)
+{
+	free(p->file_of);
+	free(p->next);
+	free(p->q);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	pthread_rwlock_destroy(&p->live);
+}
+
+/* Push recorded file idx, if the job left it where it was. */
+static void push_file(struct pusher *p, uint32_t idx, struct buf *rel)
+{
+	struct fs_ctx *c = p->c;
+	char path[PATH_MAX];
+	struct stat st;
+
+	/* renamed, deleted or replaced by the job: the stat says so */
+	if (__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) ||
+	    catalog_path(c->cat, idx, rel) != 0 ||
+	    snprintf(path, sizeof(path), "%s/%s", p->mnt, rel->p) >= (int)sizeof(path) ||
+	    fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+		return;
+	pthread_rwlock_rdlock(&p->live);
+	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
+		push_small(c, st.st_ino, 1);
+	pthread_rwlock_unlock(&p->live);
+}
+
+static void *push_ahead(void *arg)
+{
+	struct pusher *p = arg;
+	struct buf rel = BUF_INIT;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		uint32_t idx;
+
+		while (!p->stop && p->head == p->tail)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop)
+			break;
+		idx = p->q[p->head++];
+		pthread_mutex_unlock(&p->lock);
+		for (; idx != UINT32_MAX; idx = p->next[idx])
+			push_file(p, idx, &rel);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	buf_free(&rel);
+	return NULL;
+}
+
+/*
+ * No push after the session's descriptor is closed (its number may be
+ * reused).  A push that waits on a READ nobody will answer (the loop ended
+ * by a signal) is given 2 s: it is then inside the write, past the number.
+ */
+static void pusher_stop(struct pusher *p)
+{
+	struct timespec ts;
+
+	pthread_mutex_lock(&p->lock);
+	__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2;
+	if (pthread_rwlock_timedwrlock(&p->live, &ts) == 0)
+		pthread_rwlock_unlock(&p->live);
+}
+
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
 	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so)
 {
@@ -1003,8 +1180,9 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *cfg = NULL;
 	struct ahead w = { &c, mountpoint, 0 };
-	pthread_t wth;
-	int rc, i, have_ahead = 0;
+	struct pusher push;
+	pthread_t wth, pth;
+	int rc, i, have_ahead = 0, have_pusher = 0, push_init = 0;
 
 	memset(&c, 0, sizeof(c));
 	pthread_mutex_init(&c.fd_lock, NULL);
@@ -1075,8 +1253,15 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		int have_trimmer = pthread_create(&th, NULL, trim_loop, &t) == 0;
 
 		catalog_reads(cat, &nreads);
-		if (so->lookup_ahead && nreads > 0)
+		if (so->lookup_ahead && nreads > 0) {
 			have_ahead = pthread_create(&wth, NULL, lookup_ahead, &w) == 0;
+			push_init = 1;
+			if (pusher_init(&push, &c, mountpoint) == 0 && push.cap > 0 &&
+			    pthread_create(&pth, NULL, push_ahead, &push) == 0) {
+				have_pusher = 1;
+				fetch_on_landed(f, push_landed, &push);
+			}
+		}
 
 		cfg = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_max_threads(cfg, 32);
@@ -1085,6 +1270,10 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		rc = rc < 0 ? rc : 0;
 		fuse_loop_cfg_destroy(cfg);
 		__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
+		if (have_pusher) {
+			fetch_on_landed(f, NULL, NULL);
+			pusher_stop(&push);
+		}
 		if (have_trimmer) {
 			pthread_mutex_lock(&t.lock);
 			t.stop = 1;
@@ -1109,6 +1298,10 @@ out:
 		__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
 		pthread_join(wth, NULL);
 	}
+	if (have_pusher)
+		pthread_join(pth, NULL);
+	if (push_init)
+		pusher_free(&push);
 	for (i = 0; i < (int)(1u << FD_SLOTS_BITS); i++)
 		if (c.slots[i].fd >= 0)
 			close(c.slots[i].fd);

@@ -5,6 +5,7 @@ import json
 import mmap
 import os
 import random
+import shutil
 import signal
 import stat
 import struct
@@ -30,14 +31,17 @@ def resident_fraction(path):
     libc = ctypes.CDLL(None, use_errno=True)
     pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
     vec = (ctypes.c_ubyte * pages)()
-    with open(path, "rb") as f:
-        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+    fd = os.open(path, os.O_RDONLY)  # not open(): its isatty is a FUSE request
+    try:
+        m = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
         try:
             addr = ctypes.c_char.from_buffer(m)
             rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(addr)), ctypes.c_size_t(size), vec)
             del addr
         finally:
             m.close()
+    finally:
+        os.close(fd)
     assert rc == 0, os.strerror(ctypes.get_errno())
     return sum(v & 1 for v in vec) / pages
 
@@ -459,7 +463,9 @@ def test_lookups_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
     for d in range(4):
         (src / f"d{d}").mkdir(parents=True)
         for i in range(20):
-            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(100, 3000)))
+            # past the push limit: a small file pushed ahead stays in the
+            # next record (test_small_files_pushed_ahead_of_a_recorded_job)
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(70_000, 90_000)))
     a = make_stash("job1")
     a.run("save", src, "--key", "v1")
     mounts.mount(a, mnt, "v1")
@@ -494,6 +500,77 @@ def test_lookups_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
     d = mount_fresh(make_stash, mounts, "job4", mnt, "v3", "--no-prefetch")
     time.sleep(0.5)
     assert status(d, mnt)["lookups_ahead"] == 0
+
+
+def raw_read(path):
+    """A read that asks no isatty (cargo, node): no FUSE request if cached."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = b""
+        while chunk := os.read(fd, 1 << 20):
+            out += chunk
+        return out
+    finally:
+        os.close(fd)
+
+
+def test_small_files_pushed_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
+    """A mount with a read record puts each recorded small file (copies
+    too) in the kernel's page cache as its chunk lands, before the job asks;
+    one read unseen that way stays in the next record, and a write by the
+    job still wins."""
+    rng = random.Random(13)
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(10):
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(100, 20_000)))
+    shutil.copytree(src / "d0", src / "d3")  # the same bytes: the same chunks
+    (src / "d0" / "empty").write_bytes(b"")
+    (src / "big").write_bytes(rng.randbytes(300_000))  # past the push limit
+    small = {d: [f"{d}/f{i}" for i in range(10)] for d in ("d0", "d1", "d2", "d3")}
+    a = make_stash("job1")
+    a.run("save", src, "--key", "v1")
+    mounts.mount(a, mnt, "v1")
+    for rel in small["d0"] + small["d1"] + ["d0/empty", "big"]:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
+    assert status(a, mnt)["pushed_ahead"] == 0  # v1 has no record
+    a.run("umount", mnt, "--commit", "v2")
+
+    b = mount_fresh(make_stash, mounts, "job2", mnt, "v2")
+    pushed = small["d0"] + small["d1"] + small["d3"]
+    s = wait_status(b, mnt, lambda s: s["pushed_ahead"] >= len(pushed), "pushes ahead")
+    time.sleep(0.2)
+    s = status(b, mnt)
+    assert s["pushed_ahead"] == len(pushed) and s["bytes_read"] == 0, s
+    assert all(resident_fraction(mnt / rel) == 1.0 for rel in pushed)
+    assert all(resident_fraction(mnt / rel) == 0.0 for rel in small["d2"])
+    # read without a request: straight from the kernel's cache
+    for rel in small["d0"]:
+        assert raw_read(mnt / rel) == (src / rel).read_bytes()
+    assert status(b, mnt)["bytes_read"] == 0
+    # Python's open asks isatty: that is the read the record notes
+    for rel in small["d1"]:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
+    b.run("umount", mnt, "--commit", "v3")
+
+    # job 2's record: d1 (seen read), then d0 (pushed, maybe read unseen);
+    # not big, which job 2 never read
+    c = mount_fresh(make_stash, mounts, "job3", mnt, "v3")
+    s = wait_status(c, mnt, lambda s: s["pushed_ahead"] >= len(pushed), "pushes ahead")
+    assert s["prefetch_queued"] == 20, s
+    # a write after the push wins
+    (mnt / "d0" / "f1").write_bytes(b"new")
+    (mnt / "d3" / "f2").write_bytes(b"newer")
+    time.sleep(0.2)
+    assert raw_read(mnt / "d0" / "f1") == b"new"
+    assert (mnt / "d3" / "f2").read_bytes() == b"newer"
+    assert raw_read(mnt / "d0" / "f2") == (src / "d0" / "f2").read_bytes()
+    c.run("umount", mnt)
+
+    d = mount_fresh(make_stash, mounts, "job4", mnt, "v3", "--no-prefetch")
+    time.sleep(0.5)
+    assert status(d, mnt)["pushed_ahead"] == 0
 
 
 def test_small_files_pushed_into_page_cache_and_writes_still_win(stash, mounts, tmp_path):
