@@ -1032,7 +1032,7 @@ struct pusher {
 	const char *mnt;
 	uint32_t *file_of; /* chunk -> first recorded small file; UINT32_MAX: none, or queued */
 	uint32_t *next; /* file -> next recorded small file of the same chunk (copies) */
-	uint32_t *q; /* chunks to push, in landing order */
+	uint32_t *q; /* the first file of each chunk landed, in landing order */
 	size_t head, tail, cap;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
