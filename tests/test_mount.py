@@ -454,18 +454,24 @@ def test_prefetch_follows_the_read_record(make_stash, mounts, tree, tmp_path):
     assert s["bytes_fetched"] == 0 and s["prefetch_queued"] == 0
 
 
+def random_tree(root, dirs, per_dir, sizes, seed):
+    """root/d<i>/f<j> of random bytes, sizes in [lo, hi); the generator."""
+    rng = random.Random(seed)
+    for d in range(dirs):
+        (root / f"d{d}").mkdir(parents=True)
+        for i in range(per_dir):
+            (root / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(*sizes)))
+    return rng
+
+
 def test_lookups_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
     """A mount with a read record has the kernel look up the recorded files
     ahead of the job (the job then pays no LOOKUP for them); those lookups
     are not reads: the next record holds only what the next job read."""
-    rng = random.Random(12)
     src, mnt = tmp_path / "src", tmp_path / "mnt"
-    for d in range(4):
-        (src / f"d{d}").mkdir(parents=True)
-        for i in range(20):
-            # past the push limit: a small file pushed ahead stays in the
-            # next record (test_small_files_pushed_ahead_of_a_recorded_job)
-            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(70_000, 90_000)))
+    # past the push limit: a small file pushed ahead stays in the next
+    # record (test_small_files_pushed_ahead_of_a_recorded_job)
+    random_tree(src, 4, 20, (70_000, 90_000), seed=12)
     a = make_stash("job1")
     a.run("save", src, "--key", "v1")
     mounts.mount(a, mnt, "v1")
@@ -519,12 +525,8 @@ def test_small_files_pushed_ahead_of_a_recorded_job(make_stash, mounts, tmp_path
     too) in the kernel's page cache as its chunk lands, before the job asks;
     one read unseen that way stays in the next record, and a write by the
     job still wins."""
-    rng = random.Random(13)
     src, mnt = tmp_path / "src", tmp_path / "mnt"
-    for d in range(3):
-        (src / f"d{d}").mkdir(parents=True)
-        for i in range(10):
-            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(100, 20_000)))
+    rng = random_tree(src, 3, 10, (100, 20_000), seed=13)
     shutil.copytree(src / "d0", src / "d3")  # the same bytes: the same chunks
     (src / "d0" / "empty").write_bytes(b"")
     (src / "big").write_bytes(rng.randbytes(300_000))  # past the push limit
