@@ -815,14 +815,17 @@ static const struct cat_entry *pushable(struct fs_ctx *c, fuse_ino_t ino)
  * lands (ahead 1, the pusher below: nobody asked yet).  Only lower
  * files: their bytes never change.  A write that copied the file up
  * meanwhile may have been overwritten by this push (the kernel writes the
- * page, then asks us): if it is upper now, the pages go.
+ * page, then asks us): if it is upper now, the pages go.  0, or the
+ * error of the store (nothing pushed): -ENOENT if the kernel holds no
+ * inode ino, -ENOSYS before the session's INIT.
  */
-static void push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
+static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 {
 	const struct cat_entry *e;
 	char buf[PUSH_MAX];
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	uint32_t idx, chunk;
+	int rc;
 
 	/*
 	 * Once per inode the kernel holds (Python asks isatty at every
@@ -833,22 +836,23 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 		/* pushed ahead: this open is the read the record wants */
 		if (!ahead && (e = pushable(c, ino)))
 			fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
-		return;
+		return 0;
 	}
 	e = pushable(c, ino);
 	if (!e)
-		return;
+		return 0;
 	chunk = catalog_refs(c->cat, e)->chunk;
 	if (!fetch_peek(c->f, chunk, buf, (size_t)e->size)) {
 		pushed_bit(c, ino, 0); /* not here yet: maybe at the next open */
-		return;
+		return 0;
 	}
 	bv.buf[0].mem = buf;
 	bv.buf[0].size = (size_t)e->size;
 	/* from memory: splicing it would copy twice */
-	if (fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE) != 0) {
+	rc = fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE);
+	if (rc) {
 		pushed_bit(c, ino, 0);
-		return;
+		return rc;
 	}
 	if (ahead) {
 		fetch_note_pushed(c->f, chunk);
@@ -860,6 +864,7 @@ static void push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
 	if (ov_content(c->ov, ino, &idx) == 1)
 		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
+	return 0;
 }
 
 /*
@@ -1023,9 +1028,9 @@ out:
  * PUSH_MAX) is pushed as soon as its chunk lands, by a thread of its own:
  * a push may wait on the page lock of a READ in flight, and a READ never
  * waits on this thread (the chunk is cached before it is queued here),
- * so it can block no FUSE thread and no fetcher.  The file is stat-ed
- * through the mount first: the kernel takes a store only for an inode it
- * holds, and the stat makes it hold it (the lookups ahead do the same).
+ * so it can block no FUSE thread and no fetcher.  The kernel takes a
+ * store only for an inode it holds: one it does not hold yet (the lookups
+ * ahead have not got there) is stat-ed through the mount, then pushed.
  */
 struct pusher {
 	struct fs_ctx *c;
@@ -1108,22 +1113,35 @@ static void pusher_free(struct pusher *p)
 	pthread_rwlock_destroy(&p->live);
 }
 
-/* Push recorded file idx, if the job left it where it was. */
+/* Push recorded file idx (by its inode: its bytes whatever its name now). */
 static void push_file(struct pusher *p, uint32_t idx, struct buf *rel)
 {
 	struct fs_ctx *c = p->c;
+	fuse_ino_t ino = ov_cat_ino(c->ov, idx);
 	char path[PATH_MAX];
 	struct stat st;
+	int rc = 0;
 
-	/* renamed, deleted or replaced by the job: the stat says so */
-	if (__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) ||
-	    catalog_path(c->cat, idx, rel) != 0 ||
-	    snprintf(path, sizeof(path), "%s/%s", p->mnt, rel->p) >= (int)sizeof(path) ||
-	    fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+	if (__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED))
 		return;
 	pthread_rwlock_rdlock(&p->live);
 	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
-		push_small(c, st.st_ino, 1);
+		rc = push_small(c, ino, 1);
+	pthread_rwlock_unlock(&p->live);
+	/*
+	 * The kernel holds no such inode yet (ENOENT: the lookups ahead have
+	 * not got there; ENOSYS: the session has not had its INIT yet): a stat
+	 * through the mount waits for INIT and makes it hold the inode,
+	 * unless the job renamed, deleted or replaced the file.
+	 */
+	if (rc == 0 || __atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) ||
+	    catalog_path(c->cat, idx, rel) != 0 ||
+	    snprintf(path, sizeof(path), "%s/%s", p->mnt, rel->p) >= (int)sizeof(path) ||
+	    fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != ino)
+		return;
+	pthread_rwlock_rdlock(&p->live);
+	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
+		push_small(c, ino, 1);
 	pthread_rwlock_unlock(&p->live);
 }
 
