@@ -133,7 +133,7 @@ class FaultServer:
 
     add(match, mode, count=1, method=None): the next `count` requests whose
     path contains `match` get `mode`: "500", "404", "503", "slow" (2 s before
-    the body), "stall" (half the body, then silence), "reset" (close without
+    the body), "stall" (100 bytes of the body, then silence), "reset" (close without
     a response), "truncate" (declared length, half the body, close),
     "wrong" (one byte flipped), "norange" (ignore Range, send all),
     "hold" (half the body, then the rest once `release` is set; `holding`
@@ -242,7 +242,9 @@ class FaultServer:
                     self.wfile.write(data[len(data) // 2:])
                     return
                 if mode in ("stall", "truncate"):
-                    self.wfile.write(data[: len(data) // 2])
+                    # a stall sends too little for any chunk to arrive whole:
+                    # what the reader wanted never comes, whatever the pack order
+                    self.wfile.write(data[: 100 if mode == "stall" else len(data) // 2])
                     self.wfile.flush()
                     if mode == "stall":
                         time.sleep(30)
