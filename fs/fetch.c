@@ -257,6 +257,18 @@ static void enqueue(struct fetcher *f, uint32_t c);
 static void start_threads(struct fetcher *f);
 static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len);
 
+/* Append c to a log (reads.log, pushed.log) unless its bit says it is there. */
+static void log_once(uint64_t *bits, int fd, uint32_t c)
+{
+	uint64_t bit = 1ULL << (c % 64);
+
+	if (__atomic_fetch_or(&bits[c / 64], bit, __ATOMIC_RELAXED) & bit)
+		return;
+	if (fd >= 0 && write(fd, &c, sizeof(c)) != sizeof(c)) {
+		/* the record is a hint for prefetch; losing an entry is harmless */
+	}
+}
+
 void fetch_note_read(struct fetcher *f, uint32_t c)
 {
 	uint64_t bit = 1ULL << (c % 64);
@@ -277,25 +289,19 @@ void fetch_note_read(struct fetcher *f, uint32_t c)
 			pthread_mutex_unlock(&f->lock);
 		}
 	}
-	if (__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & bit)
-		return;
-	if (__atomic_fetch_or(&f->seen[c / 64], bit, __ATOMIC_RELAXED) & bit)
-		return;
-	if (f->reads_fd >= 0 && write(f->reads_fd, &c, sizeof(c)) != sizeof(c)) {
-		/* the record is a hint for prefetch; losing an entry is harmless */
-	}
+	if (!(__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & bit))
+		log_once(f->seen, f->reads_fd, c);
 }
 
 void fetch_note_pushed(struct fetcher *f, uint32_t c)
 {
-	uint64_t bit = 1ULL << (c % 64);
+	if (!(__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & (1ULL << (c % 64))))
+		log_once(f->pushed, f->pushed_fd, c);
+}
 
-	if ((__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) & bit) ||
-	    (__atomic_fetch_or(&f->pushed[c / 64], bit, __ATOMIC_RELAXED) & bit))
-		return;
-	if (f->pushed_fd >= 0 && write(f->pushed_fd, &c, sizeof(c)) != sizeof(c)) {
-		/* a hint, like the record */
-	}
+int fetch_recorded(struct fetcher *f, uint32_t c)
+{
+	return c < f->n && f->wanted[c];
 }
 
 static int cached(struct fetcher *f, uint32_t c)

@@ -63,6 +63,9 @@ void fetch_note_read(struct fetcher *f, uint32_t chunk_idx);
  */
 void fetch_note_pushed(struct fetcher *f, uint32_t chunk_idx);
 
+/* Is chunk chunk_idx in the read record queued by fetch_prefetch_record? */
+int fetch_recorded(struct fetcher *f, uint32_t chunk_idx);
+
 /*
  * cb(arg, chunk) for each chunk known cached now, then for each a fetch
  * caches from now on and each recorded chunk the prefetch finds cached

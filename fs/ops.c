@@ -71,7 +71,8 @@ struct fs_ctx {
 	char store[PATH_MAX];
 	int no_open;
 	uint64_t *pushed; /* bit per snapshot inode: its bytes are in the kernel's cache */
-	uint64_t n_pushed; /* bits */
+	uint64_t *ahead; /* bit per snapshot inode: pushed ahead, no open seen since */
+	uint64_t n_pushed; /* bits, in each */
 	pthread_mutex_t fd_lock;
 	struct fd_slot slots[1u << FD_SLOTS_BITS];
 };
@@ -159,24 +160,34 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_entry(req, &a);
 }
 
-/* A pushed inode's bit; set it (1: it was set already) or clear it (set 0). */
-static int pushed_bit(struct fs_ctx *c, fuse_ino_t ino, int set)
+/* Inode ino's bit in bits (pushed or ahead): set it, or clear it (set 0); 1 if it was set. */
+static int ino_bit(struct fs_ctx *c, uint64_t *bits, fuse_ino_t ino, int set)
 {
 	uint64_t m = 1ull << (ino & 63);
 
-	if (!c->pushed || ino >= c->n_pushed)
+	if (!bits || ino >= c->n_pushed)
 		return 0;
 	if (set)
-		return (__atomic_fetch_or(&c->pushed[ino >> 6], m, __ATOMIC_RELAXED) & m) != 0;
-	__atomic_fetch_and(&c->pushed[ino >> 6], ~m, __ATOMIC_RELAXED);
-	return 0;
+		return (__atomic_fetch_or(&bits[ino >> 6], m, __ATOMIC_RELAXED) & m) != 0;
+	return (__atomic_fetch_and(&bits[ino >> 6], ~m, __ATOMIC_RELAXED) & m) != 0;
+}
+
+static int pushed_bit(struct fs_ctx *c, fuse_ino_t ino, int set)
+{
+	return ino_bit(c, c->pushed, ino, set);
 }
 
 /* The kernel evicted the inode, and its pages with it. */
+static void forget_one(struct fs_ctx *c, fuse_ino_t ino)
+{
+	pushed_bit(c, ino, 0);
+	ino_bit(c, c->ahead, ino, 0);
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	(void)nlookup;
-	pushed_bit(ctx_of(req), ino, 0);
+	forget_one(ctx_of(req), ino);
 	fuse_reply_none(req);
 }
 
@@ -185,7 +196,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	size_t i;
 
 	for (i = 0; i < count; i++)
-		pushed_bit(ctx_of(req), forgets[i].ino, 0);
+		forget_one(ctx_of(req), forgets[i].ino);
 	fuse_reply_none(req);
 }
 
@@ -796,7 +807,13 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	reply_rc(req, rc);
 }
 
-/* Lower file ino's catalog entry if it is small enough to push (one chunk). */
+/* A snapshot file small enough to push: one chunk, at most PUSH_MAX. */
+static int push_size(const struct cat_entry *e)
+{
+	return e->size > 0 && e->size <= PUSH_MAX && e->count == 1;
+}
+
+/* Lower file ino's catalog entry if it is small enough to push. */
 static const struct cat_entry *pushable(struct fs_ctx *c, fuse_ino_t ino)
 {
 	const struct cat_entry *e;
@@ -805,7 +822,7 @@ static const struct cat_entry *pushable(struct fs_ctx *c, fuse_ino_t ino)
 	if (ov_content(c->ov, ino, &idx) != 0)
 		return NULL;
 	e = catalog_entry(c->cat, idx);
-	return e->size == 0 || e->size > PUSH_MAX || e->count != 1 ? NULL : e;
+	return push_size(e) ? e : NULL;
 }
 
 /*
@@ -825,26 +842,31 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	char buf[PUSH_MAX];
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	uint32_t idx, chunk;
-	int rc;
+	int rc = 0;
 
 	/*
 	 * Once per inode the kernel holds (Python asks isatty at every
 	 * open).  The bit stays set for a file never to be pushed (upper,
 	 * empty, large): lower files never change and uppers stay upper.
 	 */
+	if (ahead)
+		ino_bit(c, c->ahead, ino, 1); /* before the push: an open may follow at once */
 	if (pushed_bit(c, ino, 1)) {
-		/* pushed ahead: this open is the read the record wants */
-		if (!ahead && (e = pushable(c, ino)))
+		if (ahead) /* pushed at an open already, which was the read */
+			ino_bit(c, c->ahead, ino, 0);
+		/* the first open after a push ahead is the read the record wants */
+		else if (ino_bit(c, c->ahead, ino, 0) && (e = pushable(c, ino)))
 			fetch_note_read(c->f, catalog_refs(c->cat, e)->chunk);
 		return 0;
 	}
 	e = pushable(c, ino);
 	if (!e)
-		return 0;
+		goto none;
 	chunk = catalog_refs(c->cat, e)->chunk;
 	if (!fetch_peek(c->f, chunk, buf, (size_t)e->size)) {
 		pushed_bit(c, ino, 0); /* not here yet: maybe at the next open */
-		return 0;
+		rc = 0;
+		goto none;
 	}
 	bv.buf[0].mem = buf;
 	bv.buf[0].size = (size_t)e->size;
@@ -852,7 +874,7 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	rc = fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE);
 	if (rc) {
 		pushed_bit(c, ino, 0);
-		return rc;
+		goto none;
 	}
 	if (ahead) {
 		fetch_note_pushed(c->f, chunk);
@@ -865,6 +887,10 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	if (ov_content(c->ov, ino, &idx) == 1)
 		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
 	return 0;
+none:
+	if (ahead)
+		ino_bit(c, c->ahead, ino, 0);
+	return rc;
 }
 
 /*
@@ -969,6 +995,18 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Stat catalog file idx through the mount at mnt (the kernel then holds it); 0 or -1. */
+static int stat_in_mount(const char *mnt, struct catalog *cat, uint32_t idx, struct buf *rel,
+			 struct stat *st)
+{
+	char path[PATH_MAX];
+
+	if (catalog_path(cat, idx, rel) != 0 ||
+	    snprintf(path, sizeof(path), "%s/%s", mnt, rel->p) >= (int)sizeof(path))
+		return -1;
+	return fstatat(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW);
+}
+
 static void *lookup_ahead(void *arg)
 {
 	struct ahead *w = arg;
@@ -980,7 +1018,6 @@ static void *lookup_ahead(void *arg)
 	const uint32_t *rd = catalog_reads(cat, &nr);
 	struct sched_param sp = { 0 };
 	struct buf rel = BUF_INIT;
-	char path[PATH_MAX];
 	struct stat st;
 
 	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
@@ -1005,11 +1042,8 @@ static void *lookup_ahead(void *arg)
 		if (__atomic_load_n(&w->stop, __ATOMIC_RELAXED) ||
 		    __atomic_load_n(&stats->leaving, __ATOMIC_RELAXED))
 			break;
-		if (catalog_path(cat, (uint32_t)list[i], &rel) != 0 ||
-		    snprintf(path, sizeof(path), "%s/%s", w->mnt, rel.p) >= (int)sizeof(path))
-			continue;
 		/* gone (renamed or deleted by the job) or not ours to see: skip */
-		if (fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		if (stat_in_mount(w->mnt, cat, (uint32_t)list[i], &rel, &st) == 0)
 			__atomic_add_fetch(&stats->lookups_ahead, 1, __ATOMIC_RELAXED);
 	}
 out:
@@ -1063,9 +1097,6 @@ static int pusher_init(struct pusher *p, struct fs_ctx *c, const char *mnt)
 {
 	struct catalog *cat = c->cat;
 	uint32_t nchunks = (uint32_t)catalog_header(cat)->n_chunks, n = catalog_count(cat), j;
-	uint8_t *rec = calloc(nchunks ? nchunks : 1, 1);
-	const uint32_t *rd;
-	uint64_t nr, i;
 
 	memset(p, 0, sizeof(*p));
 	p->c = c;
@@ -1075,30 +1106,22 @@ static int pusher_init(struct pusher *p, struct fs_ctx *c, const char *mnt)
 	pthread_rwlock_init(&p->live, NULL);
 	p->file_of = malloc((nchunks ? nchunks : 1) * sizeof(uint32_t));
 	p->next = malloc((n ? n : 1) * sizeof(uint32_t));
-	if (!rec || !p->file_of || !p->next) {
-		free(rec);
+	if (!p->file_of || !p->next)
 		return -ENOMEM;
-	}
-	rd = catalog_reads(cat, &nr);
-	for (i = 0; i < nr; i++)
-		if (rd[i] < nchunks)
-			rec[rd[i]] = 1;
 	memset(p->file_of, 0xff, (size_t)nchunks * sizeof(uint32_t));
 	for (j = n; j-- > 1;) {
 		const struct cat_entry *e = catalog_entry(cat, j);
 		uint32_t ch;
 
-		if (!S_ISREG(e->mode) || e->ino != j || e->count != 1 || e->size == 0 ||
-		    e->size > PUSH_MAX)
+		if (!S_ISREG(e->mode) || e->ino != j || !push_size(e))
 			continue;
 		ch = catalog_refs(cat, e)->chunk;
-		if (ch >= nchunks || !rec[ch])
+		if (!fetch_recorded(c->f, ch))
 			continue;
 		p->cap += p->file_of[ch] == UINT32_MAX;
 		p->next[j] = p->file_of[ch]; /* a chunk's files in catalog order */
 		p->file_of[ch] = j;
 	}
-	free(rec);
 	p->q = malloc((p->cap ? p->cap : 1) * sizeof(uint32_t));
 	return p->q ? 0 : -ENOMEM;
 }
@@ -1113,36 +1136,36 @@ static void pusher_free(struct pusher *p)
 	pthread_rwlock_destroy(&p->live);
 }
 
+/* push_small ahead, unless the session is ending. */
+static int push_live(struct pusher *p, fuse_ino_t ino)
+{
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&p->live);
+	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
+		rc = push_small(p->c, ino, 1);
+	pthread_rwlock_unlock(&p->live);
+	return rc;
+}
+
 /* Push recorded file idx (by its inode: its bytes whatever its name now). */
 static void push_file(struct pusher *p, uint32_t idx, struct buf *rel)
 {
 	struct fs_ctx *c = p->c;
 	fuse_ino_t ino = ov_cat_ino(c->ov, idx);
-	char path[PATH_MAX];
 	struct stat st;
-	int rc = 0;
 
-	if (__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED))
+	if (__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) || push_live(p, ino) == 0)
 		return;
-	pthread_rwlock_rdlock(&p->live);
-	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
-		rc = push_small(c, ino, 1);
-	pthread_rwlock_unlock(&p->live);
 	/*
 	 * The kernel holds no such inode yet (ENOENT: the lookups ahead have
 	 * not got there; ENOSYS: the session has not had its INIT yet): a stat
 	 * through the mount waits for INIT and makes it hold the inode,
 	 * unless the job renamed, deleted or replaced the file.
 	 */
-	if (rc == 0 || __atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) ||
-	    catalog_path(c->cat, idx, rel) != 0 ||
-	    snprintf(path, sizeof(path), "%s/%s", p->mnt, rel->p) >= (int)sizeof(path) ||
-	    fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != ino)
-		return;
-	pthread_rwlock_rdlock(&p->live);
-	if (!__atomic_load_n(&p->stop, __ATOMIC_RELAXED))
-		push_small(c, ino, 1);
-	pthread_rwlock_unlock(&p->live);
+	if (!__atomic_load_n(&c->stats->leaving, __ATOMIC_RELAXED) &&
+	    stat_in_mount(p->mnt, c->cat, idx, rel, &st) == 0 && st.st_ino == ino)
+		push_live(p, ino);
 }
 
 static void *push_ahead(void *arg)
@@ -1212,6 +1235,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.stats = stats;
 	c.n_pushed = catalog_header(cat)->n_entries + 1;
 	c.pushed = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
+	c.ahead = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
 	snprintf(opts, sizeof(opts), "fsname=stashfs,subtype=stashfs,default_permissions%s",
 		 so->allow_other ? ",allow_other" : "");
@@ -1325,5 +1349,6 @@ out:
 			close(c.slots[i].fd);
 	pthread_mutex_destroy(&c.fd_lock);
 	free(c.pushed);
+	free(c.ahead);
 	return rc;
 }

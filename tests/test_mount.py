@@ -554,6 +554,9 @@ def test_small_files_pushed_ahead_of_a_recorded_job(make_stash, mounts, tmp_path
     # Python's open asks isatty: that is the read the record notes
     for rel in small["d1"]:
         assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
+    state = Path(b.store) / "mounts"
+    logs = {n: os.path.getsize(next(state.glob(f"*/{n}.log"))) // 4 for n in ("reads", "pushed")}
+    assert logs == {"reads": 10, "pushed": 20}, logs  # d1 seen read; d0 and d1 pushed
     b.run("umount", mnt, "--commit", "v3")
 
     # job 2's record: d1 (seen read), then d0 (pushed, maybe read unseen);
