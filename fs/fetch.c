@@ -13,6 +13,12 @@
  *
  * Every chunk is marked in flight while a batch holding it is fetched;
  * a reader that wants it waits for that batch instead of fetching again.
+ *
+ * A small chunk (up to MEM_CHUNK_MAX) is served from memory as soon as it
+ * is verified and its cache file is written behind, by a thread of its own
+ * at idle priority, or at once by whoever needs the file first: creating
+ * a file per small object cost the fetchers more time than everything
+ * else they do for it, on the CPUs the job needs for its own reads.
  */
 #define _GNU_SOURCE
 #include "fetch.h"
@@ -38,11 +44,19 @@
 #define WINDOW_BYTES (4u << 20)
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
-#define MEM_CHUNK_MAX (64u << 10) /* chunks kept in memory after a fetch */
+#define MEM_CHUNK_MAX FETCH_MEM_MAX
 #define MEM_BYTES (64u << 20)
-#define MEM_SLOTS 8192 /* power of two */
+#define INDEX_BATCH 256 /* objects written behind per index transaction */
 #define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 #define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
+
+enum { MEM_KEPT, MEM_THERE, MEM_FULL, MEM_NO }; /* mem_keep */
+
+enum {
+	M_DIRTY = 1, /* in memory only: its cache file is not written yet */
+	M_WRITING = 2, /* a writer is writing it from mem[] (keep the bytes) */
+	M_READ = 4, /* read to its end: drop once written */
+};
 
 struct fetcher {
 	struct repo *r;
@@ -74,16 +88,23 @@ struct fetcher {
 	uint32_t seq_read; /* furthest order position a reader has read */
 	uint32_t window_pending; /* next window to fetch once the reader nears it */
 	uint32_t window_len;
-	/* small chunks just fetched, kept in memory: a job reading what a
+	/*
+	 * Small chunks just fetched, kept in memory: a job reading what a
 	 * batch brought is served without opening and reading cache files.
-	 * Direct-mapped by chunk index, bounded in bytes, under mem_lock */
+	 * A dirty one has no cache file yet: it stays until written, and is
+	 * queued for the writer.  Bounded in bytes, under mem_lock.
+	 */
 	pthread_mutex_t mem_lock;
-	struct mem_chunk {
-		uint32_t chunk;
-		uint32_t len;
-		void *p; /* NULL: empty */
-	} mem[MEM_SLOTS];
+	void **mem; /* per chunk: its bytes, or NULL */
+	uint8_t *mflags; /* per chunk: M_DIRTY, M_WRITING, M_READ */
 	size_t mem_bytes;
+	uint32_t *wq; /* dirty chunks, oldest first (a ring) */
+	size_t wq_head, wq_tail, wq_cap;
+	pthread_cond_t wq_cond;
+	pthread_t writer;
+	int writer_on; /* started */
+	int writer_stop;
+	int no_mem_reads; /* STASHFS_NO_MEM_READS: serve from the cache files only */
 	/* told of each chunk cached from now on (fetch_on_landed) */
 	pthread_mutex_t landed_lock;
 	void (*landed)(void *arg, uint32_t chunk);
@@ -133,12 +154,16 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 	f->reads_fd = -1;
 	f->pushed_fd = -1;
 	f->seq_next = UINT32_MAX - 64; /* no scan seen yet */
+	/* a debugging aid, and how the tests have every cache file written
+	 * when first needed instead of behind */
+	f->no_mem_reads = getenv("STASHFS_NO_MEM_READS") != NULL;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->pick, NULL);
 	pthread_mutex_init(&f->mem_lock, NULL);
 	pthread_mutex_init(&f->landed_lock, NULL);
 	pthread_cond_init(&f->done, NULL);
 	pthread_cond_init(&f->work, NULL);
+	pthread_cond_init(&f->wq_cond, NULL);
 	f->seen = calloc(n / 64 + 1, sizeof(uint64_t));
 	f->pushed = calloc(n / 64 + 1, sizeof(uint64_t));
 	f->order = malloc((n ? n : 1) * sizeof(uint32_t));
@@ -148,8 +173,10 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 	f->have = calloc(n ? n : 1, 1);
 	f->wanted = calloc(n ? n : 1, 1);
 	f->served = calloc(n ? n : 1, sizeof(uint32_t));
+	f->mem = calloc(n ? n : 1, sizeof(void *));
+	f->mflags = calloc(n ? n : 1, 1);
 	if (!f->seen || !f->pushed || !f->order || !f->pos || !f->dir || !f->inflight || !f->have ||
-	    !f->wanted || !f->served) {
+	    !f->wanted || !f->served || !f->mem || !f->mflags) {
 		fetcher_free(f);
 		return -ENOMEM;
 	}
@@ -214,8 +241,11 @@ static void touch_read(struct fetcher *f)
 	free(ids);
 }
 
+static void write_queued(struct fetcher *f, int idle);
+
 void fetcher_free(struct fetcher *f)
 {
+	uint32_t c;
 	int i;
 
 	if (!f)
@@ -226,6 +256,16 @@ void fetcher_free(struct fetcher *f)
 	pthread_mutex_unlock(&f->lock);
 	for (i = 0; i < f->nthreads; i++)
 		pthread_join(f->threads[i], NULL);
+	if (f->writer_on) {
+		/* what the idle writer has not written yet, written now at our
+		 * priority (it may still finish the one it is on) */
+		write_queued(f, 0);
+		pthread_mutex_lock(&f->mem_lock);
+		f->writer_stop = 1;
+		pthread_cond_broadcast(&f->wq_cond);
+		pthread_mutex_unlock(&f->mem_lock);
+		pthread_join(f->writer, NULL);
+	}
 	if (f->seen)
 		touch_read(f);
 	if (f->reads_fd >= 0)
@@ -242,14 +282,18 @@ void fetcher_free(struct fetcher *f)
 	free(f->wanted);
 	free(f->served);
 	free(f->queue);
-	for (i = 0; i < MEM_SLOTS; i++)
-		free(f->mem[i].p);
+	for (c = 0; f->mem && c < f->n; c++)
+		free(f->mem[c]);
+	free(f->mem);
+	free(f->mflags);
+	free(f->wq);
 	pthread_mutex_destroy(&f->mem_lock);
 	pthread_mutex_destroy(&f->landed_lock);
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->pick);
 	pthread_cond_destroy(&f->done);
 	pthread_cond_destroy(&f->work);
+	pthread_cond_destroy(&f->wq_cond);
 	free(f);
 }
 
@@ -375,6 +419,7 @@ struct arrival {
 	struct cas_id *ids; /* the chunks cached, for the index */
 	size_t *lens;
 	size_t cached;
+	size_t kept; /* chunks kept in memory, their cache files written behind */
 	size_t done; /* chunks [0, done) cached, or found bad, and let go */
 	int mem_full;
 	int rc; /* first error */
@@ -417,9 +462,10 @@ static void arrived(void *arg, const uint8_t *p, size_t have)
 	size_t from = a->done, i;
 
 	while (a->done < a->n && a->rc != -ENOMEM && a->rc != -ENOSPC) {
-		const struct cat_chunk *ch = catalog_chunk(f->cat, a->cs[a->done]);
+		uint32_t c = a->cs[a->done];
+		const struct cat_chunk *ch = catalog_chunk(f->cat, c);
 		void *raw;
-		int prc;
+		int prc, k;
 
 		if (ch->pack_off - a->off + ch->stored_len > have)
 			break;
@@ -435,6 +481,16 @@ static void arrived(void *arg, const uint8_t *p, size_t have)
 				a->hex);
 			if (a->done == 0 && !a->rc)
 				a->rc = -EIO;
+			free(raw);
+			a->done++;
+			continue;
+		}
+		k = a->mem_full ? MEM_FULL : mem_keep(f, c, &raw, ch->raw_len);
+		a->mem_full = k == MEM_FULL;
+		if (k == MEM_KEPT || k == MEM_THERE) {
+			/* served from memory now; its cache file is written behind */
+			a->kept += k == MEM_KEPT;
+			__atomic_store_n(&f->have[c], 1, __ATOMIC_RELAXED);
 		} else if ((prc = store_object_place(f->r->store, &ch->id, raw, ch->raw_len))) {
 			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
 				strerror(-prc));
@@ -443,9 +499,7 @@ static void arrived(void *arg, const uint8_t *p, size_t have)
 		} else {
 			a->ids[a->cached] = ch->id;
 			a->lens[a->cached++] = ch->raw_len;
-			__atomic_store_n(&f->have[a->cs[a->done]], 1, __ATOMIC_RELAXED);
-			if (!a->mem_full)
-				a->mem_full = mem_keep(f, a->cs[a->done], &raw, ch->raw_len);
+			__atomic_store_n(&f->have[c], 1, __ATOMIC_RELAXED);
 		}
 		free(raw);
 		a->done++;
@@ -509,8 +563,8 @@ out:
 		if (irc)
 			log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
 				strerror(-irc));
-		__atomic_add_fetch(&f->stats->objects_fetched, a.cached, __ATOMIC_RELAXED);
 	}
+	__atomic_add_fetch(&f->stats->objects_fetched, a.cached + a.kept, __ATOMIC_RELAXED);
 	if (a.rc && a.rc != -ENOSPC)
 		__atomic_add_fetch(&f->stats->fetch_errors, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&f->lock);
@@ -525,47 +579,217 @@ out:
 	return a.rc;
 }
 
-/* Keep chunk c's bytes (taking *p) if small and there is room; 0, or 1 when full. */
+/* Drop chunk c's bytes from memory.  Under mem_lock. */
+static void mem_drop(struct fetcher *f, uint32_t c)
+{
+	f->mem_bytes -= catalog_chunk(f->cat, c)->raw_len;
+	free(f->mem[c]);
+	f->mem[c] = NULL;
+	f->mflags[c] = 0;
+}
+
+static void *cache_writer(void *arg);
+
+/*
+ * Keep small chunk c's verified bytes in memory (taking *p), dirty, and
+ * queue its cache file for the writer.  MEM_THERE: dirty in memory
+ * already; MEM_FULL: no room (the caller writes the file); MEM_NO: not a
+ * small chunk.
+ */
 static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
 {
-	struct mem_chunk *m = &f->mem[c & (MEM_SLOTS - 1)];
-	int full = 0;
+	int rc = MEM_KEPT;
 
 	if (len > MEM_CHUNK_MAX || len == 0)
-		return 0;
+		return MEM_NO;
 	pthread_mutex_lock(&f->mem_lock);
-	if (m->p) {
-		f->mem_bytes -= m->len;
-		free(m->p);
-		m->p = NULL;
+	if (f->mem[c] && (f->mflags[c] & M_DIRTY)) {
+		rc = MEM_THERE;
+		goto out;
 	}
-	if (f->mem_bytes + len <= MEM_BYTES) {
-		m->chunk = c;
-		m->len = (uint32_t)len;
-		m->p = *p;
-		*p = NULL;
-		f->mem_bytes += len;
-	} else {
-		full = 1;
+	if (f->mem[c] && !(f->mflags[c] & M_WRITING))
+		mem_drop(f, c); /* clean: its file may be gone since, write it again */
+	if (f->mem[c] || f->mem_bytes + len > MEM_BYTES) {
+		rc = MEM_FULL;
+		goto out;
+	}
+	if (f->wq_tail - f->wq_head == f->wq_cap) {
+		size_t nc = f->wq_cap ? f->wq_cap * 2 : 1024, i;
+		uint32_t *q = malloc(nc * sizeof(*q));
+
+		if (!q) {
+			rc = MEM_FULL;
+			goto out;
+		}
+		for (i = 0; i < f->wq_tail - f->wq_head; i++)
+			q[i] = f->wq[(f->wq_head + i) % f->wq_cap];
+		free(f->wq);
+		f->wq = q;
+		f->wq_tail -= f->wq_head;
+		f->wq_head = 0;
+		f->wq_cap = nc;
+	}
+	if (!f->writer_on) {
+		if (pthread_create(&f->writer, NULL, cache_writer, f) != 0) {
+			rc = MEM_FULL;
+			goto out;
+		}
+		f->writer_on = 1;
+	}
+	f->wq[f->wq_tail++ % f->wq_cap] = c;
+	f->mem[c] = *p;
+	*p = NULL;
+	f->mflags[c] = M_DIRTY;
+	f->mem_bytes += len;
+	pthread_cond_signal(&f->wq_cond);
+out:
+	pthread_mutex_unlock(&f->mem_lock);
+	return rc;
+}
+
+/*
+ * Write dirty chunk c's cache file from memory unless someone is at it.
+ * Under mem_lock, dropped while writing.  1 written, 0 nothing to do, or
+ * an error (the bytes are dropped: readers fetch the chunk again).
+ */
+static int write_one(struct fetcher *f, uint32_t c)
+{
+	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+	const void *p = f->mem[c]; /* kept while M_WRITING */
+	int rc;
+
+	if ((f->mflags[c] & (M_DIRTY | M_WRITING)) != M_DIRTY)
+		return 0;
+	f->mflags[c] |= M_WRITING;
+	pthread_mutex_unlock(&f->mem_lock);
+	rc = store_object_place(f->r->store, &ch->id, p, ch->raw_len);
+	pthread_mutex_lock(&f->mem_lock);
+	f->mflags[c] &= (uint8_t) ~(M_WRITING | M_DIRTY);
+	if (rc) {
+		__atomic_store_n(&f->have[c], 0, __ATOMIC_RELAXED);
+		mem_drop(f, c);
+		return rc;
+	}
+	__atomic_add_fetch(&f->stats->written_behind, 1, __ATOMIC_RELAXED);
+	if (f->mflags[c] & M_READ)
+		mem_drop(f, c);
+	return 1;
+}
+
+/*
+ * Write the queued cache files, indexing them in batches.  idle: the
+ * writer thread, waiting for more until told to stop; else until the
+ * queue is empty.
+ */
+static void write_queued(struct fetcher *f, int idle)
+{
+	struct cas_id ids[INDEX_BATCH];
+	size_t lens[INDEX_BATCH], n = 0;
+	int rc, failed = 0;
+
+	pthread_mutex_lock(&f->mem_lock);
+	for (;;) {
+		uint32_t c;
+
+		if (n == INDEX_BATCH || (n && f->wq_head == f->wq_tail)) {
+			pthread_mutex_unlock(&f->mem_lock);
+			rc = store_objects_index(f->r->store, n, ids, lens);
+			if (rc)
+				log_err("fetch: indexing cached objects in %s: %s",
+					store_path(f->r->store), strerror(-rc));
+			n = 0;
+			pthread_mutex_lock(&f->mem_lock);
+			continue;
+		}
+		if (f->wq_head == f->wq_tail) {
+			if (!idle || f->writer_stop)
+				break;
+			pthread_cond_wait(&f->wq_cond, &f->mem_lock);
+			continue;
+		}
+		c = f->wq[f->wq_head++ % f->wq_cap];
+		rc = write_one(f, c);
+		if (rc == 1) {
+			ids[n] = catalog_chunk(f->cat, c)->id;
+			lens[n++] = catalog_chunk(f->cat, c)->raw_len;
+		} else if (rc < 0 && !failed++) {
+			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
+				strerror(-rc));
+		}
 	}
 	pthread_mutex_unlock(&f->mem_lock);
-	return full;
+}
+
+/*
+ * The writer: at idle priority, so the cache files of what the job has in
+ * memory already are written on CPU time the job leaves unused.
+ */
+static void *cache_writer(void *arg)
+{
+	struct sched_param sp = { 0 };
+
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	write_queued(arg, 1);
+	return NULL;
+}
+
+/*
+ * Chunk c's cache file is wanted now: write it if it is in memory only.
+ * 0 written, 1 not in memory only (nothing to write), or an error.
+ */
+static int write_now(struct fetcher *f, uint32_t c)
+{
+	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
+	void *copy;
+	int rc;
+
+	pthread_mutex_lock(&f->mem_lock);
+	if (!(f->mflags[c] & M_DIRTY)) {
+		pthread_mutex_unlock(&f->mem_lock);
+		return 1;
+	}
+	if (!(f->mflags[c] & M_WRITING)) {
+		rc = write_one(f, c);
+		pthread_mutex_unlock(&f->mem_lock);
+	} else {
+		/* the idle writer is at it: rather than wait for it, write a
+		 * copy (the second link of the same bytes finds the first) */
+		copy = malloc(ch->raw_len);
+		if (copy)
+			memcpy(copy, f->mem[c], ch->raw_len);
+		pthread_mutex_unlock(&f->mem_lock);
+		if (!copy)
+			return -ENOMEM;
+		rc = store_object_place(f->r->store, &ch->id, copy, ch->raw_len);
+		free(copy);
+		rc = rc ? rc : 1;
+	}
+	if (rc != 1)
+		return rc;
+	rc = store_objects_index(f->r->store, 1, &ch->id, (const size_t[]){ ch->raw_len });
+	if (rc)
+		log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
+			strerror(-rc));
+	return 0;
 }
 
 int fetch_mem_read(struct fetcher *f, uint32_t c, uint64_t off, void *buf, size_t n)
 {
-	struct mem_chunk *m = &f->mem[c & (MEM_SLOTS - 1)];
+	uint32_t len = catalog_chunk(f->cat, c)->raw_len;
 	int rc = 0;
 
+	if (f->no_mem_reads)
+		return 0;
 	pthread_mutex_lock(&f->mem_lock);
-	if (m->p && m->chunk == c && off + n <= m->len) {
-		memcpy(buf, (char *)m->p + off, n);
+	if (f->mem[c] && off + n <= len) {
+		memcpy(buf, (char *)f->mem[c] + off, n);
 		rc = 1;
-		if (off + n == m->len) {
+		if (off + n == len) {
 			/* read to its end: most readers are done with it */
-			f->mem_bytes -= m->len;
-			free(m->p);
-			m->p = NULL;
+			if (f->mflags[c] & (M_DIRTY | M_WRITING))
+				f->mflags[c] |= M_READ;
+			else
+				mem_drop(f, c);
 		}
 	}
 	pthread_mutex_unlock(&f->mem_lock);
@@ -725,6 +949,11 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 			__atomic_store_n(&f->have[c], 0, __ATOMIC_RELAXED);
 		} else if (errno != ENOENT) {
 			return -errno;
+		} else if ((rc = write_now(f, c)) <= 0) {
+			/* it was in memory only: its file is written now */
+			if (rc < 0)
+				return rc;
+			continue;
 		}
 		pthread_mutex_lock(&f->lock);
 		if (f->inflight[c]) {
@@ -840,8 +1069,15 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 		size_t take =
 			ch->raw_len - within < n - done ? (size_t)(ch->raw_len - within) : n - done;
 		ssize_t got;
-		int fd = fetch_chunk_fd(f, ref->chunk);
+		int fd;
 
+		if (fetch_mem_read(f, ref->chunk, within, (char *)buf + done, take)) {
+			fetch_note_read(f, ref->chunk);
+			done += take;
+			r++;
+			continue;
+		}
+		fd = fetch_chunk_fd(f, ref->chunk);
 		if (fd < 0)
 			return fd;
 		got = pread_full(fd, (char *)buf + done, take, (off_t)within);

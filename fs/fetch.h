@@ -30,9 +30,11 @@ ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, siz
 /* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */
 int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
 /*
- * n bytes at off of a small chunk a batch fetched lately, from memory
- * (dropped once read to its end): 1 if served, 0 if not there.
+ * n bytes at off of a small chunk (up to FETCH_MEM_MAX) a batch fetched
+ * lately, from memory (dropped once read to its end and its cache file
+ * is written): 1 if served, 0 if not there.
  */
+#define FETCH_MEM_MAX (64u << 10)
 int fetch_mem_read(struct fetcher *f, uint32_t chunk_idx, uint64_t off, void *buf, size_t n);
 
 /*

@@ -40,7 +40,8 @@ struct mount_stats {
 	uint64_t lookups_ahead; /* recorded files looked up ahead (fs/ops.c) */
 	uint64_t leaving; /* set by umount: stop looking up ahead */
 	uint64_t pushed_ahead; /* recorded small files put in the page cache as they came */
-	uint64_t reserved[6];
+	uint64_t written_behind; /* small fetched objects cached after they were served */
+	uint64_t reserved[5];
 };
 
 struct mount_opts {

@@ -508,15 +508,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		const struct cat_chunk *ch = catalog_chunk(c->cat, ref->chunk);
 		uint64_t within = (uint64_t)off - ref->off;
 
-		if (within + size <= ch->raw_len && size <= SMALL_READ) {
-			char small[SMALL_READ];
+		if (within + size <= ch->raw_len && ch->raw_len <= FETCH_MEM_MAX) {
+			/* a small chunk fetched lately: from memory (its cache
+			 * file may not be written yet) */
+			char small[SMALL_READ], *mb = size <= SMALL_READ ? small : malloc(size);
 
-			if (fetch_mem_read(c->f, ref->chunk, within, small, size)) {
+			if (mb && fetch_mem_read(c->f, ref->chunk, within, mb, size)) {
 				fetch_note_read(c->f, ref->chunk);
 				__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
-				fuse_reply_buf(req, small, size);
+				fuse_reply_buf(req, mb, size);
+				if (mb != small)
+					free(mb);
 				return;
 			}
+			if (mb != small)
+				free(mb);
 		}
 		if (within + size <= ch->raw_len) {
 			rc = fd_get(c, ino, ref->chunk, &fr, &fresh, &prev);

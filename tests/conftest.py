@@ -277,8 +277,8 @@ class Mounts:
         self.dirs = []
         self.allowed_log = []
 
-    def mount(self, stash, d, key, *extra, check=True, user=None):
-        p = stash.run("mount", d, "--key", key, *extra, check=check, user=user)
+    def mount(self, stash, d, key, *extra, check=True, user=None, env=None):
+        p = stash.run("mount", d, "--key", key, *extra, check=check, user=user, env=env)
         if p.returncode == 0:
             self.dirs.append(str(d))
         return p

@@ -3,6 +3,7 @@ fault-injecting server for 5xx, resets, stalls, short and wrong bodies."""
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import time
 
@@ -276,6 +277,57 @@ def test_chunks_that_came_before_a_cut_stay_cached(tmp_path, faulty, mounts):
         if len(faulty.requests("/packs/")) == n and p.name != "f0":
             kept += 1
     assert kept >= 1, "nothing from the first half of the cut GET was kept"
+
+
+def mount_status(stash, mnt):
+    return json.loads(stash.run("status", mnt, "--json").stdout)[0]
+
+
+@pytest.mark.parametrize("reads", ["memory", "files"])
+def test_small_objects_are_cached_behind_their_reads(tmp_path, faulty, mounts, reads):
+    """Small fetched objects are served from memory and their cache files
+    written behind (or, with STASHFS_NO_MEM_READS, when a reader first needs
+    the file); either way, after umount every one is in the store, files
+    and index, and a second mount reads it all with the packs gone."""
+    src = tmp_path / "src"
+    rng = random.Random(5)
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(60):
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(1, 60_000)))
+    (src / "d0" / "copy").write_bytes((src / "d1" / "f3").read_bytes())  # one object, two files
+    (src / "big").write_bytes(rng.randbytes(3_000_000))  # large chunks: cached at once
+    Stash(tmp_path, "writer", faulty.url).run("save", src, "--key", "k")
+    rd = Stash(tmp_path, "reader", faulty.url)
+    mnt = tmp_path / "mnt"
+    mounts.stash = rd
+    env = {"STASHFS_NO_MEM_READS": "1"} if reads == "files" else None
+    mounts.mount(rd, mnt, "k", env=env)
+    files = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    for rel in files:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes(), rel
+    deadline = time.monotonic() + 20
+    while True:
+        st = mount_status(rd, mnt)
+        if st["written_behind"] >= 240:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.05)
+    assert st["written_behind"] <= st["objects_fetched"], st
+    rd.run("umount", mnt)
+    # every object of the snapshot has its cache file and its index row
+    objs = [p for p in (tmp_path / "store-reader" / "objects").rglob("*") if p.is_file()]
+    db = sqlite3.connect(tmp_path / "store-reader" / "index.db")
+    indexed = {row[0].hex() for row in db.execute("SELECT id FROM objects")}
+    db.close()
+    assert len(objs) >= 241 and {p.parent.name + p.name for p in objs} <= indexed
+    faulty.add("/packs/", "404", count=1000)
+    n = len(faulty.requests("/packs/"))
+    mounts.mount(rd, mnt, "k")
+    for rel in files:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes(), rel
+    assert len(faulty.requests("/packs/")) == n, "the cache missed"
+    rd.run("umount", mnt)
 
 
 def test_missing_objects_are_clear_errors(tmp_path, faulty):
