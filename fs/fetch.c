@@ -607,9 +607,9 @@ static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
 		rc = MEM_THERE;
 		goto out;
 	}
-	if (f->mem[c] && !(f->mflags[c] & M_WRITING))
+	if (f->mem[c])
 		mem_drop(f, c); /* clean: its file may be gone since, write it again */
-	if (f->mem[c] || f->mem_bytes + len > MEM_BYTES) {
+	if (f->mem_bytes + len > MEM_BYTES) {
 		rc = MEM_FULL;
 		goto out;
 	}
