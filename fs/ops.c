@@ -34,7 +34,7 @@
 
 #define TIMEOUT 86400.0
 #define SMALL_READ (32u << 10)
-#define PUSH_MAX (64u << 10)
+#define PUSH_MAX (256u << 10) /* CHUNK_MIN: a larger file may have more chunks */
 
 /*
  * Files have no handles.  The kernel is told FUSE_NO_OPEN_SUPPORT, so it
@@ -845,7 +845,7 @@ static const struct cat_entry *pushable(struct fs_ctx *c, fuse_ino_t ino)
 static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 {
 	const struct cat_entry *e;
-	char buf[PUSH_MAX];
+	char small[SMALL_READ], *buf = small;
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	uint32_t idx, chunk;
 	int rc = 0;
@@ -869,6 +869,11 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	if (!e)
 		goto none;
 	chunk = catalog_refs(c->cat, e)->chunk;
+	if (e->size > sizeof(small) && !(buf = malloc((size_t)e->size))) {
+		pushed_bit(c, ino, 0);
+		rc = -ENOMEM;
+		goto none;
+	}
 	if (!fetch_peek(c->f, chunk, buf, (size_t)e->size)) {
 		pushed_bit(c, ino, 0); /* not here yet: maybe at the next open */
 		rc = 0;
@@ -878,6 +883,10 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	bv.buf[0].size = (size_t)e->size;
 	/* from memory: splicing it would copy twice */
 	rc = fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE);
+	if (buf != small) {
+		free(buf);
+		buf = small;
+	}
 	if (rc) {
 		pushed_bit(c, ino, 0);
 		goto none;
@@ -894,6 +903,8 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
 	return 0;
 none:
+	if (buf != small)
+		free(buf);
 	if (ahead)
 		ino_bit(c, c->ahead, ino, 0);
 	return rc;

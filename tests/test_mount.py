@@ -471,7 +471,7 @@ def test_lookups_ahead_of_a_recorded_job(make_stash, mounts, tmp_path):
     src, mnt = tmp_path / "src", tmp_path / "mnt"
     # past the push limit: a small file pushed ahead stays in the next
     # record (test_small_files_pushed_ahead_of_a_recorded_job)
-    random_tree(src, 4, 20, (70_000, 90_000), seed=12)
+    random_tree(src, 4, 20, (270_000, 300_000), seed=12)
     a = make_stash("job1")
     a.run("save", src, "--key", "v1")
     mounts.mount(a, mnt, "v1")
@@ -526,7 +526,7 @@ def test_small_files_pushed_ahead_of_a_recorded_job(make_stash, mounts, tmp_path
     one read unseen that way stays in the next record, and a write by the
     job still wins."""
     src, mnt = tmp_path / "src", tmp_path / "mnt"
-    rng = random_tree(src, 3, 10, (100, 20_000), seed=13)
+    rng = random_tree(src, 3, 10, (100, 200_000), seed=13)  # up to the push limit
     shutil.copytree(src / "d0", src / "d3")  # the same bytes: the same chunks
     (src / "d0" / "empty").write_bytes(b"")
     (src / "big").write_bytes(rng.randbytes(300_000))  # past the push limit
