@@ -58,6 +58,12 @@ enum {
 	M_READ = 4, /* read to its end: drop once written */
 };
 
+/* A growing FIFO of chunk indices; its user holds the lock. */
+struct ring {
+	uint32_t *q;
+	size_t head, tail, cap;
+};
+
 struct fetcher {
 	struct repo *r;
 	struct catalog *cat;
@@ -78,8 +84,7 @@ struct fetcher {
 	pthread_mutex_t pick; /* one prefetcher at a time chooses its batch; before lock */
 	pthread_cond_t done;
 	/* background queue, under lock */
-	uint32_t *queue;
-	size_t qhead, qtail, qcap;
+	struct ring queue;
 	pthread_cond_t work;
 	pthread_t threads[PREFETCH_THREADS];
 	int nthreads;
@@ -98,8 +103,7 @@ struct fetcher {
 	void **mem; /* per chunk: its bytes, or NULL */
 	uint8_t *mflags; /* per chunk: M_DIRTY, M_WRITING, M_READ */
 	size_t mem_bytes;
-	uint32_t *wq; /* dirty chunks, oldest first (a ring) */
-	size_t wq_head, wq_tail, wq_cap;
+	struct ring wq; /* dirty chunks, oldest first */
 	pthread_cond_t wq_cond;
 	pthread_t writer;
 	int writer_on; /* started */
@@ -281,12 +285,12 @@ void fetcher_free(struct fetcher *f)
 	free(f->have);
 	free(f->wanted);
 	free(f->served);
-	free(f->queue);
+	free(f->queue.q);
 	for (c = 0; f->mem && c < f->n; c++)
 		free(f->mem[c]);
 	free(f->mem);
 	free(f->mflags);
-	free(f->wq);
+	free(f->wq.q);
 	pthread_mutex_destroy(&f->mem_lock);
 	pthread_mutex_destroy(&f->landed_lock);
 	pthread_mutex_destroy(&f->lock);
@@ -300,6 +304,47 @@ void fetcher_free(struct fetcher *f)
 static void enqueue(struct fetcher *f, uint32_t c);
 static void start_threads(struct fetcher *f);
 static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len);
+
+/* Append c to ring r; -ENOMEM if it cannot grow. */
+static int ring_push(struct ring *r, uint32_t c)
+{
+	if (r->tail - r->head == r->cap) {
+		size_t nc = r->cap ? r->cap * 2 : 1024, i;
+		uint32_t *q = malloc(nc * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		for (i = 0; i < r->tail - r->head; i++)
+			q[i] = r->q[(r->head + i) % r->cap];
+		free(r->q);
+		r->q = q;
+		r->tail -= r->head;
+		r->head = 0;
+		r->cap = nc;
+	}
+	r->q[r->tail++ % r->cap] = c;
+	return 0;
+}
+
+static int ring_empty(const struct ring *r)
+{
+	return r->head == r->tail;
+}
+
+static uint32_t ring_pop(struct ring *r)
+{
+	return r->q[r->head++ % r->cap];
+}
+
+/* Index n objects just cached (their files are in place), logging a failure. */
+static void index_cached(struct fetcher *f, size_t n, const struct cas_id *ids, const size_t *lens)
+{
+	int rc = n ? store_objects_index(f->r->store, n, ids, lens) : 0;
+
+	if (rc)
+		log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
+			strerror(-rc));
+}
 
 /* Append c to a log (reads.log, pushed.log) unless its bit says it is there. */
 static void log_once(uint64_t *bits, int fd, uint32_t c)
@@ -557,13 +602,7 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 	arrived(&a, in.p, in.len);
 out:
 	/* chunks cached before an error stay cached: they were verified */
-	if (a.cached) {
-		int irc = store_objects_index(f->r->store, a.cached, a.ids, a.lens);
-
-		if (irc)
-			log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
-				strerror(-irc));
-	}
+	index_cached(f, a.cached, a.ids, a.lens);
 	__atomic_add_fetch(&f->stats->objects_fetched, a.cached + a.kept, __ATOMIC_RELAXED);
 	if (a.rc && a.rc != -ENOSPC)
 		__atomic_add_fetch(&f->stats->fetch_errors, 1, __ATOMIC_RELAXED);
@@ -613,22 +652,6 @@ static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
 		rc = MEM_FULL;
 		goto out;
 	}
-	if (f->wq_tail - f->wq_head == f->wq_cap) {
-		size_t nc = f->wq_cap ? f->wq_cap * 2 : 1024, i;
-		uint32_t *q = malloc(nc * sizeof(*q));
-
-		if (!q) {
-			rc = MEM_FULL;
-			goto out;
-		}
-		for (i = 0; i < f->wq_tail - f->wq_head; i++)
-			q[i] = f->wq[(f->wq_head + i) % f->wq_cap];
-		free(f->wq);
-		f->wq = q;
-		f->wq_tail -= f->wq_head;
-		f->wq_head = 0;
-		f->wq_cap = nc;
-	}
 	if (!f->writer_on) {
 		if (pthread_create(&f->writer, NULL, cache_writer, f) != 0) {
 			rc = MEM_FULL;
@@ -636,7 +659,10 @@ static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
 		}
 		f->writer_on = 1;
 	}
-	f->wq[f->wq_tail++ % f->wq_cap] = c;
+	if (ring_push(&f->wq, c)) {
+		rc = MEM_FULL;
+		goto out;
+	}
 	f->mem[c] = *p;
 	*p = NULL;
 	f->mflags[c] = M_DIRTY;
@@ -691,23 +717,20 @@ static void write_queued(struct fetcher *f, int idle)
 	for (;;) {
 		uint32_t c;
 
-		if (n == INDEX_BATCH || (n && f->wq_head == f->wq_tail)) {
+		if (n == INDEX_BATCH || (n && ring_empty(&f->wq))) {
 			pthread_mutex_unlock(&f->mem_lock);
-			rc = store_objects_index(f->r->store, n, ids, lens);
-			if (rc)
-				log_err("fetch: indexing cached objects in %s: %s",
-					store_path(f->r->store), strerror(-rc));
+			index_cached(f, n, ids, lens);
 			n = 0;
 			pthread_mutex_lock(&f->mem_lock);
 			continue;
 		}
-		if (f->wq_head == f->wq_tail) {
+		if (ring_empty(&f->wq)) {
 			if (!idle || f->writer_stop)
 				break;
 			pthread_cond_wait(&f->wq_cond, &f->mem_lock);
 			continue;
 		}
-		c = f->wq[f->wq_head++ % f->wq_cap];
+		c = ring_pop(&f->wq);
 		rc = write_one(f, c);
 		if (rc == 1) {
 			ids[n] = catalog_chunk(f->cat, c)->id;
@@ -766,10 +789,7 @@ static int write_now(struct fetcher *f, uint32_t c)
 	}
 	if (rc != 1)
 		return rc;
-	rc = store_objects_index(f->r->store, 1, &ch->id, (const size_t[]){ ch->raw_len });
-	if (rc)
-		log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
-			strerror(-rc));
+	index_cached(f, 1, &ch->id, (const size_t[]){ ch->raw_len });
 	return 0;
 }
 
@@ -798,21 +818,8 @@ int fetch_mem_read(struct fetcher *f, uint32_t c, uint64_t off, void *buf, size_
 
 static void enqueue(struct fetcher *f, uint32_t c)
 {
-	if (f->qtail - f->qhead == f->qcap) {
-		size_t nc = f->qcap ? f->qcap * 2 : 1024, i;
-		uint32_t *q = malloc(nc * sizeof(*q));
-
-		if (!q)
-			return;
-		for (i = 0; i < f->qtail - f->qhead; i++)
-			q[i] = f->queue[(f->qhead + i) % (f->qcap ? f->qcap : 1)];
-		free(f->queue);
-		f->queue = q;
-		f->qtail -= f->qhead;
-		f->qhead = 0;
-		f->qcap = nc;
-	}
-	f->queue[f->qtail++ % f->qcap] = c;
+	if (ring_push(&f->queue, c))
+		return;
 	__atomic_add_fetch(&f->stats->prefetch_queued, 1, __ATOMIC_RELAXED);
 	pthread_cond_signal(&f->work);
 }
@@ -837,14 +844,14 @@ static void *prefetcher(void *arg)
 		 */
 		pthread_mutex_lock(&f->pick);
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && f->qhead == f->qtail)
+		while (!f->stop && ring_empty(&f->queue))
 			pthread_cond_wait(&f->work, &f->lock);
 		if (f->stop) {
 			pthread_mutex_unlock(&f->lock);
 			pthread_mutex_unlock(&f->pick);
 			break;
 		}
-		c = f->queue[f->qhead++ % f->qcap];
+		c = ring_pop(&f->queue);
 		alone = c & ALONE;
 		window = c & WINDOW;
 		c &= ~(ALONE | WINDOW);

@@ -511,18 +511,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (within + size <= ch->raw_len && ch->raw_len <= FETCH_MEM_MAX) {
 			/* a small chunk fetched lately: from memory (its cache
 			 * file may not be written yet) */
-			char small[SMALL_READ], *mb = size <= SMALL_READ ? small : malloc(size);
+			char mb[FETCH_MEM_MAX];
 
-			if (mb && fetch_mem_read(c->f, ref->chunk, within, mb, size)) {
+			if (fetch_mem_read(c->f, ref->chunk, within, mb, size)) {
 				fetch_note_read(c->f, ref->chunk);
 				__atomic_add_fetch(&c->stats->bytes_read, size, __ATOMIC_RELAXED);
 				fuse_reply_buf(req, mb, size);
-				if (mb != small)
-					free(mb);
 				return;
 			}
-			if (mb != small)
-				free(mb);
 		}
 		if (within + size <= ch->raw_len) {
 			rc = fd_get(c, ino, ref->chunk, &fr, &fresh, &prev);
@@ -883,10 +879,6 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	bv.buf[0].size = (size_t)e->size;
 	/* from memory: splicing it would copy twice */
 	rc = fuse_lowlevel_notify_store(c->se, ino, 0, &bv, FUSE_BUF_NO_SPLICE);
-	if (buf != small) {
-		free(buf);
-		buf = small;
-	}
 	if (rc) {
 		pushed_bit(c, ino, 0);
 		goto none;
@@ -901,6 +893,8 @@ static int push_small(struct fs_ctx *c, fuse_ino_t ino, int ahead)
 	__atomic_add_fetch(&c->stats->bytes_pushed, e->size, __ATOMIC_RELAXED);
 	if (ov_content(c->ov, ino, &idx) == 1)
 		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
+	if (buf != small)
+		free(buf);
 	return 0;
 none:
 	if (buf != small)
