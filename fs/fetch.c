@@ -798,8 +798,8 @@ int fetch_mem_read(struct fetcher *f, uint32_t c, uint64_t off, void *buf, size_
 	uint32_t len = catalog_chunk(f->cat, c)->raw_len;
 	int rc = 0;
 
-	if (f->no_mem_reads)
-		return 0;
+	if (f->no_mem_reads || len > MEM_CHUNK_MAX)
+		return 0; /* never kept: no need for the lock */
 	pthread_mutex_lock(&f->mem_lock);
 	if (f->mem[c] && off + n <= len) {
 		memcpy(buf, (char *)f->mem[c] + off, n);
