@@ -41,7 +41,8 @@ struct mount_stats {
 	uint64_t leaving; /* set by umount: stop looking up ahead */
 	uint64_t pushed_ahead; /* recorded small files put in the page cache as they came */
 	uint64_t written_behind; /* small fetched objects cached after they were served */
-	uint64_t reserved[5];
+	uint64_t ring_light; /* answered at idle priority, no policy switch (fs/uring.c) */
+	uint64_t reserved[4];
 };
 
 struct mount_opts {

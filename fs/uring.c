@@ -110,6 +110,31 @@ static struct {
 } R;
 
 static __thread struct ring_thread *cur;
+static __thread int idle_now; /* this ring thread runs as SCHED_IDLE now */
+
+void ring_work(void)
+{
+	struct sched_param sp = { 0 };
+
+	if (!idle_now)
+		return;
+	idle_now = 0;
+	if (sched_setscheduler(0, SCHED_OTHER, &sp) != 0)
+		/* not allowed back (RLIMIT_NICE changed?): stop doing it */
+		__atomic_store_n(&R.idle_waits, 0, __ATOMIC_RELAXED);
+}
+
+/*
+ * A request whose handler usually answers at once from memory: Python's
+ * isatty at every open (an IOCTL) is the only one a job sends per file.
+ * Its handler calls ring_work() before anything more (a push).
+ */
+static int light(const struct ring_thread *t)
+{
+	const struct fuse_in_header *in = (const void *)t->hdr->in_out;
+
+	return in->opcode == FUSE_IOCTL;
+}
 
 static void uring_close(struct uring *u)
 {
@@ -333,8 +358,11 @@ static void *ring_main(void *arg)
 		__atomic_add_fetch(&R.stats->ring_threads, 1, __ATOMIC_RELAXED);
 	while (rc == 0) {
 		struct sched_param sp = { 0 };
+		int idle;
 
 		serve_one(t);
+		if (idle_now)
+			__atomic_add_fetch(&R.stats->ring_light, 1, __ATOMIC_RELAXED);
 		uring_cmd(t, RING_COMMIT_AND_FETCH, t->commit_id, NULL);
 		/*
 		 * The commit wakes the caller from this CPU.  The scheduler
@@ -342,16 +370,16 @@ static void *ring_main(void *arg)
 		 * wakeup, then the next request lands on that CPU's queue and
 		 * the same again), unless the CPU runs only SCHED_IDLE tasks:
 		 * be one while committing and waiting, so the caller stays
-		 * here.  Handlers run as normal tasks.
+		 * here.  Handlers run as normal tasks, except those answered
+		 * without work (below), which skip the two switches.
 		 */
-		int idle = __atomic_load_n(&R.idle_waits, __ATOMIC_RELAXED);
-
-		if (idle)
-			sched_setscheduler(0, SCHED_IDLE, &sp);
+		idle = __atomic_load_n(&R.idle_waits, __ATOMIC_RELAXED);
+		if (idle && !idle_now && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
+			idle_now = 1;
 		rc = uring_submit_wait(&t->u);
-		if (idle && sched_setscheduler(0, SCHED_OTHER, &sp) != 0)
-			/* not allowed back (RLIMIT_NICE changed?): stop doing it */
-			__atomic_store_n(&R.idle_waits, 0, __ATOMIC_RELAXED);
+		if (rc == 0 && idle_now && light(t))
+			continue;
+		ring_work();
 	}
 	if (rc != -ENOTCONN && rc != -ECANCELED && !R.stop)
 		log_once("mount: io_uring queue %d stopped: %s; FUSE requests go through /dev/fuse",

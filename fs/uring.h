@@ -22,6 +22,14 @@ struct mount_stats;
  */
 int ring_attach(struct fuse_session *se, int enable, struct mount_stats *stats);
 
+/*
+ * A handler that may do more than answer from memory (a fetch, a disk
+ * read, a push) calls this first: a ring thread that took its request as
+ * a light one at idle priority becomes a normal task for the rest of it.
+ * Does nothing on any other thread.
+ */
+void ring_work(void);
+
 /* After the session loop returned and the file system was unmounted. */
 void ring_detach(void);
 

@@ -226,6 +226,42 @@ def test_syscall_exerciser_in_mount(stash, mounts, tmp_path, transport):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+
+def test_isatty_answered_at_idle_priority(stash, mounts, tmp_path):
+    """Python asks isatty at every open: over io_uring, an IOCTL with no
+    push to do is answered without the two scheduling-policy switches a
+    request costs (ring_light); one that pushes is handled as a normal task."""
+    if uring_unavailable():
+        pytest.skip(uring_unavailable())
+    if os.geteuid() != 0:
+        pytest.skip("idle-priority waits need CAP_SYS_NICE (root)")
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    (src / "d").mkdir(parents=True)
+    want = {}
+    for i in range(40):
+        want[f"d/f{i}"] = f"small file {i}\n".encode() * (i + 1)
+        (src / f"d/f{i}").write_bytes(want[f"d/f{i}"])
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+
+    def one_pass(ask=False):
+        before = status(stash, mnt)
+        for rel, data in want.items():
+            with open(mnt / rel, "rb") as f:
+                assert not (ask and os.isatty(f.fileno()))
+                assert f.read() == data, rel
+        return before, status(stash, mnt)
+
+    b1, a1 = one_pass()  # each file's IOCTL went on to a push (or a fetch)
+    one_pass()  # the push of the file whose bytes came with its READ
+    b3, a3 = one_pass(ask=True)  # nothing to do: answered at idle priority
+    assert a1["ring_requests"] > b1["ring_requests"], a1
+    assert a1["bytes_pushed"] > b1["bytes_pushed"], (b1, a1)
+    assert a1["ring_light"] == b1["ring_light"], (b1, a1)
+    # two IOCTLs per file: Python's isatty at open, then the test's
+    assert a3["ring_light"] - b3["ring_light"] == 2 * len(want), (b3, a3)
+    assert a3["bytes_pushed"] == b3["bytes_pushed"], (b3, a3)
+
 def daemon_pid(stash, mnt):
     statedir = None
     for m in os.listdir(os.path.join(stash.store, "mounts")):
