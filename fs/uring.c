@@ -93,6 +93,7 @@ struct ring_thread {
 	uint64_t unique; /* the request being handled; 0 between requests */
 	uint64_t commit_id;
 	int replied;
+	uint64_t served; /* requests this thread answered */
 };
 
 static struct {
@@ -353,17 +354,9 @@ static void *ring_main(void *arg)
 	iov[1].iov_base = t->payload;
 	iov[1].iov_len = t->cap;
 	uring_cmd(t, RING_REGISTER, 0, iov);
-	rc = uring_submit_wait(&t->u);
-	if (rc == 0)
-		__atomic_add_fetch(&R.stats->ring_threads, 1, __ATOMIC_RELAXED);
-	while (rc == 0) {
+	for (;;) {
 		struct sched_param sp = { 0 };
-		int idle;
 
-		serve_one(t);
-		if (idle_now)
-			__atomic_add_fetch(&R.stats->ring_light, 1, __ATOMIC_RELAXED);
-		uring_cmd(t, RING_COMMIT_AND_FETCH, t->commit_id, NULL);
 		/*
 		 * The commit wakes the caller from this CPU.  The scheduler
 		 * moves a wakee off a busy CPU to an idle one (a cross-CPU
@@ -371,16 +364,24 @@ static void *ring_main(void *arg)
 		 * the same again), unless the CPU runs only SCHED_IDLE tasks:
 		 * be one while committing and waiting, so the caller stays
 		 * here.  Handlers run as normal tasks, except those answered
-		 * without work (below), which skip the two switches.
+		 * without work (light()), which skip the two switches.
 		 */
-		idle = __atomic_load_n(&R.idle_waits, __ATOMIC_RELAXED);
-		if (idle && !idle_now && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
+		if (__atomic_load_n(&R.idle_waits, __ATOMIC_RELAXED) && !idle_now &&
+		    sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
 			idle_now = 1;
 		rc = uring_submit_wait(&t->u);
-		if (rc == 0 && idle_now && light(t))
-			continue;
-		ring_work();
+		if (rc)
+			break;
+		if (!t->served++)
+			__atomic_add_fetch(&R.stats->ring_threads, 1, __ATOMIC_RELAXED);
+		if (!(idle_now && light(t)))
+			ring_work();
+		serve_one(t);
+		if (idle_now)
+			__atomic_add_fetch(&R.stats->ring_light, 1, __ATOMIC_RELAXED);
+		uring_cmd(t, RING_COMMIT_AND_FETCH, t->commit_id, NULL);
 	}
+	ring_work();
 	if (rc != -ENOTCONN && rc != -ECANCELED && !R.stop)
 		log_once("mount: io_uring queue %d stopped: %s; FUSE requests go through /dev/fuse",
 			 t->qid, rc);
