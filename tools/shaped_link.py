@@ -1,8 +1,10 @@
 """A realistic link for the benchmarks, on this machine only: two network
 namespaces (client and server) joined by a veth pair, rate-limited with tc
 tbf on both ends, and a delay added by a small forwarding proxy in the server
-namespace (this kernel has no netem).  The server's nginx listens on the
-server namespace's loopback; the proxy on the veth address forwards to it.
+namespace (this kernel has no netem).  The proxy ends TCP itself, so it also
+charges each new connection the round trip of a handshake (not TLS's).  The
+server's nginx listens on the server namespace's loopback; the proxy on the
+veth address forwards to it.
 
     with ShapedLink(rtt_ms=20, rate="1gbit") as link:
         link.run_server(["nginx", ...])          # inside the server namespace
@@ -23,8 +25,9 @@ PROXY = r'''
 import asyncio, sys
 delay = float(sys.argv[1]) / 1000.0
 listen_port, up_host, up_port = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+handshake = sys.argv[5] == "1"
 
-async def pump(reader, writer):
+async def pump(reader, writer, not_before=0.0):
     q = asyncio.Queue()
     async def deliver():
         while True:
@@ -46,18 +49,23 @@ async def pump(reader, writer):
             data = await reader.read(65536)
             if not data:
                 break
-            await q.put((asyncio.get_running_loop().time() + delay, data))
+            now = asyncio.get_running_loop().time()
+            await q.put((max(now, not_before) + delay, data))
     finally:
         await q.put((0, None))
         await t
 
 async def handle(cr, cw):
+    # TCP ends here, at once: a real connection's first request leaves one
+    # round trip (SYN, SYN-ACK) after its connect, so hold its data that long
+    opened = asyncio.get_running_loop().time()
     try:
         ur, uw = await asyncio.open_connection(up_host, up_port)
     except Exception:
         cw.close()
         return
-    await asyncio.gather(pump(cr, uw), pump(ur, cw), return_exceptions=True)
+    await asyncio.gather(pump(cr, uw, opened + 2 * delay if handshake else 0.0), pump(ur, cw),
+                         return_exceptions=True)
     cw.close()
     uw.close()
 
@@ -75,8 +83,9 @@ def sh(*cmd, check=True):
 
 
 class ShapedLink:
-    def __init__(self, rtt_ms=20, rate="1gbit", proxy_port=8080):
+    def __init__(self, rtt_ms=20, rate="1gbit", proxy_port=8080, handshake=True):
         self.rtt_ms = rtt_ms
+        self.handshake = handshake
         self.rate = rate
         self.proxy_port = proxy_port
         self.procs = []
@@ -101,9 +110,11 @@ class ShapedLink:
         return p
 
     def start_proxy(self, upstream_port):
-        """The delay: half the RTT each way, between the veth and nginx."""
+        """The delay: half the RTT each way, between the veth and nginx, and
+        with handshake one RTT more before a new connection's first bytes
+        go on (TCP's handshake, which the proxy itself answers at once)."""
         p = self.server([sys.executable, "-c", PROXY, str(self.rtt_ms / 2), str(self.proxy_port),
-                         "127.0.0.1", str(upstream_port)])
+                         "127.0.0.1", str(upstream_port), "1" if self.handshake else "0"])
         for _ in range(100):
             r = subprocess.run(["ip", "netns", "exec", CLI, "bash", "-c",
                                 f"exec 3<>/dev/tcp/{SRV_IP}/{self.proxy_port}"],
