@@ -5,6 +5,11 @@
  * closes every SQLite handle, then forks the daemon, which reopens them,
  * mounts, and says "ok" through a pipe once the mount is usable; the
  * parent returns then.  Errors before that point reach the terminal.
+ *
+ * While it fetches the catalog, the command opens the daemon's first
+ * connections to the remote (remote_preconnect, PRECONNECT of them, as
+ * many as the daemon's prefetchers): the daemon inherits and adopts them,
+ * so its first GETs cost no handshake.
  */
 #define _GNU_SOURCE
 #include "fetch.h"
@@ -31,6 +36,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define PRECONNECT 6 /* fs/fetch.c's PREFETCH_THREADS */
 
 static int real_mountpoint(const char *dir, char *real, size_t rn)
 {
@@ -231,10 +238,18 @@ struct daemon_args {
 	int no_prefetch;
 	int no_uring;
 	int ready_fd;
+	int pre[PRECONNECT]; /* connections to the remote opened ahead */
+	int npre;
 };
 
+static void close_pre(struct daemon_args *d)
+{
+	while (d->npre > 0)
+		close(d->pre[--d->npre]);
+}
+
 /* Open everything and serve until unmounted.  Runs in the daemon. */
-static int run_daemon(const struct daemon_args *d)
+static int run_daemon(struct daemon_args *d)
 {
 	struct repo r;
 	struct catalog *cat = NULL;
@@ -254,8 +269,10 @@ static int run_daemon(const struct daemon_args *d)
 	mallopt(M_MMAP_THRESHOLD, 16 << 20);
 	mallopt(M_TRIM_THRESHOLD, 16 << 20);
 	rc = repo_open(&r, d->store_path, d->remote, d->reads, d->n_reads);
-	if (rc)
+	if (rc) {
+		close_pre(d);
 		return rc;
+	}
 	rc = repo_catalog(&r, &d->catalog, &cat);
 	if (rc)
 		goto out;
@@ -269,6 +286,8 @@ static int run_daemon(const struct daemon_args *d)
 	stats->mounted_ns = now_ns();
 	stats->files_total = catalog_header(cat)->n_files;
 	stats->bytes_total = catalog_header(cat)->total_bytes;
+	remote_adopt(r.primary, d->pre, d->npre, &stats->conns_ahead);
+	d->npre = 0; /* the remote owns them now */
 	rc = fetcher_new(&r, cat, d->statedir, stats, &f);
 	if (rc)
 		goto out;
@@ -292,6 +311,7 @@ static int run_daemon(const struct daemon_args *d)
 	so.log_path = path;
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 out:
+	close_pre(d);
 	ov_close(ov);
 	fetcher_free(f);
 	if (stats)
@@ -422,9 +442,14 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			return rc;
 		}
 	}
+	/* the daemon's first connections, opened while the catalog comes */
+	if (hit != HIT_MISS && !o->no_prefetch)
+		d.npre = remote_preconnect(r->primary, PRECONNECT, d.pre);
 	rc = repo_catalog(r, &d.catalog, &cat);
-	if (rc)
+	if (rc) {
+		close_pre(&d);
 		return rc;
+	}
 	files = catalog_header(cat)->n_files;
 	bytes = catalog_header(cat)->total_bytes;
 	rc = mkdir_p(statedir, 0700);
@@ -449,6 +474,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	catalog_close(cat);
 	if (rc) {
 		log_err("mount: cannot prepare state in %s: %s", statedir, strerror(-rc));
+		close_pre(&d);
 		return rc;
 	}
 
@@ -483,13 +509,17 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		log_info("mount: %s at %s (foreground)", v, qpath(real));
 		return run_daemon(&d);
 	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		rc = -errno;
+		close_pre(&d);
+		return rc;
+	}
 	pid = fork();
 	if (pid < 0) {
 		rc = -errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
+		close_pre(&d);
 		return rc;
 	}
 	if (pid == 0) {
@@ -502,6 +532,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		_exit(rc ? 1 : 0);
 	}
 	close(pipefd[1]);
+	close_pre(&d); /* the daemon has its own copies */
 	waitpid(pid, NULL, 0);
 	{
 		char ok[4] = "";
@@ -628,13 +659,14 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64
 		       ",\"lookups\":%" PRIu64 ",\"lookups_ahead\":%" PRIu64
 		       ",\"pushed_ahead\":%" PRIu64 ",\"written_behind\":%" PRIu64
-		       ",\"ring_light\":%" PRIu64 ",\"pid\":%" PRId64 "}",
+		       ",\"ring_light\":%" PRIu64 ",\"connections_ahead\":%" PRIu64
+		       ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
 		       s->prefetch_done, s->bytes_pushed, s->ring_threads, s->ring_requests,
 		       s->lookups, s->lookups_ahead, s->pushed_ahead, s->written_behind,
-		       s->ring_light, alive ? s->pid : (int64_t)0);
+		       s->ring_light, s->conns_ahead, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

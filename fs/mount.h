@@ -42,7 +42,8 @@ struct mount_stats {
 	uint64_t pushed_ahead; /* recorded small files put in the page cache as they came */
 	uint64_t written_behind; /* small fetched objects cached after they were served */
 	uint64_t ring_light; /* answered at idle priority, no policy switch (fs/uring.c) */
-	uint64_t reserved[4];
+	uint64_t conns_ahead; /* connections the command opened for us, taken (fs/mount.c) */
+	uint64_t reserved[3];
 };
 
 struct mount_opts {

@@ -7,6 +7,12 @@
  * callers (save's and restore's worker threads, the mount's readers) run
  * in parallel and each handle keeps its connections alive for reuse.
  *
+ * A command that hands the next requests to another process (the mount's
+ * daemon) can have connections opened ahead (remote_preconnect) to the
+ * address its own requests went to; the other process adopts them and
+ * curl takes one, still open and to the same address, instead of
+ * connecting (CURLOPT_OPENSOCKETFUNCTION, CURL_SOCKOPT_ALREADY_CONNECTED).
+ *
  * Every operation has a deadline (the remote timeout, default 60 s): a
  * connect timeout, a low-speed abort for stalled bodies, and retries with
  * backoff on 5xx, 429, resets, timeouts and short bodies, all inside it.
@@ -21,16 +27,21 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define POOL_MAX 16
 #define MAX_TRIES 5
+#define AHEAD_MAX 8
+#define AHEAD_TTL 5.0 /* seconds an adopted, unused connection is worth taking */
 
 struct http_remote {
 	char *base; /* URL prefix ending without '/' */
@@ -44,7 +55,19 @@ struct http_remote {
 	pthread_mutex_t lock;
 	CURL *pool[POOL_MAX];
 	int npool;
+	/* under lock: where the first request went (for remote_preconnect) */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	/* under lock: adopted sockets (remote_adopt), for new connections */
+	int ahead[AHEAD_MAX];
+	int nahead;
+	int adopting;
+	double ahead_at;
+	uint64_t *ahead_used;
 };
+
+/* The adopted socket curl is opening on this thread, till its sockopt call. */
+static __thread int ahead_fd = -1;
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -211,6 +234,99 @@ static int retryable(CURLcode cc, long status)
 	}
 }
 
+/* Remember the address c's connection went to (the server, or a proxy). */
+static void note_peer(struct http_remote *h, CURL *c)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	curl_socket_t s = CURL_SOCKET_BAD;
+
+	if (curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK || s == CURL_SOCKET_BAD ||
+	    getpeername(s, (struct sockaddr *)&sa, &len) != 0 ||
+	    (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
+		return;
+	pthread_mutex_lock(&h->lock);
+	if (!h->peer_len) {
+		memcpy(&h->peer, &sa, len);
+		h->peer_len = len;
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+static int same_peer(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return 0;
+	if (a->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) &&
+		       x->sin6_scope_id == y->sin6_scope_id;
+	}
+	return 0;
+}
+
+/*
+ * An adopted socket connected to addr, alive and unused, or -1.  One that
+ * failed, was closed by the server or got too old is closed on the way.
+ */
+static int take_ahead(struct http_remote *h, const struct sockaddr *addr)
+{
+	int i, fd = -1;
+
+	pthread_mutex_lock(&h->lock);
+	for (i = 0; i < h->nahead;) {
+		struct sockaddr_storage p;
+		socklen_t len = sizeof(p);
+		struct pollfd pf = { h->ahead[i], POLLIN | POLLRDHUP, 0 };
+		int dead = now_s() - h->ahead_at > AHEAD_TTL ||
+			   getpeername(pf.fd, (struct sockaddr *)&p, &len) != 0 ||
+			   poll(&pf, 1, 0) != 0;
+
+		if (dead || same_peer((struct sockaddr *)&p, addr)) {
+			if (dead)
+				close(h->ahead[i]);
+			else
+				fd = h->ahead[i];
+			h->ahead[i] = h->ahead[--h->nahead];
+			if (fd >= 0)
+				break;
+			continue;
+		}
+		i++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (fd >= 0 && h->ahead_used)
+		__atomic_add_fetch(h->ahead_used, 1, __ATOMIC_RELAXED);
+	return fd;
+}
+
+static curl_socket_t open_sock(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	int fd = purpose == CURLSOCKTYPE_IPCXN ? take_ahead(arg, &a->addr) : -1;
+
+	ahead_fd = fd;
+	if (fd >= 0)
+		return fd;
+	return socket(a->family, a->socktype, a->protocol);
+}
+
+static int sock_opt(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+	(void)arg;
+	(void)purpose;
+	if (fd < 0 || fd != ahead_fd)
+		return CURL_SOCKOPT_OK;
+	ahead_fd = -1;
+	return CURL_SOCKOPT_ALREADY_CONNECTED;
+}
+
 static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
 		   CURLcode *ccout, int *too_big, int *got_206)
 {
@@ -242,6 +358,12 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 			 (long)(h->timeout / 5 < 10 ? h->timeout / 5 + 1 : 10));
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (__atomic_load_n(&h->adopting, __ATOMIC_RELAXED)) {
+		curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_sock);
+		curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, h);
+		curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sock_opt);
+		curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, h);
+	}
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
@@ -311,6 +433,8 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
 	cc = curl_easy_perform(c);
 	*ccout = cc;
+	if (cc == CURLE_OK && !__atomic_load_n(&h->peer_len, __ATOMIC_RELAXED))
+		note_peer(h, c);
 	*status = 0;
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	*too_big = sink.too_big;
@@ -475,6 +599,49 @@ static int http_exists(struct remote *r, const char *name)
 	return rc ? rc : 1;
 }
 
+static int http_preconnect(struct remote *r, int n, int *fds)
+{
+	struct http_remote *h = r->priv;
+	struct sockaddr_storage sa;
+	socklen_t len;
+	int i, k = 0;
+
+	pthread_mutex_lock(&h->lock);
+	sa = h->peer;
+	len = h->peer_len;
+	pthread_mutex_unlock(&h->lock);
+	for (i = 0; len && i < n; i++) {
+		int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			break;
+		if (connect(fd, (struct sockaddr *)&sa, len) != 0 && errno != EINPROGRESS) {
+			close(fd);
+			break;
+		}
+		fds[k++] = fd;
+	}
+	return k;
+}
+
+static void http_adopt(struct remote *r, const int *fds, int n, uint64_t *used)
+{
+	struct http_remote *h = r->priv;
+	int i;
+
+	pthread_mutex_lock(&h->lock);
+	for (i = 0; i < n; i++) {
+		if (h->nahead < AHEAD_MAX)
+			h->ahead[h->nahead++] = fds[i];
+		else
+			close(fds[i]);
+	}
+	h->ahead_at = now_s();
+	h->ahead_used = used;
+	__atomic_store_n(&h->adopting, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&h->lock);
+}
+
 static void http_free(struct remote *r)
 {
 	struct http_remote *h = r->priv;
@@ -484,6 +651,8 @@ static void http_free(struct remote *r)
 		return;
 	for (i = 0; i < h->npool; i++)
 		curl_easy_cleanup(h->pool[i]);
+	for (i = 0; i < h->nahead; i++)
+		close(h->ahead[i]);
 	curl_slist_free_all(h->auth_headers);
 	if (h->userpwd) {
 		explicit_bzero(h->userpwd, strlen(h->userpwd));
@@ -503,6 +672,8 @@ static const struct remote_ops http_ops = {
 	.put_buf = http_put_buf,
 	.exists = http_exists,
 	.free = http_free,
+	.preconnect = http_preconnect,
+	.adopt = http_adopt,
 };
 
 /* "scheme://user:pass@host/..." shown as "scheme://host/...". */

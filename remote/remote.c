@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int remote_open(const char *url, int read_only, struct remote **out)
 {
@@ -78,4 +79,21 @@ int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n)
 int remote_exists(struct remote *r, const char *name)
 {
 	return r->ops->exists(r, name);
+}
+
+int remote_preconnect(struct remote *r, int n, int *fds)
+{
+	return r->ops->preconnect ? r->ops->preconnect(r, n, fds) : 0;
+}
+
+void remote_adopt(struct remote *r, const int *fds, int n, uint64_t *used)
+{
+	int i;
+
+	if (r->ops->adopt) {
+		r->ops->adopt(r, fds, n, used);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		close(fds[i]);
 }

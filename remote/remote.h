@@ -48,6 +48,9 @@ struct remote_ops {
 	/* 1 present, 0 absent, or -errno */
 	int (*exists)(struct remote *r, const char *name);
 	void (*free)(struct remote *r);
+	/* optional (NULL: not done); see remote_preconnect, remote_adopt */
+	int (*preconnect)(struct remote *r, int n, int *fds);
+	void (*adopt)(struct remote *r, const int *fds, int n, uint64_t *used);
 };
 
 struct remote {
@@ -76,6 +79,23 @@ int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64
 int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
 int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);
+
+/*
+ * Connections opened ahead, for another process to use: up to n TCP
+ * connects started now, without waiting, to the address r's last request
+ * went to (the server, or the proxy); their descriptors go into fds.
+ * Returns how many (0 where the backend has none: file://, or nothing
+ * asked yet).  The caller owns the descriptors.
+ */
+int remote_preconnect(struct remote *r, int n, int *fds);
+/*
+ * Give r sockets from remote_preconnect (made before a fork): its next new
+ * connections take one still open to the address they are for instead of
+ * connecting, so their first request costs no handshake.  r owns them
+ * from here (the rest are closed when r is freed); *used (may be NULL) is
+ * incremented for each one taken.
+ */
+void remote_adopt(struct remote *r, const int *fds, int n, uint64_t *used);
 
 /* Backends, for remote.c: file:// and http(s):// / s3:// (remote/http.c). */
 int remote_file_open(const char *url, struct remote *r);

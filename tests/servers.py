@@ -36,13 +36,13 @@ def wait_port(port, proc=None, timeout=20):
 class Nginx:
     """nginx serving root with GET/HEAD/Range and WebDAV PUT/DELETE."""
 
-    def __init__(self, workdir, root, netns=None):
+    def __init__(self, workdir, root, netns=None, port=None):
         self.dir = str(workdir)
         self.root = str(root)
         self.netns = netns
         os.makedirs(self.root, exist_ok=True)
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         user = "user root;" if os.geteuid() == 0 else ""
         with open(conf, "w") as f:

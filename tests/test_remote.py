@@ -279,6 +279,37 @@ def test_chunks_that_came_before_a_cut_stay_cached(tmp_path, faulty, mounts):
     assert kept >= 1, "nothing from the first half of the cut GET was kept"
 
 
+
+def test_connections_opened_ahead(tmp_path, nginx, mounts):
+    """mount opens the daemon's first connections while it fetches the
+    catalog, and the daemon's first GETs take them (no handshake of their
+    own); ones the server closed meanwhile are skipped, not failed on."""
+    src = make_src(tmp_path / "src")
+    Stash(tmp_path, "writer", nginx.url).run("save", src, "--key", "k")
+    b = Stash(tmp_path, "b", nginx.url)
+    mounts.stash = b
+    mnt = tmp_path / "mnt"
+    mounts.mount(b, mnt, "k")
+    assert (mnt / "sub" / "f3").read_bytes() == (src / "sub" / "f3").read_bytes()
+    st = mount_status(b, mnt)
+    assert st["connections_ahead"] >= 1 and st["fetch_errors"] == 0, st
+    # the server restarts between the mount and the job's first read: the
+    # connections opened ahead are closed, and new ones are made
+    c = Stash(tmp_path, "c", nginx.url)
+    mnt2 = tmp_path / "mnt2"
+    mounts.mount(c, mnt2, "k")
+    nginx.stop()
+    again = Nginx(tmp_path / "nginx2", tmp_path / "www", port=nginx.port)
+    try:
+        for i in (3, 11, 17):
+            rel = f"sub/f{i}"
+            assert (mnt2 / rel).read_bytes() == (src / rel).read_bytes()
+        st = mount_status(c, mnt2)
+        assert st["connections_ahead"] == 0 and st["fetch_errors"] == 0, st
+        assert st["bytes_fetched"] > 0, st
+    finally:
+        again.stop()
+
 def mount_status(stash, mnt):
     return json.loads(stash.run("status", mnt, "--json").stdout)[0]
 
