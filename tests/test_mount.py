@@ -329,7 +329,9 @@ def test_watchdog_unsticks_a_hung_mount(stash, mounts, tmp_path):
         reader.wait(timeout=10)
         assert reader.returncode != 0
         err = reader.stderr.read().decode()
-        assert "not connected" in err or "canceled" in err, err
+        # ENOTCONN, or for a request in flight ECANCELED (its ring went)
+        # or ECONNABORTED (fuse_abort_conn ends it), by timing
+        assert any(w in err for w in ("not connected", "canceled", "connection abort")), err
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
