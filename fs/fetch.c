@@ -40,7 +40,7 @@
 #define PREFETCH_BATCH (4u << 20)
 #define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
 #define MAX_GAP (64u << 10)
-#define PREFETCH_THREADS 6 /* network-bound: more requests in flight */
+#define PREFETCH_THREADS FETCH_THREADS /* network-bound: more requests in flight */
 #define WINDOW_BYTES (4u << 20)
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6

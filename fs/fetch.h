@@ -27,6 +27,9 @@ void fetcher_free(struct fetcher *f);
 /* Up to n bytes at off of catalog file idx (a leader); short only at EOF. */
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n);
 
+/* Background fetchers (requests in flight at a time, read-ahead and record). */
+#define FETCH_THREADS 6
+
 /* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */
 int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
 /*

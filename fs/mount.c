@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PRECONNECT 6 /* fs/fetch.c's PREFETCH_THREADS */
+#define PRECONNECT FETCH_THREADS /* a connection per background fetcher */
 
 static int real_mountpoint(const char *dir, char *real, size_t rn)
 {
