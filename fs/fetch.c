@@ -9,7 +9,7 @@
  * fetchers, and a snapshot that carries a read record (what the previous
  * job read, in order) has all of it queued at mount time.  Foreground
  * misses never wait for the queue: they fetch directly, and the
- * background is limited to PREFETCH_THREADS requests at a time.
+ * background is limited to FETCH_THREADS requests at a time.
  *
  * Every chunk is marked in flight while a batch holding it is fetched;
  * a reader that wants it waits for that batch instead of fetching again.
@@ -40,7 +40,6 @@
 #define PREFETCH_BATCH (4u << 20)
 #define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
 #define MAX_GAP (64u << 10)
-#define PREFETCH_THREADS FETCH_THREADS /* network-bound: more requests in flight */
 #define WINDOW_BYTES (4u << 20)
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
@@ -86,7 +85,7 @@ struct fetcher {
 	/* background queue, under lock */
 	struct ring queue;
 	pthread_cond_t work;
-	pthread_t threads[PREFETCH_THREADS];
+	pthread_t threads[FETCH_THREADS];
 	int nthreads;
 	int stop;
 	uint32_t seq_next; /* order position after the last foreground batch */
@@ -898,7 +897,7 @@ static void *prefetcher(void *arg)
 
 static void start_threads(struct fetcher *f)
 {
-	while (f->nthreads < PREFETCH_THREADS &&
+	while (f->nthreads < FETCH_THREADS &&
 	       pthread_create(&f->threads[f->nthreads], NULL, prefetcher, f) == 0)
 		f->nthreads++;
 }

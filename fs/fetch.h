@@ -27,7 +27,7 @@ void fetcher_free(struct fetcher *f);
 /* Up to n bytes at off of catalog file idx (a leader); short only at EOF. */
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n);
 
-/* Background fetchers (requests in flight at a time, read-ahead and record). */
+/* Background fetchers (read-ahead and record), network-bound: GETs in flight at a time. */
 #define FETCH_THREADS 6
 
 /* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */

@@ -34,7 +34,7 @@
 
 #define TIMEOUT 86400.0
 #define SMALL_READ (32u << 10)
-#define PUSH_MAX (1u << 20) /* and one chunk: a read of up to 4 READs, replaced */
+#define PUSH_MAX (1u << 20) /* files of one chunk up to this: their READs (128 KiB each) replaced */
 
 /*
  * Files have no handles.  The kernel is told FUSE_NO_OPEN_SUPPORT, so it

@@ -629,6 +629,8 @@ static void http_adopt(struct remote *r, const int *fds, int n, uint64_t *used)
 	struct http_remote *h = r->priv;
 	int i;
 
+	if (n <= 0)
+		return; /* nothing to take: new connections stay on curl's own path */
 	pthread_mutex_lock(&h->lock);
 	for (i = 0; i < n; i++) {
 		if (h->nahead < AHEAD_MAX)
