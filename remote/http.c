@@ -40,6 +40,8 @@
 
 #define POOL_MAX 16
 #define MAX_TRIES 5
+#define ERR_BODY_MAX 512 /* bytes of an error answer kept to name it */
+#define EXPECT_WAIT_MS 200 /* S3 PUTs over 1 MiB: the longest wait for a 100 Continue */
 #define AHEAD_MAX 8
 #define AHEAD_TTL 5.0 /* seconds an adopted, unused connection is worth taking */
 
@@ -177,7 +179,45 @@ struct request {
 	size_t body_len;
 	const char *path; /* PUT from a file */
 	char payload_sha[65]; /* for S3 */
+	char err[ERR_BODY_MAX]; /* the start of the last error answer's body */
+	size_t err_len;
 };
+
+/* A PUT's or HEAD's answer body: kept (its start) only to name an error. */
+static size_t on_err_body(char *p, size_t sz, size_t n, void *arg)
+{
+	struct request *rq = arg;
+	size_t len = sz * n, take = sizeof(rq->err) - 1 - rq->err_len;
+
+	if (take > len)
+		take = len;
+	memcpy(rq->err + rq->err_len, p, take);
+	rq->err_len += take;
+	rq->err[rq->err_len] = 0;
+	return len;
+}
+
+/*
+ * The error an S3-style XML body names (<Code>SignatureDoesNotMatch</Code>),
+ * printable characters only, into out; "" when there is none.
+ */
+static void err_code(const char *body, size_t n, char *out, size_t on)
+{
+	const char *a = memmem(body, n, "<Code>", 6), *b;
+	size_t i, k = 0;
+
+	out[0] = 0;
+	if (!a)
+		return;
+	a += 6;
+	b = memmem(a, n - (size_t)(a - body), "</Code>", 7);
+	if (!b)
+		return;
+	for (i = 0; a + i < b && k + 1 < on; i++)
+		if (a[i] > ' ' && a[i] < 127)
+			out[k++] = a[i];
+	out[k] = 0;
+}
 
 struct upload {
 	const uint8_t *p;
@@ -426,7 +466,24 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		curl_easy_setopt(c, CURLOPT_READDATA, &up);
 		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
 		curl_easy_setopt(c, CURLOPT_SEEKDATA, &up);
-		hl = curl_slist_append(hl, "Expect:");
+		/*
+		 * The answer's body (an error's XML) is never curl's default
+		 * stdout: it is kept to name the error.
+		 */
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_err_body);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, rq);
+		/*
+		 * No "Expect: 100-continue" wait on plain HTTP.  Not on S3:
+		 * libcurl before 8.3 signs a header emptied to suppress it
+		 * but does not send it, and the signature then fails.  curl
+		 * sends the header itself only for bodies over 1 MiB, unsigned
+		 * (SigV4 checks only the headers it lists), and waits at most
+		 * EXPECT_WAIT_MS for the 100.
+		 */
+		if (h->s3)
+			curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, (long)EXPECT_WAIT_MS);
+		else
+			hl = curl_slist_append(hl, "Expect:");
 		break;
 	}
 	if (hl)
@@ -462,6 +519,8 @@ static int do_request(struct remote *r, struct request *rq)
 	for (tries = 1;; tries++) {
 		if (rq->out)
 			rq->out->len = start;
+		rq->err_len = 0;
+		rq->err[0] = 0;
 		rc = one_try(h, rq, deadline, &status, &cc, &too_big, &got_206);
 		if (rc)
 			break;
@@ -515,8 +574,24 @@ static int do_request(struct remote *r, struct request *rq)
 			return -EACCES;
 		return -EIO;
 	}
-	log_err("%s %s/%s: HTTP %ld (after %d tries)", mname[rq->m], h->shown, rq->name, status,
-		tries);
+	{
+		char code[64];
+
+		if (rq->m == M_GET && rq->out && rq->out->len > start)
+			err_code((const char *)rq->out->p + start, rq->out->len - start, code,
+				 sizeof(code));
+		else
+			err_code(rq->err, rq->err_len, code, sizeof(code));
+		log_err("%s %s/%s: HTTP %ld%s%s%s (after %d tries)", mname[rq->m], h->shown,
+			rq->name, status, *code ? " " : "", code,
+			!strcmp(code, "SignatureDoesNotMatch")
+				? ": the server computes another signature (is "
+				  "AWS_SECRET_ACCESS_KEY right?)"
+			: !strcmp(code, "InvalidAccessKeyId")
+				? ": the server does not know AWS_ACCESS_KEY_ID"
+				: "",
+			tries);
+	}
 	if (status == 401 || status == 403)
 		return -EACCES;
 	if (status == 507 || status == 413)

@@ -1,5 +1,6 @@
 """Real servers for the remote tests, all on loopback: nginx with WebDAV PUT,
-s3rver (an S3-protocol server from npm), and a fault-injecting HTTP server."""
+Ceph's RADOS Gateway (a real S3 that checks signatures), and a
+fault-injecting HTTP server."""
 import http.server
 import os
 import shutil
@@ -94,38 +95,94 @@ http {{
             self.proc.kill()
 
 
-def s3rver_bin():
-    local = os.path.join(ROOT, "build-deps", "npm", "node_modules", ".bin", "s3rver")
-    if os.path.exists(local):
-        return local
-    return shutil.which("s3rver")
+class RadosGateway:
+    """A throwaway single-node Ceph on loopback serving S3 through radosgw:
+    one mon (msgr2 only, no cephx), one memstore OSD, no mgr.  It checks
+    SigV4 signatures as AWS does.  Raises FileNotFoundError without Ceph."""
 
+    ACCESS, SECRET = "STASHFSTESTKEY", "stashfs-test-secret"
 
-class S3rver:
     def __init__(self, workdir, bucket="stash"):
-        b = s3rver_bin()
-        if not b:
-            raise FileNotFoundError("s3rver not installed (tools/install-deps installs it with npm)")
-        self.port = free_port()
-        self.bucket = bucket
-        d = os.path.join(str(workdir), "s3data")
-        os.makedirs(d, exist_ok=True)
-        self.proc = subprocess.Popen([b, "-d", d, "-a", "127.0.0.1", "-p", str(self.port),
-                                      "--configure-bucket", bucket, "--silent"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc, timeout=60)
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        for b in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+            if not shutil.which(b):
+                raise FileNotFoundError(f"{b} not installed (tools/install-deps installs Ceph)")
+        d = os.path.join(str(workdir), "ceph")
+        for sub in ("run", "log", "mon", "osd", "rgw"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        self.dir, self.bucket, self.procs = d, bucket, []
+        mon_port, self.port = free_port(), free_port()
+        fsid = open("/proc/sys/kernel/random/uuid").read().strip()
+        self.conf = os.path.join(d, "ceph.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[global]
+fsid = {fsid}
+mon_host = v2:127.0.0.1:{mon_port}
+auth_cluster_required = none
+auth_service_required = none
+auth_client_required = none
+ms_bind_msgr1 = false
+ms_mon_client_mode = crc
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+mon_allow_pool_size_one = true
+osd_objectstore = memstore
+memstore_device_bytes = 1073741824
+run_dir = {d}/run
+admin_socket = {d}/run/$name.asok
+log_file = {d}/log/$name.log
+pid_file = {d}/run/$name.pid
+[mon]
+mon_data = {d}/mon
+paxos_propose_interval = 0.01
+[osd]
+osd_data = {d}/osd
+[client.rgw.t]
+rgw_frontends = beast endpoint=127.0.0.1:{self.port}
+rgw_data = {d}/rgw
+""")
+        c = ["-c", self.conf]
+        try:
+            sh = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)  # noqa: E731
+            sh("monmaptool", "--create", "--add", "a", f"v2:127.0.0.1:{mon_port}",
+               "--fsid", fsid, os.path.join(d, "monmap"))
+            sh("ceph-mon", "--mkfs", "-i", "a", "--monmap", os.path.join(d, "monmap"), *c)
+            self.start("ceph-mon", "-f", "-i", "a", *c)
+            wait_port(mon_port, self.procs[-1])
+            sh("ceph-osd", "-i", "0", "--mkfs", *c)
+            self.start("ceph-osd", "-f", "-i", "0", *c)
+            self.start("radosgw", "-f", "-n", "client.rgw.t", *c)
+            # beast listens once its pools exist
+            wait_port(self.port, self.procs[-1], timeout=60)
+            sh("radosgw-admin", *c, "user", "create", "--uid", "stashfs", "--display-name",
+               "stashfs", "--access-key", self.ACCESS, "--secret", self.SECRET)
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            sh("curl", "-sf", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3",
+               "-u", f"{self.ACCESS}:{self.SECRET}", "-H", "x-amz-content-sha256: "
+               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+               f"{self.endpoint}/{bucket}")
+        except BaseException:
+            self.stop()
+            raise
 
-    def env(self):
-        return {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
+    def start(self, *cmd):
+        log = open(os.path.join(self.dir, "log", cmd[0] + ".out"), "wb")
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+
+    def env(self, secret=None):
+        return {"AWS_ACCESS_KEY_ID": self.ACCESS, "AWS_SECRET_ACCESS_KEY": secret or self.SECRET,
                 "AWS_REGION": "us-east-1", "STASHFS_S3_ENDPOINT": self.endpoint}
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
 
 
 class FaultServer:

@@ -1,4 +1,5 @@
-"""HTTP(S) and S3 remotes: real nginx and s3rver on loopback, and a
+"""HTTP(S) and S3 remotes: real nginx and Ceph's RADOS Gateway (S3 with its
+signatures checked) on loopback, and a
 fault-injecting server for 5xx, resets, stalls, short and wrong bodies."""
 import json
 import os
@@ -9,7 +10,7 @@ import time
 
 import pytest
 from conftest import Stash
-from servers import FaultServer, Nginx, S3rver
+from servers import FaultServer, Nginx, RadosGateway
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def nginx(tmp_path):
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     try:
-        s = S3rver(tmp_path_factory.mktemp("s3"))
+        s = RadosGateway(tmp_path_factory.mktemp("s3"))
     except FileNotFoundError as e:
         pytest.skip(str(e))
     yield s
@@ -115,6 +116,40 @@ def test_s3_save_restore_mount(tmp_path, s3, tree, mounts):
     r = b.run("mount", mnt, "--key", "s3-key", env=s3.env())
     mounts.dirs.append(str(mnt))
     tree.compare(src, mnt)
+    # a commit uploads a pack over 1 MiB (curl's own Expect: 100-continue)
+    big = random.Random(3).randbytes(3 << 20)
+    (mnt / "big").write_bytes(big)
+    r = b.run("umount", mnt, "--commit", "s3-key-2", json_out=True, env=s3.env())
+    mounts.dirs.clear()
+    assert r.json["bytes_uploaded"] >= len(big)
+    c = Stash(tmp_path, "c", remote)
+    c.run("restore", tmp_path / "out2", "--key", "s3-key-2", env=s3.env())
+    assert (tmp_path / "out2" / "big").read_bytes() == big
+    tree.compare(src / "sub", tmp_path / "out2" / "sub")
+
+
+def test_s3_wrong_secret_is_one_clear_line(tmp_path, s3):
+    """A signature the server refuses: exit 1 at once (no retries), the
+    server's code named on stderr, nothing of its XML on stdout."""
+    src = make_src(tmp_path / "src", n=2)
+    st = Stash(tmp_path, "a", f"s3://{s3.bucket}/wrong")
+    for cmd in (["save", src, "--key", "k"], ["restore", tmp_path / "o", "--key", "k"]):
+        t = time.monotonic()
+        r = st.run(*cmd, "--json", check=False, env=s3.env(secret="not-the-secret"))
+        out, err = r.stdout.decode(), r.stderr.decode()
+        assert r.returncode == 1, err
+        assert time.monotonic() - t < 10
+        assert "<" not in out and "Error" not in out, out
+        assert "HTTP 403 SignatureDoesNotMatch" in err, err
+        assert "(after 1 tries)" in err and "not-the-secret" not in err
+        assert "<Code>" not in err
+    env = s3.env()
+    env["AWS_ACCESS_KEY_ID"] = "NOSUCHKEY"
+    r = st.run("restore", tmp_path / "o", "--key", "k", check=False, env=env)
+    assert r.returncode == 1 and "InvalidAccessKeyId" in r.stderr.decode()
+    # the right secret then works, from the same store
+    r = st.run("save", src, "--key", "k", json_out=True, env=s3.env())
+    assert r.json["packs_uploaded"] == 1
 
 
 def test_read_remote_is_read_but_never_written(tmp_path, nginx, tree, mounts):
