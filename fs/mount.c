@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -38,6 +39,80 @@
 #include <unistd.h>
 
 #define PRECONNECT FETCH_THREADS /* a connection per background fetcher */
+#define DAEMON_WAIT_S 30 /* the longest umount waits for a daemon to write its state */
+
+/*
+ * STATE/daemon.lock: the daemon holds an exclusive flock on it from before
+ * the mount exists until its state is written, and umount waits for it.
+ * The kernel drops the lock when the daemon's files close, at exit or
+ * kill -9: unlike kill(pid, 0), it is not fooled by a zombie that nobody
+ * reaps (a container's PID 1 that never waits) or by a reused pid.
+ */
+static int daemon_lock(const char *statedir)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/daemon.lock", statedir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/* Does a daemon serve statedir?  Its lock says (the pid, for older ones). */
+static int daemon_alive(const char *statedir, int64_t pid)
+{
+	char path[PATH_MAX];
+	int fd, held;
+
+	snprintf(path, sizeof(path), "%s/daemon.lock", statedir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kill((pid_t)pid, 0) == 0;
+	held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return held;
+}
+
+/* Wait until no daemon holds statedir's lock: 0, or -ETIMEDOUT. */
+static int daemon_wait(const char *statedir, int64_t pid)
+{
+	char path[PATH_MAX];
+	double end = mono_sec() + DAEMON_WAIT_S;
+	useconds_t nap = 500;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/daemon.lock", statedir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		/* a daemon of a build without the lock: its pid is all there is */
+		while (pid > 0 && kill((pid_t)pid, 0) == 0 && mono_sec() < end)
+			usleep(100000);
+		return 0;
+	}
+	while (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		if (mono_sec() >= end) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		usleep(nap);
+		if (nap < 20000)
+			nap *= 2;
+	}
+	close(fd);
+	return rc;
+}
 
 static int real_mountpoint(const char *dir, char *real, size_t rn)
 {
@@ -259,8 +334,15 @@ static int run_daemon(struct daemon_args *d)
 	struct ov_opts oo;
 	struct serve_opts so;
 	char path[PATH_MAX];
-	int rc;
+	int rc, lock;
 
+	lock = daemon_lock(d->statedir);
+	if (lock < 0) {
+		log_err("mount: %s: %s", d->statedir,
+			lock == -EBUSY ? "another daemon serves this state" : strerror(-lock));
+		close_pre(d);
+		return lock;
+	}
 	/*
 	 * Fetches allocate and free buffers of up to a few MiB per batch:
 	 * keep them in the heap rather than mapping fresh zeroed pages each
@@ -271,6 +353,7 @@ static int run_daemon(struct daemon_args *d)
 	rc = repo_open(&r, d->store_path, d->remote, d->reads, d->n_reads);
 	if (rc) {
 		close_pre(d);
+		close(lock);
 		return rc;
 	}
 	rc = repo_catalog(&r, &d->catalog, &cat);
@@ -319,6 +402,7 @@ out:
 	stats_unmap(stats);
 	catalog_close(cat);
 	repo_close(&r);
+	close(lock); /* the state is written: umount may return */
 	return rc;
 }
 
@@ -614,8 +698,10 @@ int fs_umount(struct repo *r, const char *dir)
 		return rc;
 	}
 	/* wait for the daemon to finish writing its state */
-	for (i = 0; pid > 0 && i < 300 && kill((pid_t)pid, 0) == 0; i++)
-		usleep(100000);
+	if (daemon_wait(statedir, pid) != 0)
+		log_err("umount: the daemon of '%s' (pid %" PRId64 ") has not finished writing "
+			"its state after %d s; see %s/daemon.log",
+			qpath(real), pid, DAEMON_WAIT_S, statedir);
 	return 0;
 }
 
@@ -641,7 +727,7 @@ static void status_one(const char *statedir, int json, int *first)
 	memset(&zero, 0, sizeof(zero));
 	if (fs_stats_map(statedir, 0, &s) != 0)
 		s = &zero;
-	alive = s->pid > 0 && kill((pid_t)s->pid, 0) == 0;
+	alive = s->pid > 0 && daemon_alive(statedir, s->pid);
 	if (json) {
 		printf("%s{\"dir\":", *first ? "" : ",");
 		json_str(stdout, dir);

@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import stat
 import struct
 import subprocess
@@ -360,6 +361,67 @@ def test_umount_commit_publishes_and_drops_state(stash, mounts, tmp_path):
     assert r.returncode == 1 and "busy" in r.stderr.decode()
     f.close()
     stash.run("umount", mnt)
+
+
+SUBREAPER = r"""
+import ctypes, subprocess, sys, time
+# PR_SET_CHILD_SUBREAPER: the daemon (its parent exits) becomes our child,
+# and we never wait for it, like a container's PID 1 that does not reap
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0
+r = subprocess.run(sys.argv[1:])
+print("mounted" if r.returncode == 0 else "failed", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_umount_returns_when_the_daemon_is_never_reaped(make_stash, mounts, tmp_path):
+    """umount waits for the daemon's state, not for its reaping: under a
+    parent that never reaps, it still returns at once, the state written."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    rng = random.Random(9)
+    for i in range(200):
+        (src / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 10}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(100, 20_000)))
+    remote = "file://" + str(tmp_path / "remote")
+    make_stash("writer", remote).run("save", src, "--key", "k")
+    rd = make_stash("reader", remote)
+    mounts.stash = rd
+    cmd = [rd.bin, "mount", str(mnt), "--key", "k", "--store", rd.store, "--remote", remote]
+    reaper = subprocess.Popen(["/usr/bin/python3", "-c", SUBREAPER, *cmd],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reaper.stdout.readline().strip() == "mounted"
+        mounts.dirs.append(str(mnt))
+        pid = status(rd, mnt)["pid"]
+        files = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+        for rel in files:
+            assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
+        (mnt / "new").write_text("kept")
+        t = time.monotonic()
+        rd.run("umount", mnt)
+        took = time.monotonic() - t
+        # the daemon has exited and nobody reaped it: kill(pid, 0) still
+        # finds it, which used to hold umount for 30 s
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        assert took < 10, took
+        assert status(rd, mnt)["mounted"] is False
+        # its state was written before umount returned: every fetched
+        # object is in the cache (files and index), the change kept
+        objs = {p.parent.name + p.name for p in (Path(rd.store) / "objects").rglob("*")
+                if p.is_file()}
+        db = sqlite3.connect(os.path.join(rd.store, "index.db"))
+        indexed = {row[0].hex() for row in db.execute("SELECT id FROM objects")}
+        db.close()
+        assert len(objs) >= len(files) and objs <= indexed
+    finally:
+        reaper.kill()
+        reaper.wait()
+    shutil.rmtree(tmp_path / "remote" / "packs")  # everything must come from the cache
+    mounts.mount(rd, mnt, "k", "--timeout", "2")
+    assert (mnt / "new").read_text() == "kept"
+    for rel in files:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
 
 
 def test_read_record_in_commit(stash, mounts, tmp_path):
