@@ -246,6 +246,17 @@ static void touch_read(struct fetcher *f)
 
 static void write_queued(struct fetcher *f, int idle);
 
+void fetcher_close_logs(struct fetcher *f)
+{
+	if (!f)
+		return;
+	if (f->reads_fd >= 0)
+		close(f->reads_fd);
+	if (f->pushed_fd >= 0)
+		close(f->pushed_fd);
+	f->reads_fd = f->pushed_fd = -1;
+}
+
 void fetcher_free(struct fetcher *f)
 {
 	uint32_t c;
@@ -271,10 +282,7 @@ void fetcher_free(struct fetcher *f)
 	}
 	if (f->seen)
 		touch_read(f);
-	if (f->reads_fd >= 0)
-		close(f->reads_fd);
-	if (f->pushed_fd >= 0)
-		close(f->pushed_fd);
+	fetcher_close_logs(f);
 	free(f->seen);
 	free(f->pushed);
 	free(f->order);

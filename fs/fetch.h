@@ -23,6 +23,13 @@ struct mount_stats;
 int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 		struct mount_stats *stats, struct fetcher **out);
 void fetcher_free(struct fetcher *f);
+/*
+ * Close reads.log and pushed.log: the record is complete.  Call it once
+ * nothing reads through the fetcher any more (the FUSE loop has ended);
+ * fetcher_free then finishes the background work (GETs in flight, cache
+ * files still queued, the LRU marks), none of which is the mount's state.
+ */
+void fetcher_close_logs(struct fetcher *f);
 
 /* Up to n bytes at off of catalog file idx (a leader); short only at EOF. */
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n);

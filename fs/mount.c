@@ -395,14 +395,21 @@ static int run_daemon(struct daemon_args *d)
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 out:
 	close_pre(d);
+	/*
+	 * The mount's state is written once the writable layer and the read
+	 * record are closed: umount returns then.  What follows only fills
+	 * the object cache (GETs in flight, cache files written behind, LRU
+	 * marks); a daemon killed during it loses cache, never state.
+	 */
 	ov_close(ov);
-	fetcher_free(f);
+	fetcher_close_logs(f);
 	if (stats)
 		stats->pid = 0;
+	close(lock);
+	fetcher_free(f);
 	stats_unmap(stats);
 	catalog_close(cat);
 	repo_close(&r);
-	close(lock); /* the state is written: umount may return */
 	return rc;
 }
 
@@ -683,8 +690,8 @@ int fs_umount(struct repo *r, const char *dir)
 		rc = unmount_dir(real, 1); /* the daemon is gone */
 	} else {
 		rc = unmount_dir(real, 0);
-		for (i = 0; rc == -EBUSY && i < 5; i++) {
-			usleep(100000); /* a lookup ahead finishing */
+		for (i = 0; rc == -EBUSY && i < 100; i++) {
+			usleep(5000); /* a lookup ahead finishing its path walk */
 			rc = unmount_dir(real, 0);
 		}
 		if (rc == -EBUSY) {

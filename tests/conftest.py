@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import sys
 import threading
+import time
 
 import pytest
 
@@ -73,6 +74,21 @@ class Stash:
 TEST_DEADLINE = float(os.environ.get("STASHFS_TEST_DEADLINE", "300"))
 FUSECTL = "/sys/fs/fuse/connections"
 USER_TMP_PREFIX = "stashfs-user-"  # user_tmp's directories
+
+
+def daemon_finished(pid, timeout=30):
+    """Wait until the daemon pid has exited (a zombie counts): after umount
+    returns it may still be writing cache files of what it fetched."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"daemon {pid} still running {timeout} s after umount")
 
 
 def stashfs_connections(roots):

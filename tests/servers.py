@@ -37,7 +37,7 @@ def wait_port(port, proc=None, timeout=20):
 class Nginx:
     """nginx serving root with GET/HEAD/Range and WebDAV PUT/DELETE."""
 
-    def __init__(self, workdir, root, netns=None, port=None):
+    def __init__(self, workdir, root, netns=None, port=None, access_log=False):
         self.dir = str(workdir)
         self.root = str(root)
         self.netns = netns
@@ -45,6 +45,11 @@ class Nginx:
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
         conf = os.path.join(self.dir, "nginx.conf")
+        # one line a request ending in the bytes sent (benchmarks count them)
+        self.access_log = os.path.join(self.dir, "access.log")
+        log = (f"log_format sent '$request_method $status $bytes_sent';\n"
+               f"  access_log {self.access_log} sent") if access_log else "access_log off"
+        open(self.access_log, "a").close()
         user = "user root;" if os.geteuid() == 0 else ""
         with open(conf, "w") as f:
             f.write(f"""{user}
@@ -54,7 +59,7 @@ pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
-  access_log off;
+  {log};
   client_body_temp_path {self.dir}/body;
   proxy_temp_path {self.dir}/proxy;
   fastcgi_temp_path {self.dir}/fastcgi;

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (abort_stashfs_connections, syscalls_bin, thread_report,
+from conftest import (abort_stashfs_connections, daemon_finished, syscalls_bin, thread_report,
                       uring_unavailable)
 
 
@@ -402,12 +402,13 @@ def test_umount_returns_when_the_daemon_is_never_reaped(make_stash, mounts, tmp_
         took = time.monotonic() - t
         # the daemon has exited and nobody reaped it: kill(pid, 0) still
         # finds it, which used to hold umount for 30 s
+        daemon_finished(pid)
         with open(f"/proc/{pid}/stat") as f:
             assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
         assert took < 10, took
         assert status(rd, mnt)["mounted"] is False
-        # its state was written before umount returned: every fetched
-        # object is in the cache (files and index), the change kept
+        # its state was written before umount returned (the change is kept,
+        # below); the cache of what it fetched is complete once it exits
         objs = {p.parent.name + p.name for p in (Path(rd.store) / "objects").rglob("*")
                 if p.is_file()}
         db = sqlite3.connect(os.path.join(rd.store, "index.db"))

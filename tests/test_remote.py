@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Stash
+from conftest import Stash, daemon_finished
 from servers import FaultServer, Nginx, RadosGateway
 
 
@@ -381,6 +381,7 @@ def test_small_objects_are_cached_behind_their_reads(tmp_path, faulty, mounts, r
         time.sleep(0.05)
     assert st["written_behind"] <= st["objects_fetched"], st
     rd.run("umount", mnt)
+    daemon_finished(st["pid"])
     # every object of the snapshot has its cache file and its index row
     objs = [p for p in (tmp_path / "store-reader" / "objects").rglob("*") if p.is_file()]
     db = sqlite3.connect(tmp_path / "store-reader" / "index.db")
