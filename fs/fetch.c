@@ -41,6 +41,7 @@
 #define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
 #define MAX_GAP (64u << 10)
 #define WINDOW_BYTES (4u << 20)
+#define SCAN_SLACK 16 /* a miss this close after the last batch may continue a scan */
 #define RECORD_GAP (256u << 10)
 #define READ_AHEAD_CHUNKS 6
 #define MEM_CHUNK_MAX FETCH_MEM_MAX
@@ -89,6 +90,8 @@ struct fetcher {
 	int nthreads;
 	int stop;
 	uint32_t seq_next; /* order position after the last foreground batch */
+	uint32_t seq_first; /* order position of its first chunk */
+	uint32_t scan_bytes; /* a scan's next foreground window (0: no scan) */
 	uint32_t seq_read; /* furthest order position a reader has read */
 	uint32_t window_pending; /* next window to fetch once the reader nears it */
 	uint32_t window_len;
@@ -941,6 +944,22 @@ void fetch_read_ahead(struct fetcher *f, uint32_t idx, uint32_t ref)
 	pthread_mutex_unlock(&f->lock);
 }
 
+/* Have readers read at least half of the chunks at order positions [lo, hi)? */
+static int mostly_read(struct fetcher *f, uint32_t lo, uint32_t hi)
+{
+	uint32_t p, read = 0;
+
+	if (hi > f->n || lo >= hi)
+		return 0;
+	for (p = lo; p < hi; p++) {
+		uint32_t c = f->order[p];
+
+		read += !!(__atomic_load_n(&f->seen[c / 64], __ATOMIC_RELAXED) &
+			   (1ULL << (c % 64)));
+	}
+	return read * 2 >= hi - lo;
+}
+
 int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 {
 	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
@@ -986,21 +1005,38 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 		if (ch->raw_len >= CHUNK_MIN) {
 			/* a large file's chunk: alone (streaming readers get read-ahead) */
 			n = pick_batch(f, c, 0, PICK_NEIGHBOURS, batch, 1);
-		} else if (f->pos[c] >= f->seq_next && f->pos[c] <= f->seq_next + 16) {
-			/* misses walking the packs in order: a job reading the tree
-			 * in directory order.  Take a window, and queue the next */
-			n = pick_batch(f, c, WINDOW_BYTES, PICK_WINDOW, batch,
+		} else if (f->pos[c] >= f->seq_next && f->pos[c] <= f->seq_next + SCAN_SLACK &&
+			   mostly_read(f, f->seq_first, f->seq_next)) {
+			/*
+			 * Misses walking the packs in order, having read most of
+			 * what the last batch brought: a job reading the tree in
+			 * directory order.  Windows grow as the scan goes on (1,
+			 * 2, 4 MiB), as the kernel's readahead does, so a job
+			 * reading one package stops after a small one; at full
+			 * size the next is queued for the background fetchers.
+			 */
+			f->scan_bytes = f->scan_bytes ? f->scan_bytes * 2 : NEIGHBOUR_BYTES;
+			if (f->scan_bytes > WINDOW_BYTES)
+				f->scan_bytes = WINDOW_BYTES;
+			n = pick_batch(f, c, f->scan_bytes, PICK_WINDOW, batch,
 				       sizeof(batch) / sizeof(batch[0]));
+			f->seq_first = f->pos[c];
 			f->seq_next = f->pos[batch[n - 1]] + 1;
-			if (f->seq_next < f->n) {
+			if (f->scan_bytes == WINDOW_BYTES && f->seq_next < f->n) {
 				enqueue(f, f->order[f->seq_next] | WINDOW);
 				start_threads(f);
 			}
 		} else {
-			/* small files bring their neighbours: same pack, same directory */
+			/*
+			 * Small files bring their neighbours: same pack, same
+			 * directory.  A job reading one file in twenty lands here
+			 * at every miss, and fetches about what it reads.
+			 */
 			n = pick_batch(f, c, NEIGHBOUR_BYTES, PICK_NEIGHBOURS, batch,
 				       sizeof(batch) / sizeof(batch[0]));
+			f->seq_first = f->pos[c];
 			f->seq_next = f->pos[batch[n - 1]] + 1;
+			f->scan_bytes = 0;
 		}
 		pthread_mutex_unlock(&f->lock);
 		rc = fetch_batch(f, batch, n, 0);

@@ -475,3 +475,39 @@ def test_netrc_basic_auth(tmp_path, faulty):
     want = "Basic " + base64.b64encode(b"builder:n3trc-pass").decode()
     assert {x[3] for x in faulty.requests()} == {want}
     assert "n3trc-pass" not in r.stderr.decode()
+
+
+def test_fetch_follows_how_much_of_a_batch_was_read(tmp_path, faulty, mounts):
+    """A job walking every file gets growing pack windows (few GETs); one
+    reading one file in twenty, or a few directories, is not sent the
+    rest of the tree."""
+    src = tmp_path / "src"
+    rng = random.Random(8)
+    for d in range(100):
+        (src / f"d{d:02d}").mkdir(parents=True)
+        for i in range(10):
+            (src / f"d{d:02d}" / f"f{i}").write_bytes(rng.randbytes(6000))
+    total = 100 * 10 * 6000
+    Stash(tmp_path, "writer", faulty.url).run("save", src, "--key", "k")
+    every = [f"d{d:02d}/f{i}" for d in range(100) for i in range(10)]
+    jobs = {"all": every, "scattered": every[::20], "three dirs": every[:30]}
+    got = {}
+    for name, paths in jobs.items():
+        rd = Stash(tmp_path, "r-" + name.replace(" ", "-"), faulty.url)
+        mnt = tmp_path / ("mnt-" + name.replace(" ", "-"))
+        mounts.stash = rd
+        mounts.mount(rd, mnt, "k")
+        n = len(faulty.requests("/packs/"))
+        for rel in paths:
+            assert (mnt / rel).read_bytes() == (src / rel).read_bytes(), rel
+        got[name] = (mount_status(rd, mnt)["bytes_fetched"], len(faulty.requests("/packs/")) - n)
+        rd.run("umount", mnt)
+        mounts.dirs.remove(str(mnt))
+    fetched, gets = got["all"]
+    assert fetched == total and gets <= 12, got  # 1, 2, then 4 MiB windows
+    fetched, gets = got["scattered"]
+    # a miss brings its directory (here all of it: the file read is its
+    # first), not the 4 MiB windows that streamed 99% of the tree before
+    assert fetched <= total * 6 // 10 and gets <= 50, got
+    fetched, gets = got["three dirs"]
+    assert fetched <= (1 << 20) + 200_000, got  # the scan's first window, no more
