@@ -235,14 +235,25 @@ int fs_stats_map(const char *statedir, int create, struct mount_stats **out)
 	void *m;
 	int fd;
 
+	char tmp[PATH_MAX + 32];
+
 	snprintf(path, sizeof(path), "%s/stats", statedir);
-	fd = open(path, (create ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR) | O_CLOEXEC, 0600);
+	/*
+	 * A new daemon makes a new file and renames it in place: the daemon
+	 * before it may still count into the old one's mapping while it fills
+	 * the cache after umount, and truncating a file mapped elsewhere
+	 * would fault that daemon (SIGBUS).
+	 */
+	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+	fd = create ? open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+		    : open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (create && ftruncate(fd, sizeof(struct mount_stats)) < 0) {
+	if (create && (ftruncate(fd, sizeof(struct mount_stats)) < 0 || rename(tmp, path) < 0)) {
 		int rc = -errno;
 
 		close(fd);
+		unlink(tmp);
 		return rc;
 	}
 	m = mmap(NULL, sizeof(struct mount_stats), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
