@@ -66,8 +66,8 @@ static int daemon_lock(const char *statedir)
 	return fd;
 }
 
-/* Does a daemon serve statedir?  Its lock says (the pid, for older ones). */
-static int daemon_alive(const char *statedir, int64_t pid)
+/* Is statedir's lock held?  1 or 0; -errno without a lock file (an older daemon). */
+static int lock_held(const char *statedir)
 {
 	char path[PATH_MAX];
 	int fd, held;
@@ -75,43 +75,34 @@ static int daemon_alive(const char *statedir, int64_t pid)
 	snprintf(path, sizeof(path), "%s/daemon.lock", statedir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return kill((pid_t)pid, 0) == 0;
+		return -errno;
 	held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
 	close(fd);
 	return held;
 }
 
-/* Wait until no daemon holds statedir's lock: 0, or -ETIMEDOUT. */
+/* Does a daemon serve statedir?  Its lock says (the pid, for older ones). */
+static int daemon_alive(const char *statedir, int64_t pid)
+{
+	int held = lock_held(statedir);
+
+	return held < 0 ? pid > 0 && kill((pid_t)pid, 0) == 0 : held;
+}
+
+/* Wait until no daemon serves statedir: 0, or -ETIMEDOUT. */
 static int daemon_wait(const char *statedir, int64_t pid)
 {
-	char path[PATH_MAX];
 	double end = mono_sec() + DAEMON_WAIT_S;
 	useconds_t nap = 500;
-	int fd, rc = 0;
 
-	snprintf(path, sizeof(path), "%s/daemon.lock", statedir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		/* a daemon of a build without the lock: its pid is all there is */
-		while (pid > 0 && kill((pid_t)pid, 0) == 0 && mono_sec() < end)
-			usleep(100000);
-		return 0;
-	}
-	while (flock(fd, LOCK_SH | LOCK_NB) < 0) {
-		if (errno != EWOULDBLOCK && errno != EINTR) {
-			rc = -errno;
-			break;
-		}
-		if (mono_sec() >= end) {
-			rc = -ETIMEDOUT;
-			break;
-		}
+	while (daemon_alive(statedir, pid)) {
+		if (mono_sec() >= end)
+			return -ETIMEDOUT;
 		usleep(nap);
 		if (nap < 20000)
 			nap *= 2;
 	}
-	close(fd);
-	return rc;
+	return 0;
 }
 
 static int real_mountpoint(const char *dir, char *real, size_t rn)
@@ -232,10 +223,9 @@ static int rm_rf(const char *path)
 int fs_stats_map(const char *statedir, int create, struct mount_stats **out)
 {
 	char path[PATH_MAX];
+	char tmp[PATH_MAX + 32];
 	void *m;
 	int fd;
-
-	char tmp[PATH_MAX + 32];
 
 	snprintf(path, sizeof(path), "%s/stats", statedir);
 	/*
