@@ -113,7 +113,11 @@ static void give(struct http_remote *h, CURL *c)
 		curl_easy_cleanup(c);
 }
 
+struct request;
+static size_t on_err_body(char *p, size_t sz, size_t n, void *arg);
+
 struct sink {
+	struct request *rq; /* an error answer's body goes to rq->err */
 	struct buf *out;
 	size_t start;
 	size_t cap;
@@ -129,6 +133,9 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 	size_t len = sz * n;
 	long status = 0;
 
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
+	if (status >= 400) /* not the object: kept only to name the error */
+		return on_err_body(p, sz, n, s->rq);
 	if (s->out->len - s->start + len > s->cap) {
 		s->too_big = 1;
 		return 0;
@@ -136,7 +143,6 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 	if (buf_append(s->out, p, len))
 		return 0;
 	if (s->pr) {
-		curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
 		/* a server that ignored Range sends the whole object: told at the end */
 		if (s->ranged ? status == 206 : status == 200)
 			s->pr->arrived(s->pr->arg, s->out->p + s->start, s->out->len - s->start);
@@ -183,7 +189,7 @@ struct request {
 	size_t err_len;
 };
 
-/* A PUT's or HEAD's answer body: kept (its start) only to name an error. */
+/* An error answer's body (or a PUT's answer): its start kept only to name the error. */
 static size_t on_err_body(char *p, size_t sz, size_t n, void *arg)
 {
 	struct request *rq = arg;
@@ -372,7 +378,7 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 {
 	char url[8192], range[64], hdr[128];
 	struct curl_slist *hl = NULL, *it;
-	struct sink sink = { rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0 };
+	struct sink sink = { rq, rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0 };
 	struct upload up = { NULL, 0, 0, NULL };
 	double left = deadline - now_s();
 	CURLcode cc;
@@ -577,11 +583,7 @@ static int do_request(struct remote *r, struct request *rq)
 	{
 		char code[64];
 
-		if (rq->m == M_GET && rq->out && rq->out->len > start)
-			err_code((const char *)rq->out->p + start, rq->out->len - start, code,
-				 sizeof(code));
-		else
-			err_code(rq->err, rq->err_len, code, sizeof(code));
+		err_code(rq->err, rq->err_len, code, sizeof(code));
 		log_err("%s %s/%s: HTTP %ld%s%s%s (after %d tries)", mname[rq->m], h->shown,
 			rq->name, status, *code ? " " : "", code,
 			!strcmp(code, "SignatureDoesNotMatch")

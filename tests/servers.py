@@ -198,6 +198,7 @@ class FaultServer:
     the body), "stall" (100 bytes of the body, then silence), "reset" (close without
     a response), "truncate" (declared length, half the body, close),
     "wrong" (one byte flipped), "norange" (ignore Range, send all),
+    "deny" (403 with an 8 MB S3-style XML body),
     "hold" (half the body, then the rest once `release` is set; `holding`
     is set while it waits).
     """
@@ -246,6 +247,15 @@ class FaultServer:
                 """Answer with the fault a rule asked for; True if it did."""
                 if mode in statuses:
                     self.empty(int(mode))
+                elif mode == "deny":
+                    # an S3-style refusal with an 8 MB body, a code with
+                    # control bytes in it, and markup around it
+                    body = (b"<?xml version='1.0'?><Error><Code>Sig\x1b[31mNope\n</Code>"
+                            + b"<Message>" + b"x" * (8 << 20) + b"</Message></Error>")
+                    self.send_response(403)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                 elif mode == "reset":
                     self.reset()
                 else:

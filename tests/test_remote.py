@@ -511,3 +511,22 @@ def test_fetch_follows_how_much_of_a_batch_was_read(tmp_path, faulty, mounts):
     assert fetched <= total * 6 // 10 and gets <= 50, got
     fetched, gets = got["three dirs"]
     assert fetched <= (1 << 20) + 200_000, got  # the scan's first window, no more
+
+
+def test_a_refusal_with_a_huge_body_is_one_bounded_line(tmp_path, faulty):
+    """A server that refuses with 8 MB of XML: nothing of it on stdout,
+    its code named with control bytes dropped, no retry, no 8 MB kept."""
+    src = make_src(tmp_path / "src", n=2)
+    st = Stash(tmp_path, "w", faulty.url)
+    faulty.add("/packs/", "deny", count=1000, method="PUT")
+    r = st.run("save", src, "--key", "k", "--json", check=False)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 1 and out == "", out[:200]
+    assert "HTTP 403 Sig[31mNope" in err and "\x1b" not in err, err
+    assert "xxxx" not in err and len(err) < 2000, err[:300]
+    assert len([q for q in faulty.requests("/packs/") if q[0] == "PUT"]) == 1  # no retry
+    # the same refusal of a GET: the body is read (up to the cap) but never shown
+    faulty.add("/keys/", "deny", count=1000)
+    r = st.run("restore", tmp_path / "o", "--key", "k", check=False)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "HTTP 403 Sig[31mNope" in err and len(err) < 2000, err[:300]
