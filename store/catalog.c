@@ -136,9 +136,10 @@ static int section_ok(uint64_t off, uint64_t cnt, uint64_t sz, uint64_t total)
 	return 1;
 }
 
-int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
+static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t **depthp)
 {
 	const struct cat_header *h = p;
+	uint16_t *depth;
 	const struct cat_entry *e;
 	const struct cat_ref *r;
 	const struct cat_chunk *c;
@@ -169,6 +170,13 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 	r = (const void *)((const uint8_t *)p + h->off_refs);
 	c = (const void *)((const uint8_t *)p + h->off_chunks);
 	s = (const char *)p + h->off_strings;
+	/* levels below the root, so that no path is deeper than readers
+	 * (restore's walk, catalog_path) can follow */
+	depth = *depthp = malloc(h->n_entries * sizeof(*depth));
+	if (!depth)
+		return bad(why, whylen, "out of memory for %llu entries",
+			   (unsigned long long)h->n_entries);
+	depth[0] = 0;
 
 	{
 		const uint32_t *rd = (const void *)((const uint8_t *)p + h->off_reads);
@@ -215,6 +223,10 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 			if (!S_ISDIR(d->mode) || i < d->first || i - d->first >= d->count)
 				return bad(why, whylen, "entry %llu: bad parent",
 					   (unsigned long long)i);
+			if (depth[x->parent] >= CATALOG_MAX_DEPTH)
+				return bad(why, whylen, "entry %llu: deeper than %d levels",
+					   (unsigned long long)i, CATALOG_MAX_DEPTH);
+			depth[i] = (uint16_t)(depth[x->parent] + 1);
 			if (i > d->first) {
 				const struct cat_entry *prev = &e[i - 1];
 
@@ -286,6 +298,15 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 	if (members != h->n_entries - 1)
 		return bad(why, whylen, "overlapping directories");
 	return 0;
+}
+
+int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
+{
+	uint16_t *depth = NULL;
+	int rc = validate(p, n, why, whylen, &depth);
+
+	free(depth);
+	return rc;
 }
 
 static void fill(struct catalog *c)
@@ -473,7 +494,7 @@ uint32_t catalog_ref_at(const struct catalog *c, const struct cat_entry *e, uint
 
 int catalog_path(const struct catalog *c, uint32_t idx, struct buf *out)
 {
-	uint32_t stack[4096];
+	uint32_t stack[CATALOG_MAX_DEPTH];
 	int depth = 0, rc;
 
 	buf_reset(out);

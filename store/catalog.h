@@ -38,6 +38,7 @@
 #define CATALOG_MAX_BYTES (8ULL << 30)
 #define CATALOG_MAX_NAME 255
 #define CATALOG_MAX_TARGET 4096
+#define CATALOG_MAX_DEPTH 4096 /* directory levels below the root */
 
 #define CHUNK_ZSTD 1u
 

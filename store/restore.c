@@ -11,13 +11,19 @@
  *    (bytes whose hash does not match are never written), and write each
  *    chunk to every place it appears.
  * 3. Metadata in reverse entry order (children before parents, so writing
- *    a child cannot bump a restored directory mtime): mode, owner when
- *    asked, then mtime to the nanosecond.
+ *    a child cannot bump a restored directory mtime): owner when asked,
+ *    mode (set-id bits only where the recorded owner is the file's), then
+ *    mtime to the nanosecond.
+ *
+ * Every step works through fds of what restore itself made, reached
+ * without following a symlink (see open_beneath): the target may be
+ * writable by other users.
  */
 #define _GNU_SOURCE
 #include "snapshot.h"
 #include "pack.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -26,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define BATCH_MAX (8u << 20)
@@ -44,12 +52,18 @@ struct batch {
 	uint64_t off, len; /* byte range of the pack */
 };
 
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+	int fresh; /* a directory restore made (or found) empty: nothing to replace */
+};
+
 struct restorer {
 	struct repo *r;
 	struct catalog *c;
 	const struct restore_opts *o;
 	int rootfd;
-	char **paths;
+	struct file_id *ids; /* what restore made (or found) at each entry */
 	struct target *t;
 	uint64_t nt;
 	struct batch *b;
@@ -74,106 +88,274 @@ static int target_cmp(const void *a, const void *b, void *cat)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
-static int make_paths(struct restorer *s)
+/*
+ * Every path is opened beneath the root without following a symlink in any
+ * component (openat2 RESOLVE_NO_SYMLINKS, or a walk of O_NOFOLLOW opens
+ * where a path is longer than PATH_MAX), and what it opens must be the inode
+ * restore made or found there (s->ids).  A local user who can write the
+ * target and swaps a directory for a symlink, or a file for a hard link,
+ * makes restore fail; it never makes it write, chmod or chown outside the
+ * target.
+ */
+static int walk_beneath(struct restorer *s, uint32_t i, int flags)
 {
-	uint32_t n = catalog_count(s->c), i;
+	uint32_t stack[CATALOG_MAX_DEPTH];
+	int depth = 0, fd = -1, rc = 0;
 
-	s->paths = calloc(n, sizeof(*s->paths));
-	if (!s->paths)
-		return -ENOMEM;
-	s->paths[0] = strdup(".");
-	if (!s->paths[0])
-		return -ENOMEM;
-	for (i = 1; i < n; i++) {
-		const struct cat_entry *e = catalog_entry(s->c, i);
-		const char *pp = s->paths[e->parent];
-		int rc;
-
-		if (e->parent == 0)
-			rc = asprintf(&s->paths[i], "%.*s", (int)e->name_len,
-				      catalog_name(s->c, e));
-		else
-			rc = asprintf(&s->paths[i], "%s/%.*s", pp, (int)e->name_len,
-				      catalog_name(s->c, e));
-		if (rc < 0) {
-			s->paths[i] = NULL;
-			return -ENOMEM;
-		}
+	while (i != 0) {
+		if (depth == (int)ARRAY_SIZE(stack))
+			return -ENAMETOOLONG;
+		stack[depth++] = i;
+		i = catalog_entry(s->c, i)->parent;
 	}
+	while (depth > 0) {
+		const struct cat_entry *e = catalog_entry(s->c, stack[--depth]);
+		char name[CATALOG_MAX_NAME + 1];
+		int nfd;
+
+		memcpy(name, catalog_name(s->c, e), e->name_len);
+		name[e->name_len] = '\0';
+		nfd = openat(fd < 0 ? s->rootfd : fd, name,
+			     (depth ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW | O_CLOEXEC);
+		rc = nfd < 0 ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+		if (rc)
+			return rc;
+		fd = nfd;
+	}
+	return fd;
+}
+
+static int open_beneath(struct restorer *s, uint32_t i, int flags, struct buf *path)
+{
+	struct open_how how;
+	int fd, rc;
+
+	if (i == 0) {
+		fd = openat(s->rootfd, ".", flags | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	rc = catalog_path(s->c, i, path);
+	if (!rc && path->len <= PATH_MAX) {
+		memset(&how, 0, sizeof(how));
+		how.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC);
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+			      RESOLVE_NO_XDEV;
+		fd = (int)syscall(SYS_openat2, s->rootfd, path->p, &how, sizeof(how));
+		if (fd >= 0 || (errno != ENOSYS && errno != ENAMETOOLONG && errno != EXDEV))
+			return fd < 0 ? -errno : fd;
+	} else if (rc && rc != -ENAMETOOLONG) {
+		return rc;
+	}
+	return walk_beneath(s, i, flags);
+}
+
+static void note_id(struct restorer *s, uint32_t i, const struct stat *sb)
+{
+	s->ids[i].dev = sb->st_dev;
+	s->ids[i].ino = sb->st_ino;
+}
+
+static int same_id(struct restorer *s, uint32_t i, int fd)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	if (sb.st_dev != s->ids[i].dev || sb.st_ino != s->ids[i].ino)
+		return -ESTALE;
 	return 0;
+}
+
+/* Entry i opened beneath the root, checked to be the inode restore made. */
+static int open_entry(struct restorer *s, uint32_t i, int flags, struct buf *path)
+{
+	int fd = open_beneath(s, i, flags, path), rc;
+
+	if (fd < 0)
+		return fd;
+	rc = same_id(s, i, fd);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+static int dir_empty(int fd)
+{
+	int dup = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), empty = 1;
+	struct dirent *d;
+	DIR *dir;
+
+	if (dup < 0)
+		return 0;
+	dir = fdopendir(dup);
+	if (!dir) {
+		close(dup);
+		return 0;
+	}
+	while (empty && (d = readdir(dir)))
+		if (strcmp(d->d_name, ".") && strcmp(d->d_name, ".."))
+			empty = 0;
+	closedir(dir);
+	return empty;
 }
 
 static int fail_at(struct restorer *s, const char *what, uint32_t i, int rc)
 {
-	log_err("restore: %s '%s/%s': %s", what, qpath(s->o->dir), qpath(s->paths[i]),
-		strerror(-rc));
+	struct buf path = BUF_INIT;
+	const char *why = rc == -ESTALE	 ? "replaced by something else during restore"
+			  : rc == -ELOOP ? "a symlink on the way (changed during restore?)"
+					 : strerror(-rc);
+
+	if (i == 0 || catalog_path(s->c, i, &path))
+		log_err("restore: %s '%s': %s", what, qpath(s->o->dir), why);
+	else
+		log_err("restore: %s '%s/%s': %s", what, qpath(s->o->dir),
+			qpath((const char *)path.p), why);
+	buf_free(&path);
 	return rc;
+}
+
+/* The parent directory of entry i, opened once for a run of siblings. */
+static int parent_fd(struct restorer *s, uint32_t i, uint32_t *cur, int *fd, struct buf *path)
+{
+	uint32_t p = catalog_entry(s->c, i)->parent;
+
+	if (*fd >= 0 && *cur == p)
+		return *fd;
+	if (*fd >= 0)
+		close(*fd);
+	*cur = p;
+	*fd = open_entry(s, p, O_RDONLY | O_DIRECTORY, path);
+	if (*fd < 0)
+		return fail_at(s, "opening directory", p, *fd);
+	return *fd;
 }
 
 static int create_tree(struct restorer *s, struct snap_stats *st)
 {
-	uint32_t n = catalog_count(s->c), i;
+	uint32_t n = catalog_count(s->c), i, cur = 0;
+	struct buf path = BUF_INIT;
+	uid_t me = geteuid();
+	int dfd = -1, rc = 0;
 
-	for (i = 1; i < n; i++) {
+	for (i = 1; i < n && !rc; i++) {
 		const struct cat_entry *e = catalog_entry(s->c, i);
-		const char *p = s->paths[i];
-		int fd;
+		char name[CATALOG_MAX_NAME + 1];
+		struct stat sb;
+		int pfd = parent_fd(s, i, &cur, &dfd, &path), fd;
 
+		if (pfd < 0) {
+			rc = pfd;
+			break;
+		}
+		memcpy(name, catalog_name(s->c, e), e->name_len);
+		name[e->name_len] = '\0';
 		switch (e->mode & S_IFMT) {
 		case S_IFDIR:
 			st->dirs++;
-			if (mkdirat(s->rootfd, p, 0700) < 0) {
-				struct stat sb;
-
-				if (errno != EEXIST ||
-				    fstatat(s->rootfd, p, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
-				    !S_ISDIR(sb.st_mode))
-					return fail_at(s, "creating directory", i, -EEXIST);
-				fchmodat(s->rootfd, p, 0700, 0);
+			if (mkdirat(pfd, name, 0700) == 0) {
+				s->ids[i].fresh = 1;
+			} else if (errno != EEXIST) {
+				rc = fail_at(s, "creating directory", i, -errno);
+				break;
 			}
+			fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0) {
+				rc = fail_at(s, "creating directory", i,
+					     errno == ENOTDIR || errno == ELOOP ? -EEXIST : -errno);
+				break;
+			}
+			/* a directory that was there is filled only if it is the
+			 * restoring user's, or the owner being restored (then it
+			 * is the restoring user's until its metadata is set):
+			 * every directory stays the restoring user's and 0700
+			 * while restore works in it, so nobody else can swap
+			 * what is in it, or move it and what restore writes */
+			if (fstat(fd, &sb) < 0 ||
+			    (sb.st_uid != me && !(s->o->preserve_owner && sb.st_uid == e->uid))) {
+				close(fd);
+				rc = fail_at(s, "using existing directory", i, -EPERM);
+				break;
+			}
+			if ((sb.st_uid != me && fchown(fd, me, (gid_t)-1) < 0) ||
+			    fchmod(fd, 0700) < 0)
+				rc = fail_at(s, "creating directory", i, -errno);
+			note_id(s, i, &sb);
+			close(fd);
 			break;
 		case S_IFLNK:
 			st->symlinks++;
-			unlinkat(s->rootfd, p, 0);
+			if (!s->ids[e->parent].fresh)
+				unlinkat(pfd, name, 0);
 			{
 				char *t = strndup(catalog_target(s->c, e), e->count);
 
-				if (!t)
-					return -ENOMEM;
-				if (symlinkat(t, s->rootfd, p) < 0) {
-					int rc = -errno;
-
-					free(t);
-					return fail_at(s, "creating symlink", i, rc);
+				if (!t) {
+					rc = -ENOMEM;
+					break;
 				}
+				if (symlinkat(t, pfd, name) < 0)
+					rc = fail_at(s, "creating symlink", i, -errno);
+				else if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+					rc = fail_at(s, "creating symlink", i, -errno);
+				else
+					note_id(s, i, &sb);
 				free(t);
 			}
 			break;
 		case S_IFREG:
 			st->files++;
-			unlinkat(s->rootfd, p, 0);
+			if (!s->ids[e->parent].fresh)
+				unlinkat(pfd, name, 0);
 			if (e->ino != i) {
+				const struct cat_entry *l = catalog_entry(s->c, e->ino);
+				char lname[CATALOG_MAX_NAME + 1];
+				int lfd;
+
 				st->hardlinks++;
-				if (linkat(s->rootfd, s->paths[e->ino], s->rootfd, p, 0) < 0)
-					return fail_at(s, "creating hard link", i, -errno);
+				lfd = open_entry(s, l->parent, O_RDONLY | O_DIRECTORY, &path);
+				if (lfd < 0) {
+					rc = fail_at(s, "opening directory", l->parent, lfd);
+					break;
+				}
+				memcpy(lname, catalog_name(s->c, l), l->name_len);
+				lname[l->name_len] = '\0';
+				if (linkat(lfd, lname, pfd, name, 0) < 0 ||
+				    fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+					rc = fail_at(s, "creating hard link", i, -errno);
+				else if (sb.st_dev != s->ids[e->ino].dev ||
+					 sb.st_ino != s->ids[e->ino].ino)
+					rc = fail_at(s, "creating hard link", i, -ESTALE);
+				else
+					note_id(s, i, &sb);
+				close(lfd);
 				break;
 			}
 			st->bytes += e->size;
-			fd = openat(s->rootfd, p,
-				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-			if (fd < 0)
-				return fail_at(s, "creating", i, -errno);
-			if (e->size && ftruncate(fd, (off_t)e->size) < 0) {
-				int rc = -errno;
-
-				close(fd);
-				return fail_at(s, "sizing", i, rc);
+			fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				    0600);
+			if (fd < 0) {
+				rc = fail_at(s, "creating", i, -errno);
+				break;
 			}
+			if (e->size && ftruncate(fd, (off_t)e->size) < 0)
+				rc = fail_at(s, "sizing", i, -errno);
+			else if (fstat(fd, &sb) < 0)
+				rc = fail_at(s, "creating", i, -errno);
+			else
+				note_id(s, i, &sb);
 			close(fd);
 			break;
 		}
 	}
-	return 0;
+	if (dfd >= 0)
+		close(dfd);
+	buf_free(&path);
+	return rc;
 }
 
 static int plan(struct restorer *s)
@@ -235,34 +417,36 @@ static int all_zero(const uint8_t *p, size_t n)
 	return 1;
 }
 
-static int write_target(struct restorer *s, const struct target *t, const void *p, size_t n)
+static int write_target(struct restorer *s, const struct target *t, const void *p, size_t n,
+			int zero, struct buf *path)
 {
 	int fd, rc;
 
 	/* the file was sized with ftruncate: zeros are already there, and
 	 * leaving them as a hole keeps sparse files sparse */
-	if (all_zero(p, n)) {
-		if (s->o->progress)
-			__atomic_add_fetch(&s->o->progress->done_bytes, n, __ATOMIC_RELAXED);
-		return 0;
+	if (!zero) {
+		/* below the root every directory is restore's own and 0700;
+		 * only the root's entries can be swapped by someone else */
+		fd = catalog_entry(s->c, t->entry)->parent
+			     ? open_beneath(s, t->entry, O_WRONLY, path)
+			     : open_entry(s, t->entry, O_WRONLY, path);
+		if (fd < 0)
+			return fail_at(s, "opening", t->entry, fd);
+		rc = pwrite_full(fd, p, n, (off_t)t->off);
+		if (close(fd) < 0 && !rc)
+			rc = -errno;
+		if (rc)
+			return fail_at(s, "writing", t->entry, rc);
 	}
-
-	fd = openat(s->rootfd, s->paths[t->entry], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return fail_at(s, "opening", t->entry, -errno);
-	rc = pwrite_full(fd, p, n, (off_t)t->off);
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (rc)
-		return fail_at(s, "writing", t->entry, rc);
 	if (s->o->progress)
 		__atomic_add_fetch(&s->o->progress->done_bytes, n, __ATOMIC_RELAXED);
 	return 0;
 }
 
 static int do_batch(struct restorer *s, const struct batch *b, struct pack_codec *pc,
-		    struct buf *in, struct buf *raw)
+		    struct buf *in, struct buf *raw, struct buf *path)
 {
+	int zero = 0;
 	char name[128], hex[CAS_HEX_LEN + 1];
 	const struct cas_id *pid = catalog_pack(s->c, b->pack);
 	uint64_t k;
@@ -303,8 +487,11 @@ static int do_batch(struct restorer *s, const struct batch *b, struct pack_codec
 					chex, hex);
 				return rc;
 			}
+			/* once per distinct chunk: a file of a million
+			 * references to one zero chunk costs one check */
+			zero = all_zero(raw->p, ch->raw_len);
 		}
-		rc = write_target(s, t, raw->p, ch->raw_len);
+		rc = write_target(s, t, raw->p, ch->raw_len, zero, path);
 		if (rc)
 			return rc;
 	}
@@ -315,7 +502,7 @@ static void *worker(void *arg)
 {
 	struct restorer *s = arg;
 	struct pack_codec *pc = pack_codec_new(1);
-	struct buf in = BUF_INIT, raw = BUF_INIT;
+	struct buf in = BUF_INIT, raw = BUF_INIT, path = BUF_INIT;
 	int zero = 0;
 
 	if (!pc) {
@@ -328,7 +515,7 @@ static void *worker(void *arg)
 
 		if (i >= s->nb)
 			break;
-		rc = do_batch(s, &s->b[i], pc, &in, &raw);
+		rc = do_batch(s, &s->b[i], pc, &in, &raw, &path);
 		if (rc) {
 			zero = 0;
 			atomic_compare_exchange_strong(&s->err, &zero, rc);
@@ -336,32 +523,94 @@ static void *worker(void *arg)
 	}
 	buf_free(&in);
 	buf_free(&raw);
+	buf_free(&path);
 	pack_codec_free(pc);
 	return NULL;
 }
 
-static int apply_meta(struct restorer *s)
+/*
+ * The mode to give entry e.  Set-id bits stay only where the recorded owner
+ * is the one the file gets: a user's setuid-to-self file restored by root
+ * without --preserve-owner must not come back setuid-root (tar and chown(2)
+ * drop them the same way).
+ */
+static mode_t restored_mode(struct restorer *s, const struct cat_entry *e, uint64_t *dropped)
 {
-	uint32_t n = catalog_count(s->c), i;
+	mode_t m = e->mode & 07777;
 
-	for (i = n; i-- > 0;) {
+	if (S_ISDIR(e->mode) || s->o->preserve_owner)
+		return m;
+	if ((m & S_ISUID) && e->uid != geteuid())
+		m &= ~(mode_t)S_ISUID;
+	if ((m & S_ISGID) && e->gid != getegid())
+		m &= ~(mode_t)S_ISGID;
+	if (m != (e->mode & 07777))
+		(*dropped)++;
+	return m;
+}
+
+static int apply_meta(struct restorer *s, struct snap_stats *st)
+{
+	uint32_t n = catalog_count(s->c), i, cur = 0;
+	struct buf path = BUF_INIT;
+	int dfd = -1, rc = 0;
+
+	for (i = n; i-- > 0 && !rc;) {
 		const struct cat_entry *e = catalog_entry(s->c, i);
+		char name[CATALOG_MAX_NAME + 1];
 		struct timespec ts[2];
+		int pfd = -1;
 
 		if (S_ISREG(e->mode) && e->ino != i)
 			continue;
-		if (s->o->preserve_owner &&
-		    fchownat(s->rootfd, s->paths[i], e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
-			return fail_at(s, "setting owner of", i, -errno);
-		if (!S_ISLNK(e->mode) && fchmodat(s->rootfd, s->paths[i], e->mode & 07777, 0) < 0)
-			return fail_at(s, "setting mode of", i, -errno);
 		ts[0].tv_sec = e->mtime_sec;
 		ts[0].tv_nsec = e->mtime_nsec;
 		ts[1] = ts[0];
-		if (utimensat(s->rootfd, s->paths[i], ts, AT_SYMLINK_NOFOLLOW) < 0)
-			return fail_at(s, "setting mtime of", i, -errno);
+		if (i > 0) {
+			pfd = parent_fd(s, i, &cur, &dfd, &path);
+			if (pfd < 0) {
+				rc = pfd;
+				break;
+			}
+			memcpy(name, catalog_name(s->c, e), e->name_len);
+			name[e->name_len] = '\0';
+		}
+		if (i == 0) {
+			if (s->o->preserve_owner && fchown(s->rootfd, e->uid, e->gid) < 0)
+				rc = fail_at(s, "setting owner of", i, -errno);
+			else if (fchmod(s->rootfd, restored_mode(s, e, &st->setid_dropped)) < 0)
+				rc = fail_at(s, "setting mode of", i, -errno);
+			else if (futimens(s->rootfd, ts) < 0)
+				rc = fail_at(s, "setting mtime of", i, -errno);
+			continue;
+		}
+		/* the parent is restore's own 0700 directory (create_tree):
+		 * nobody else can swap the entry between these calls */
+		{
+			struct stat sb;
+
+			if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+				rc = -errno;
+			else if (sb.st_dev != s->ids[i].dev || sb.st_ino != s->ids[i].ino)
+				rc = -ESTALE;
+			if (rc) {
+				rc = fail_at(s, "setting metadata of", i, rc);
+				break;
+			}
+		}
+		if (s->o->preserve_owner &&
+		    fchownat(pfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = fail_at(s, "setting owner of", i, -errno);
+		else if (!S_ISLNK(e->mode) &&
+			 fchmodat(pfd, name, restored_mode(s, e, &st->setid_dropped), 0) < 0)
+			rc = fail_at(s, "setting mode of", i, -errno);
+		else if (utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = fail_at(s, "setting mtime of", i, -errno);
 	}
-	return 0;
+	if (dfd >= 0)
+		close(dfd);
+	buf_free(&path);
+	return rc;
 }
 
 int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opts *o,
@@ -370,7 +619,6 @@ int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opt
 	struct restorer s;
 	pthread_t th[64];
 	int nth, i, rc;
-	uint32_t k;
 
 	memset(&s, 0, sizeof(s));
 	memset(st, 0, sizeof(*st));
@@ -384,9 +632,22 @@ int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opt
 		log_err("restore: cannot open directory '%s': %s", qpath(o->dir), strerror(errno));
 		goto out;
 	}
-	rc = make_paths(&s);
-	if (!rc)
-		rc = create_tree(&s, st);
+	s.ids = calloc(catalog_count(c), sizeof(*s.ids));
+	if (!s.ids) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	{
+		struct stat sb;
+
+		if (fstat(s.rootfd, &sb) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		note_id(&s, 0, &sb);
+		s.ids[0].fresh = dir_empty(s.rootfd);
+	}
+	rc = create_tree(&s, st);
 	if (!rc)
 		rc = plan(&s);
 	if (rc)
@@ -413,12 +674,9 @@ int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opt
 	st->bytes_fetched = atomic_load(&s.fetched);
 	st->chunks = s.nt;
 	if (!rc)
-		rc = apply_meta(&s);
+		rc = apply_meta(&s, st);
 out:
-	if (s.paths)
-		for (k = 0; k < catalog_count(c); k++)
-			free(s.paths[k]);
-	free(s.paths);
+	free(s.ids);
 	free(s.t);
 	free(s.b);
 	if (s.rootfd >= 0)

@@ -20,6 +20,7 @@ struct snap_stats {
 	uint64_t bytes_uploaded; /* stored bytes sent, packs + catalog */
 	uint64_t packs_uploaded;
 	uint64_t bytes_fetched; /* restore: stored bytes read from remotes */
+	uint64_t setid_dropped; /* restore: files whose set-id bits were dropped */
 	struct cas_id catalog;
 };
 

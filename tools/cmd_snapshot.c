@@ -322,6 +322,11 @@ int cmd_restore(int argc, char **argv)
 		log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64
 			 " dirs, %s; fetched %s; %.2f s",
 			 hit_kind_name(hit), rec.key, st.files, st.dirs, total, got, secs);
+		if (st.setid_dropped)
+			log_info("restore: set-id bits dropped from %" PRIu64
+				 " files whose recorded owner is not theirs now "
+				 "(--preserve-owner keeps both)",
+				 st.setid_dropped);
 	}
 	if (c.json)
 		print_summary_json("restore", key, hit, rec.key, &st, secs);
