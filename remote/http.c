@@ -54,6 +54,7 @@ struct http_remote {
 	struct curl_slist *auth_headers; /* bearer token, S3 session token */
 	double timeout; /* seconds for one operation, retries included */
 	int insecure;
+	int https; /* the base URL is https: nothing goes over plain http */
 	pthread_mutex_t lock;
 	CURL *pool[POOL_MAX];
 	int npool;
@@ -125,6 +126,9 @@ struct sink {
 	CURL *c;
 	const struct remote_progress *pr; /* NULL: nobody to tell */
 	int ranged; /* Range asked for: only a 206's body is the range */
+	uint64_t off, want; /* the range (want REMOTE_WHOLE: to the end) */
+	uint64_t seen; /* bytes of a whole-object answer gone by */
+	int done; /* the range is in: the rest of a whole-object answer is not read */
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *arg)
@@ -136,17 +140,43 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
 	if (status >= 400) /* not the object: kept only to name the error */
 		return on_err_body(p, sz, n, s->rq);
+	if (s->ranged && status != 206) {
+		/*
+		 * The server ignored Range and sends the whole object: keep
+		 * only the range as it streams by, and stop once it is in, so
+		 * memory and time are the range's, whatever the object's size.
+		 */
+		uint64_t a = s->seen, end = s->want == REMOTE_WHOLE || s->off + s->want < s->off
+						    ? UINT64_MAX
+						    : s->off + s->want;
+		uint64_t lo = a > s->off ? a : s->off, hi = a + len < end ? a + len : end;
+
+		s->seen += len;
+		if (hi > lo) {
+			if (s->out->len - s->start + (hi - lo) > s->cap) {
+				s->too_big = 1;
+				return 0;
+			}
+			if (buf_append(s->out, p + (lo - a), (size_t)(hi - lo)))
+				return 0;
+			if (s->pr)
+				s->pr->arrived(s->pr->arg, s->out->p + s->start,
+					       s->out->len - s->start);
+		}
+		if (s->seen >= end) {
+			s->done = 1;
+			return 0;
+		}
+		return len;
+	}
 	if (s->out->len - s->start + len > s->cap) {
 		s->too_big = 1;
 		return 0;
 	}
 	if (buf_append(s->out, p, len))
 		return 0;
-	if (s->pr) {
-		/* a server that ignored Range sends the whole object: told at the end */
-		if (s->ranged ? status == 206 : status == 200)
-			s->pr->arrived(s->pr->arg, s->out->p + s->start, s->out->len - s->start);
-	}
+	if (s->pr && (s->ranged || status == 200))
+		s->pr->arrived(s->pr->arg, s->out->p + s->start, s->out->len - s->start);
 	return len;
 }
 
@@ -374,11 +404,13 @@ static int sock_opt(void *arg, curl_socket_t fd, curlsocktype purpose)
 }
 
 static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
-		   CURLcode *ccout, int *too_big, int *got_206)
+		   CURLcode *ccout, int *too_big, int *short_body)
 {
 	char url[8192], range[64], hdr[128];
 	struct curl_slist *hl = NULL, *it;
-	struct sink sink = { rq, rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0 };
+	struct sink sink = {
+		rq, rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0, 0, 0, 0, 0
+	};
 	struct upload up = { NULL, 0, 0, NULL };
 	double left = deadline - now_s();
 	CURLcode cc;
@@ -393,6 +425,8 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 	sink.c = c;
 	sink.pr = rq->pr;
 	sink.ranged = rq->off || rq->len != REMOTE_WHOLE;
+	sink.off = rq->off;
+	sink.want = rq->len;
 	snprintf(url, sizeof(url), "%s/%s", h->base, rq->name);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -410,8 +444,20 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sock_opt);
 		curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, h);
 	}
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	/*
+	 * Only http(s), and never from https down to http.  No redirect at
+	 * all for a request that carries credentials of its own (S3's
+	 * signature and session token, STASHFS_TOKEN): curl would carry a
+	 * custom header to whatever host the server names.  Plain requests
+	 * follow (a server may send them to a CDN); curl sends a URL's or
+	 * netrc's user and password only to the host they were given for.
+	 */
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, h->https ? "https" : "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, h->https ? "https" : "http,https");
+	if (!h->s3 && !h->auth_headers) {
+		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	}
 	curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
 	if (getenv("NETRC"))
 		curl_easy_setopt(c, CURLOPT_NETRC_FILE, getenv("NETRC"));
@@ -495,13 +541,16 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 	if (hl)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
 	cc = curl_easy_perform(c);
+	if (cc == CURLE_WRITE_ERROR && sink.done)
+		cc = CURLE_OK; /* stopped on purpose: the range is in */
 	*ccout = cc;
 	if (cc == CURLE_OK && !__atomic_load_n(&h->peer_len, __ATOMIC_RELAXED))
 		note_peer(h, c);
 	*status = 0;
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	*too_big = sink.too_big;
-	*got_206 = *status == 206;
+	/* a whole-object answer that ended before the range began */
+	*short_body = sink.ranged && *status == 200 && sink.seen < sink.off;
 	if (cc != CURLE_OK && rq->out)
 		rq->out->len = sink.start;
 out:
@@ -519,7 +568,7 @@ static int do_request(struct remote *r, struct request *rq)
 	static const char *const mname[] = { "GET", "HEAD", "PUT" };
 	long status = 0;
 	CURLcode cc = CURLE_OK;
-	int tries, rc = 0, too_big = 0, got_206 = 0;
+	int tries, rc = 0, too_big = 0, short_body = 0;
 	size_t start = rq->out ? rq->out->len : 0;
 
 	for (tries = 1;; tries++) {
@@ -527,7 +576,7 @@ static int do_request(struct remote *r, struct request *rq)
 			rq->out->len = start;
 		rq->err_len = 0;
 		rq->err[0] = 0;
-		rc = one_try(h, rq, deadline, &status, &cc, &too_big, &got_206);
+		rc = one_try(h, rq, deadline, &status, &cc, &too_big, &short_body);
 		if (rc)
 			break;
 		if (too_big) {
@@ -535,21 +584,11 @@ static int do_request(struct remote *r, struct request *rq)
 			break;
 		}
 		if (cc == CURLE_OK && status >= 200 && status < 300) {
-			if (rq->m == M_GET && rq->out && (rq->off || rq->len != REMOTE_WHOLE) &&
-			    !got_206) {
-				/* the server ignored Range: the body is the whole object */
-				size_t have = rq->out->len - start;
-				uint64_t want = rq->len;
-
-				if (rq->off > have) {
-					rc = -EIO;
-					break;
-				}
-				if (want == REMOTE_WHOLE || rq->off + want > have)
-					want = have - rq->off;
-				memmove(rq->out->p + start, rq->out->p + start + rq->off,
-					(size_t)want);
-				rq->out->len = start + (size_t)want;
+			if (short_body) {
+				log_err("GET %s/%s: the server ignored Range and the object ends "
+					"before offset %llu",
+					h->shown, rq->name, (unsigned long long)rq->off);
+				return -EIO;
 			}
 			return 0;
 		}
@@ -591,6 +630,9 @@ static int do_request(struct remote *r, struct request *rq)
 				  "AWS_SECRET_ACCESS_KEY right?)"
 			: !strcmp(code, "InvalidAccessKeyId")
 				? ": the server does not know AWS_ACCESS_KEY_ID"
+			: status >= 300 && status < 400
+				? ": a redirect, not followed for a request that carries "
+				  "credentials (S3, STASHFS_TOKEN)"
 				: "",
 			tries);
 	}
@@ -615,8 +657,7 @@ static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t l
 	rq.len = len;
 	rq.out = out;
 	rq.pr = pr;
-	/* a server that ignores Range sends the whole object: allow room for it */
-	rq.cap = off || len != REMOTE_WHOLE ? (cap > (1u << 30) ? cap : (1u << 30)) : cap;
+	rq.cap = cap;
 	memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));
 	if (len == 0)
 		return 0;
@@ -895,6 +936,7 @@ int remote_http_open(const char *url, struct remote *r)
 		if (tok && *tok && add_auth_header(h, "Authorization", "Bearer", tok))
 			goto fail;
 	}
+	h->https = strncasecmp(h->base, "https://", 8) == 0;
 	h->shown = redact(h->base);
 	if (!h->shown)
 		goto fail;

@@ -200,7 +200,10 @@ class FaultServer:
     "wrong" (one byte flipped), "norange" (ignore Range, send all),
     "deny" (403 with an 8 MB S3-style XML body),
     "hold" (half the body, then the rest once `release` is set; `holding`
-    is set while it waits).
+    is set while it waits), "redirect" (302 to `redirect_to` + the path),
+    "huge" (ignore Range: 200, the whole object, then 1 GiB more),
+    "chatty" (a PUT answered 200 with a fake JSON object and terminal
+    escapes in its body).
     """
 
     def __init__(self, root):
@@ -211,6 +214,7 @@ class FaultServer:
         self.lock = threading.Lock()
         self.holding = threading.Event()
         self.release = threading.Event()
+        self.redirect_to = None
         srv = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -258,6 +262,11 @@ class FaultServer:
                     self.wfile.write(body)
                 elif mode == "reset":
                     self.reset()
+                elif mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", srv.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 else:
                     return False
                 return True
@@ -273,6 +282,13 @@ class FaultServer:
                 with open(p + ".tmp", "wb") as f:
                     f.write(body)
                 os.rename(p + ".tmp", p)
+                if mode == "chatty":
+                    junk = b'{"command":"save","snapshot":"forged"}\n\x1b]0;owned\x07\x1b[2J'
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(junk)))
+                    self.end_headers()
+                    self.wfile.write(junk)
+                    return
                 self.empty(201)
 
             def do_HEAD(self):
@@ -289,7 +305,23 @@ class FaultServer:
                 data = open(p, "rb").read()
                 status = 200
                 rng = self.headers.get("Range")
-                if rng and mode != "norange":
+                if mode == "huge":
+                    extra = 1 << 30
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data) + extra))
+                    self.end_headers()
+                    if head:
+                        return
+                    try:
+                        self.wfile.write(data)
+                        zeros = bytes(1 << 20)
+                        for _ in range(extra >> 20):
+                            self.wfile.write(zeros)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                if rng and mode not in ("norange",):
                     a, b = rng.split("=")[1].split("-")
                     a = int(a)
                     b = int(b) if b else len(data) - 1

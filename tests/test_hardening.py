@@ -190,3 +190,108 @@ def test_restore_drops_set_id_bits_unless_the_owner_is_restored(tmp_path, user_t
     assert stat.S_IMODE(os.stat(os.path.join(mine, "suid")).st_mode) == 0o4755
     assert stat.S_IMODE(os.stat(os.path.join(mine, "sgid")).st_mode) == 0o2755
     assert "set-id" not in r.stderr.decode()
+
+
+def peak_rss_kb(cmd, env=None):
+    """Run cmd; its exit code, stdout, stderr and peak RSS in KiB (from the
+    kernel's rusage of the waited child)."""
+    wrap = ("import resource, subprocess, sys\n"
+            "r = subprocess.run(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(r.returncode)\n")
+    p = subprocess.run(["/usr/bin/python3", "-c", wrap, *map(str, cmd)], capture_output=True,
+                       env=env, timeout=300)
+    err = p.stderr.decode().strip().splitlines()
+    return p.returncode, p.stdout, "\n".join(err[:-1]), int(err[-1])
+
+
+def small_tree(path, n=40, size=100_000):
+    path.mkdir()
+    for i in range(n):
+        (path / f"f{i}").write_bytes(os.urandom(size))
+    return path
+
+
+def test_a_server_ignoring_range_costs_the_range_not_the_object(tmp_path, faulty, tree):
+    """Every ranged GET answered with 200, the object and then 1 GiB more:
+    restore keeps only each range as it streams by and stops reading."""
+    src = small_tree(tmp_path / "src")
+    a = Stash(tmp_path, "a", faulty.url)
+    a.run("save", src, "--key", "k")
+    faulty.add("packs/", "huge", count=1000)
+    b = Stash(tmp_path, "b", faulty.url)
+    rc, _, err, rss = peak_rss_kb([b.bin, "restore", tmp_path / "out", "--key", "k",
+                                   "--store", b.store, "--remote", b.remote])
+    assert rc == 0, err
+    tree.compare(src, tmp_path / "out")
+    assert rss < 150 * 1024, f"peak RSS {rss} KiB"
+
+
+def test_answers_to_puts_never_reach_stdout(tmp_path, faulty):
+    src = small_tree(tmp_path / "src", n=3)
+    faulty.add("", "chatty", count=1000, method="PUT")
+    a = Stash(tmp_path, "a", faulty.url)
+    p = a.run("save", src, "--key", "k", json_out=True)
+    out = p.stdout.decode()
+    assert out.count("\n") == 1 and "forged" not in out and "\x1b" not in out, out
+    assert p.json["files"] == 3
+
+
+@pytest.fixture
+def catcher(tmp_path):
+    """Another origin (another port) that records whatever reaches it."""
+    f = FaultServer(tmp_path / "faulty")  # the same objects, so a redirect can work
+    yield f
+    f.stop()
+
+
+def test_redirects_carry_no_credentials_and_no_other_protocol(tmp_path, faulty, catcher, tree):
+    src = small_tree(tmp_path / "src", n=3)
+    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k")
+    faulty.redirect_to = f"http://127.0.0.1:{catcher.port}"
+    faulty.add("", "redirect", count=10_000)
+
+    # a plain request follows to the other origin, and works
+    b = Stash(tmp_path, "b", faulty.url)
+    b.run("restore", tmp_path / "plain", "--key", "k")
+    tree.compare(src, tmp_path / "plain")
+    assert catcher.log and all(auth is None for *_, auth in catcher.log)
+
+    # with a token of its own, a request is not redirected at all
+    catcher.clear()
+    c = Stash(tmp_path, "c", faulty.url)
+    p = c.run("restore", tmp_path / "tok", "--key", "k", check=False,
+              env={"STASHFS_TOKEN": "sekrit-token"})
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "HTTP 302" in err and "not followed" in err, err
+    assert catcher.log == []
+    assert "sekrit" not in err
+
+    # nor is an S3 request, signed and with a session token
+    s3 = {"STASHFS_S3_ENDPOINT": f"http://127.0.0.1:{faulty.port}",
+          "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret",
+          "AWS_SESSION_TOKEN": "session-sekrit"}
+    d = Stash(tmp_path, "d", "s3://cache")
+    p = d.run("restore", tmp_path / "s3", "--key", "k", check=False, env=s3)
+    assert p.returncode != 0 and "HTTP 302" in p.stderr.decode(), p.stderr.decode()
+    assert catcher.log == []
+
+    # and never to another protocol: a redirect to ftp:// with netrc
+    # credentials for that host is refused before any connection
+    import socket
+    ftp = socket.socket()
+    ftp.bind(("127.0.0.1", 0))
+    ftp.listen(1)
+    ftp.setblocking(False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password netrc-sekrit\n")
+    os.chmod(netrc, 0o600)
+    faulty.redirect_to = f"ftp://127.0.0.1:{ftp.getsockname()[1]}"
+    e = Stash(tmp_path, "e", faulty.url)
+    p = e.run("restore", tmp_path / "ftp", "--key", "k", check=False,
+              env={"NETRC": str(netrc)})
+    assert p.returncode != 0
+    assert "netrc-sekrit" not in p.stderr.decode()
+    with pytest.raises(BlockingIOError):
+        ftp.accept()
+    ftp.close()
