@@ -414,6 +414,54 @@ out:
 	return rc;
 }
 
+/*
+ * Does path (a store, or a file:// remote) lie in dir or is it dir?  The
+ * daemon would then read its own mount, and hang on it.
+ */
+static int lies_under(const char *path, const char *dir)
+{
+	char p[PATH_MAX], rp[PATH_MAX];
+	size_t n = strlen(dir);
+
+	if (!strncmp(path, "file://", 7))
+		path += 7;
+	else if (strstr(path, "://"))
+		return 0;
+	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return 0;
+	/* a store not made yet: where its nearest existing parent is (the
+	 * mount point exists, so one inside it is found) */
+	while (!realpath(p, rp)) {
+		char *slash = strrchr(p, '/');
+
+		if (errno != ENOENT || !slash || slash == p)
+			return 0;
+		*slash = '\0';
+	}
+	return !strncmp(rp, dir, n) && (rp[n] == '\0' || rp[n] == '/' || !strcmp(dir, "/"));
+}
+
+static int inside_mount(const char *real, const char *store_path, const char *remote,
+			char *const *reads, int n_reads)
+{
+	const char *what = NULL, *where = NULL;
+	int i;
+
+	if (lies_under(store_path, real))
+		what = "the store", where = store_path;
+	else if (remote && lies_under(remote, real))
+		what = "the remote", where = remote;
+	for (i = 0; !what && i < n_reads; i++)
+		if (lies_under(reads[i], real))
+			what = "a read remote", where = reads[i];
+	if (!what)
+		return 0;
+	log_err("mount: %s '%s' lies inside '%s': the mount would hide it from itself; "
+		"put it elsewhere (--store, --remote)",
+		what, qpath(where), qpath(real));
+	return -EINVAL;
+}
+
 int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path, const char *remote,
 	     char *const *reads, int n_reads)
 {
@@ -461,6 +509,9 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		log_err("mount: '%s' is not a directory", qpath(real));
 		return -ENOTDIR;
 	}
+	rc = inside_mount(real, store_path, remote, reads, n_reads);
+	if (rc)
+		return rc;
 	if (is_mounted(real, &stashfs)) {
 		if (stat(real, &st) < 0 && errno == ENOTCONN) {
 			unmount_dir(real, 1);

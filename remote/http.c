@@ -816,10 +816,9 @@ static char *redact(const char *url)
 
 static double env_timeout(void)
 {
-	const char *t = getenv("STASHFS_TIMEOUT");
-	double v = t ? strtod(t, NULL) : 0;
+	double v;
 
-	return v > 0 ? v : 60.0;
+	return parse_seconds(getenv("STASHFS_TIMEOUT"), &v) ? 60.0 : v;
 }
 
 /*

@@ -3,6 +3,7 @@
 #include "repo.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -467,13 +468,99 @@ int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *
 	return 0;
 }
 
+/* The temporary name a catalog is unpacked to before it is known good. */
+static const char *tmp_name(const char *path)
+{
+	static __thread char tmp[PATH_MAX + 32];
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%ld", path, (int)getpid(), (long)gettid());
+	return tmp;
+}
+
+static void unlink_tmp(const char *path)
+{
+	unlink(tmp_name(path));
+}
+
+/*
+ * Unpack a catalog object into tmp_name(path), hashing as it goes: memory
+ * stays a few buffers whatever the catalog's size, and no more than the
+ * declared size is ever written.
+ */
+static int inflate_catalog(const struct buf *z, unsigned long long rsz, const char *path,
+			   struct cas_id *got, const char *hex)
+{
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	struct cas_hasher *hs = cas_hasher_new();
+	ZSTD_inBuffer in = { z->p, z->len, 0 };
+	size_t cap = ZSTD_DStreamOutSize(), left = 1;
+	uint8_t *o = malloc(cap);
+	unsigned long long made = 0;
+	int fd = -1, rc = 0;
+
+	if (!dc || !hs || !o) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp_name(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		log_err("catalog %s: cannot cache: %s", hex, strerror(-rc));
+		goto out;
+	}
+	while (left) {
+		ZSTD_outBuffer ob = { o, cap, 0 };
+
+		left = ZSTD_decompressStream(dc, &ob, &in);
+		if (ZSTD_isError(left)) {
+			log_err("catalog %s: corrupt or truncated (%s)", hex,
+				ZSTD_getErrorName(left));
+			rc = -EBADMSG;
+			break;
+		}
+		made += ob.pos;
+		if (made > rsz) {
+			log_err("catalog %s: unpacks past its declared %llu bytes", hex, rsz);
+			rc = -EBADMSG;
+			break;
+		}
+		cas_hasher_update(hs, o, ob.pos);
+		rc = write_full(fd, o, ob.pos);
+		if (rc) {
+			log_err("catalog %s: cannot cache: %s", hex, strerror(-rc));
+			break;
+		}
+		if (left && in.pos == in.size && ob.pos < cap) {
+			log_err("catalog %s: corrupt or truncated (frame ends early)", hex);
+			rc = -EBADMSG;
+			break;
+		}
+	}
+	if (!rc && (made != rsz || in.pos != in.size)) {
+		log_err("catalog %s: corrupt or truncated (%llu of %llu bytes)", hex, made, rsz);
+		rc = -EBADMSG;
+	}
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	if (!rc)
+		cas_hasher_final(hs, got);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc && fd >= 0)
+		unlink_tmp(path);
+	cas_hasher_free(hs);
+	ZSTD_freeDCtx(dc);
+	free(o);
+	return rc;
+}
+
 int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out)
 {
 	char path[PATH_MAX], hex[CAS_HEX_LEN + 1], name[128], why[256];
-	struct buf z = BUF_INIT, raw = BUF_INIT;
+	struct buf z = BUF_INIT;
 	unsigned long long rsz;
 	struct cas_id got;
-	size_t d;
 	int rc;
 
 	cas_id_hex(id, hex);
@@ -498,41 +585,42 @@ int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out)
 		rc = -EBADMSG;
 		goto out;
 	}
-	rc = buf_reserve(&raw, (size_t)rsz);
-	if (rc)
-		goto out;
-	d = ZSTD_decompress(raw.p, (size_t)rsz, z.p, z.len);
-	if (ZSTD_isError(d) || d != rsz) {
-		log_err("catalog %s: corrupt or truncated (%s)", hex,
-			ZSTD_isError(d) ? ZSTD_getErrorName(d) : "short");
+	if (rsz > (unsigned long long)z.len * CATALOG_MAX_RATIO + (1u << 20)) {
+		log_err("catalog %s: %zu bytes declare %llu unpacked, past what a catalog "
+			"compresses to (%d:1); refusing it",
+			hex, z.len, rsz, CATALOG_MAX_RATIO);
 		rc = -EBADMSG;
 		goto out;
 	}
-	raw.len = d;
-	cas_hash(raw.p, raw.len, &got);
+	rc = inflate_catalog(&z, rsz, path, &got, hex);
+	if (rc)
+		goto out;
 	if (cas_id_cmp(&got, id) != 0) {
 		log_err("catalog %s: hash mismatch, refusing it", hex);
+		unlink_tmp(path);
 		rc = -EBADMSG;
 		goto out;
 	}
-	rc = catalog_validate(raw.p, raw.len, why, sizeof(why));
+	/* validated where it lies, mapped: no second copy in memory */
+	rc = catalog_open(tmp_name(path), out, why, sizeof(why));
 	if (rc) {
-		log_err("catalog %s: %s", hex, why);
+		log_err("catalog %s: %s", hex, rc == -EBADMSG ? why : strerror(-rc));
+		unlink_tmp(path);
 		goto out;
 	}
-	rc = write_file_atomic(path, raw.p, raw.len);
-	if (rc) {
+	if (rename(tmp_name(path), path) < 0) {
+		rc = -errno;
 		log_err("catalog %s: cannot cache in %s: %s", hex, qpath(store_path(r->store)),
 			strerror(-rc));
+		unlink_tmp(path);
+		catalog_close(*out);
+		*out = NULL;
 		goto out;
 	}
-	store_catalog_note(r->store, id, raw.len);
-	rc = catalog_open(path, out, why, sizeof(why));
-	if (rc)
-		log_err("catalog %s: %s", hex, rc == -EBADMSG ? why : strerror(-rc));
+	fsync_dir_of(path);
+	store_catalog_note(r->store, id, rsz);
 out:
 	buf_free(&z);
-	buf_free(&raw);
 	return rc;
 }
 

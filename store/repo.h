@@ -27,6 +27,10 @@
 #define INDEX_RECORD_CAP (1u << 20)
 #define INDEX_KEEP 512
 #define CATALOG_OBJECT_CAP (2ULL << 30)
+/* A catalog's hashes, names and sizes keep it far from this compression
+ * ratio (a tree of files: about 3:1; 100,000 empty files with one mtime:
+ * 28:1); a frame claiming more is refused before it is unpacked. */
+#define CATALOG_MAX_RATIO 1000
 
 struct repo {
 	struct store *store;

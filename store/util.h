@@ -50,6 +50,11 @@ void fmt_size(char *out, size_t outlen, uint64_t n);
 
 /* Parse "10G", "512M", "1000" into bytes.  0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *out);
+/* A number of seconds over 0 and at most SECONDS_MAX, nothing else. */
+#define SECONDS_MAX 86400.0
+int parse_seconds(const char *s, double *out);
+/* A whole number in [lo, hi], nothing else. */
+int parse_int(const char *s, long lo, long hi, long *out);
 
 /* Read/write whole files, crash-safe write (tmp, fsync, rename). */
 int read_file(const char *path, struct buf *out, size_t cap);

@@ -203,7 +203,8 @@ class FaultServer:
     is set while it waits), "redirect" (302 to `redirect_to` + the path),
     "huge" (ignore Range: 200, the whole object, then 1 GiB more),
     "chatty" (a PUT answered 200 with a fake JSON object and terminal
-    escapes in its body).
+    escapes in its body), "drip" (a 200 declaring 1 GiB, then 2 kB a
+    second for ever: never slow enough to count as stalled).
     """
 
     def __init__(self, root):
@@ -305,6 +306,18 @@ class FaultServer:
                 data = open(p, "rb").read()
                 status = 200
                 rng = self.headers.get("Range")
+                if mode == "drip" and not head:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(1 << 30))
+                    self.end_headers()
+                    try:
+                        while True:
+                            self.wfile.write(b"x" * 2048)
+                            self.wfile.flush()
+                            time.sleep(1)
+                    except OSError:
+                        self.close_connection = True
+                    return
                 if mode == "huge":
                     extra = 1 << 30
                     self.send_response(200)

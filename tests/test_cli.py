@@ -37,7 +37,7 @@ def test_save_missing_dir_is_one_line(stash, tmp_path):
     r = stash.run("save", tmp_path / "nope", "--key", "k", check=False)
     assert r.returncode == 1
     lines = r.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "nope" in lines[0] and "not a directory" in lines[0]
+    assert len(lines) == 1 and "nope" in lines[0] and "No such file or directory" in lines[0]
 
 
 def test_bad_remote_url(stash, tmp_path):

@@ -295,3 +295,91 @@ def test_redirects_carry_no_credentials_and_no_other_protocol(tmp_path, faulty, 
     with pytest.raises(BlockingIOError):
         ftp.accept()
     ftp.close()
+
+
+def test_a_catalog_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    """A 2 GiB catalog of zeros packed into a few kB, under a real key."""
+    src = small_tree(tmp_path / "src", n=2)
+    a = Stash(tmp_path, "a")
+    a.run("save", src, "--key", "k")
+    remote = tmp_path / "remote"
+    (cat,) = os.listdir(remote / "catalogs")
+    zeros = tmp_path / "zeros"
+    with open(zeros, "wb") as f:
+        f.truncate(2 << 30)
+    subprocess.run(["zstd", "-q", "-1", "-f", str(zeros), "-o", str(tmp_path / "bomb")],
+                   check=True)
+    os.unlink(zeros)
+    assert os.path.getsize(tmp_path / "bomb") < (1 << 20)
+    os.replace(tmp_path / "bomb", remote / "catalogs" / cat)
+    b = Stash(tmp_path, "b")
+    rc, _, err, rss = peak_rss_kb([b.bin, "restore", tmp_path / "out", "--key", "k",
+                                   "--store", b.store, "--remote", b.remote])
+    assert rc != 0
+    assert f"catalog {cat}:" in err and "refusing it" in err, err
+    assert rss < 100 * 1024, f"peak RSS {rss} KiB"
+    assert not [n for n in os.listdir(os.path.join(b.store, "catalogs")) if ".tmp" in n] \
+        if os.path.isdir(os.path.join(b.store, "catalogs")) else True
+
+
+def test_a_mount_over_its_own_store_or_remote_is_refused(tmp_path):
+    d = tmp_path / "cache"
+    d.mkdir()
+    inside = Stash(d, "in")  # the store lies in the directory to mount over
+    outside = Stash(tmp_path, "out", "file://" + str(d / "sub" / "remote"))
+    cases = [(inside, "the store"), (outside, "the remote")]
+    for s, what in cases:
+        (d / "sub").mkdir(exist_ok=True)
+        p = s.run("mount", d, "--key", "k", check=False, timeout=60)
+        mounted = os.path.ismount(d)
+        if mounted:
+            subprocess.run(["umount", "-l", str(d)])
+        err = p.stderr.decode().strip().splitlines()
+        assert p.returncode != 0 and not mounted
+        assert len(err) == 1 and what in err[0] and "lies inside" in err[0], err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--timeout", "nan"], "--timeout wants seconds"),
+    (["--timeout", "1e300"], "--timeout wants seconds"),
+    (["--timeout", "-1"], "--timeout wants seconds"),
+    (["--threads", "0"], "--threads wants 1 to 64"),
+    (["--threads", "-1"], "--threads wants 1 to 64"),
+    (["--threads", "99999999999"], "--threads wants 1 to 64"),
+    (["--threads", "4x"], "--threads wants 1 to 64"),
+    (["--bogus"], "unknown option, or one without its value: '--bogus'"),
+])
+def test_every_bad_number_or_option_is_one_line_and_exit_2(stash, tmp_path, args, says):
+    p = stash.run("restore", tmp_path / "out", "--key", "k", *args, check=False)
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cmd, says", [
+    (["gc", "--max-size", "-5"], "--max-size wants a size"),
+    (["gc", "--max-size", "5Q"], "--max-size wants a size"),
+    (["save", "", "--key", "k"], "DIR is empty"),
+    (["restore", "", "--key", "k"], "DIR is empty"),
+    (["save", "/nonexistent-dir", "--key", "k"], "'/nonexistent-dir': No such file"),
+    (["save", "/etc/hostname", "--key", "k"], "'/etc/hostname' is not a directory"),
+])
+def test_bad_arguments_are_named_in_one_line(stash, cmd, says):
+    p = stash.run(*cmd, check=False)
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode in (1, 2) and len(err) == 1 and says in err[0], err
+
+
+def test_a_body_that_drips_for_ever_ends_inside_the_timeout(tmp_path, faulty):
+    src = small_tree(tmp_path / "src", n=2)
+    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k")
+    faulty.add("keys/", "drip", count=100)
+    b = Stash(tmp_path, "b", faulty.url)
+    t0 = time.monotonic()
+    p = b.run("restore", tmp_path / "out", "--key", "k", "--timeout", "4", check=False,
+              timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode != 0
+    assert took < 4 + 3, f"restore took {took:.1f} s with --timeout 4"
+    assert "timed out" in p.stderr.decode().lower() or "timeout" in p.stderr.decode().lower(), \
+        p.stderr.decode()

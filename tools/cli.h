@@ -20,6 +20,7 @@ struct common {
 	char *reads_env; /* owned copy of STASHFS_READ_REMOTES */
 	char store_buf[4096];
 	uint64_t cache_size; /* 0: no automatic limit */
+	char err[160]; /* why common_opt refused an option */
 	/* from the config file, owned */
 	char *cfg_remote, *cfg_store, *cfg_reads;
 };
@@ -73,6 +74,8 @@ int common_open_repo(struct common *c, struct repo *r);
 /* Trim the object cache to the configured cache size, if one is set. */
 void common_auto_gc(struct common *c, struct repo *r);
 
+#define THREADS_MAX 64
+int bad_option(const char *cmd, char **argv);
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int cmd_save(int argc, char **argv);

@@ -68,7 +68,7 @@ int cmd_mount(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("mount", "bad --timeout or too many --read-remote");
+			return usage_error("mount", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
@@ -86,7 +86,7 @@ int cmd_mount(int argc, char **argv)
 		case OPT_NO_PREFETCH: mo.no_prefetch = 1; break;
 		case OPT_NO_URING: mo.no_uring = 1; break;
 		case OPT_HELP: fputs(mount_help, stdout); return 0;
-		default: return usage_error("mount", "unknown option");
+		default: return bad_option("mount", argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -96,6 +96,8 @@ int cmd_mount(int argc, char **argv)
 	if (key_valid(mo.key))
 		return usage_error("mount", "key must be 1-512 printable ASCII characters");
 	mo.dir = argv[optind];
+	if (!*mo.dir)
+		return usage_error("mount", "DIR is empty");
 	mo.restore = restore;
 	mo.json = c.json;
 	if (common_open_repo(&c, &r)) {
@@ -187,14 +189,14 @@ int cmd_commit(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("commit", "bad --timeout or too many --read-remote");
+			return usage_error("commit", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
 		case OPT_KEY: co.key = optarg; break;
 		case OPT_SOURCES: sources = optarg; break;
 		case OPT_HELP: fputs(commit_help, stdout); return 0;
-		default: return usage_error("commit", "unknown option");
+		default: return bad_option("commit", argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -202,6 +204,8 @@ int cmd_commit(int argc, char **argv)
 	if (co.key && key_valid(co.key))
 		return usage_error("commit", "key must be 1-512 printable ASCII characters");
 	co.dir = argv[optind];
+	if (!*co.dir)
+		return usage_error("commit", "DIR is empty");
 	if (common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
@@ -247,7 +251,7 @@ int cmd_umount(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("umount", "bad --timeout or too many --read-remote");
+			return usage_error("umount", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
@@ -255,7 +259,7 @@ int cmd_umount(int argc, char **argv)
 		case OPT_SOURCES: sources = optarg; break;
 		case OPT_DISCARD: discard = 1; break;
 		case OPT_HELP: fputs(umount_help, stdout); return 0;
-		default: return usage_error("umount", "unknown option");
+		default: return bad_option("umount", argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -263,6 +267,8 @@ int cmd_umount(int argc, char **argv)
 	if (co.key && key_valid(co.key))
 		return usage_error("umount", "key must be 1-512 printable ASCII characters");
 	co.dir = argv[optind];
+	if (!*co.dir)
+		return usage_error("umount", "DIR is empty");
 	if (common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
@@ -314,14 +320,14 @@ int cmd_status(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("status", "bad --timeout or too many --read-remote");
+			return usage_error("status", "%s", c.err);
 		if (h)
 			continue;
 		if (opt == OPT_HELP) {
 			fputs(status_help, stdout);
 			return 0;
 		}
-		return usage_error("status", "unknown option");
+		return bad_option("status", argv);
 	}
 	if (optind + 1 < argc)
 		return usage_error("status", "at most one DIR");

@@ -100,6 +100,7 @@ int cmd_save(int argc, char **argv)
 	struct repo r;
 	struct stat sb;
 	double t0 = mono_sec(), secs;
+	long v;
 	int opt, rc;
 
 	common_init(&c);
@@ -107,16 +108,26 @@ int cmd_save(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("save", "bad --timeout or too many --read-remote");
+			return usage_error("save", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
 		case OPT_KEY: so.key = optarg; break;
-		case OPT_THREADS: so.threads = atoi(optarg); break;
-		case OPT_LEVEL: so.level = atoi(optarg); break;
+		case OPT_THREADS:
+			if (parse_int(optarg, 1, THREADS_MAX, &v))
+				return usage_error("save", "--threads wants 1 to %d, not '%.40s'",
+						   THREADS_MAX, optarg);
+			so.threads = (int)v;
+			break;
+		case OPT_LEVEL:
+			if (parse_int(optarg, 1, 19, &v))
+				return usage_error("save", "--level wants 1 to 19, not '%.40s'",
+						   optarg);
+			so.level = (int)v;
+			break;
 		case OPT_SOURCES: sources = optarg; break;
 		case OPT_HELP: fputs(save_help, stdout); return 0;
-		default: return usage_error("save", "unknown option");
+		default: return bad_option("save", argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -126,9 +137,14 @@ int cmd_save(int argc, char **argv)
 	if (key_valid(so.key))
 		return usage_error("save", "key must be 1-512 printable ASCII characters");
 	so.dir = argv[optind];
-	if (stat(so.dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-		log_err("save: '%s' is not a directory%s%s", qpath(so.dir), errno ? ": " : "",
-			errno ? strerror(errno) : "");
+	if (!*so.dir)
+		return usage_error("save", "DIR is empty");
+	if (stat(so.dir, &sb) < 0) {
+		log_err("save: '%s': %s", qpath(so.dir), strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		log_err("save: '%s' is not a directory", qpath(so.dir));
 		return 1;
 	}
 	rc = common_open_repo(&c, &r);
@@ -220,6 +236,7 @@ int cmd_restore(int argc, char **argv)
 	struct restore_opts ro = { NULL, 0, 0, NULL };
 	char *restore_keys[64];
 	int n_restore = 0, force = 0, fail_on_miss = 0, opt, rc, ret = 1;
+	long v;
 	const char *key = NULL;
 	struct key_rec rec;
 	struct snap_stats st;
@@ -235,7 +252,7 @@ int cmd_restore(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("restore", "bad --timeout or too many --read-remote");
+			return usage_error("restore", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
@@ -252,9 +269,15 @@ int cmd_restore(int argc, char **argv)
 		case OPT_FORCE: force = 1; break;
 		case OPT_FAIL_ON_MISS: fail_on_miss = 1; break;
 		case OPT_PRESERVE_OWNER: ro.preserve_owner = 1; break;
-		case OPT_THREADS: ro.threads = atoi(optarg); break;
+		case OPT_THREADS:
+			if (parse_int(optarg, 1, THREADS_MAX, &v))
+				return usage_error("restore",
+						   "--threads wants 1 to %d, not '%.40s'",
+						   THREADS_MAX, optarg);
+			ro.threads = (int)v;
+			break;
 		case OPT_HELP: fputs(restore_help, stdout); return 0;
-		default: return usage_error("restore", "unknown option");
+		default: return bad_option("restore", argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -264,6 +287,8 @@ int cmd_restore(int argc, char **argv)
 	if (key_valid(key))
 		return usage_error("restore", "key must be 1-512 printable ASCII characters");
 	ro.dir = argv[optind];
+	if (!*ro.dir)
+		return usage_error("restore", "DIR is empty");
 	rc = dir_is_empty(ro.dir);
 	if (rc < 0) {
 		log_err("restore: cannot read '%s': %s", qpath(ro.dir), strerror(-rc));
@@ -360,14 +385,14 @@ int cmd_ls(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("ls", "bad --timeout or too many --read-remote");
+			return usage_error("ls", "%s", c.err);
 		if (h)
 			continue;
 		if (opt == OPT_HELP) {
 			fputs(ls_help, stdout);
 			return 0;
 		}
-		return usage_error("ls", "unknown option");
+		return bad_option("ls", argv);
 	}
 	if (optind + 1 < argc)
 		return usage_error("ls", "at most one PREFIX");
@@ -606,7 +631,7 @@ int cmd_key(int argc, char **argv)
 		switch (opt) {
 		case OPT_PREFIX: prefix = optarg; break;
 		case OPT_HELP: fputs(key_help, stdout); return 0;
-		default: return usage_error("key", "unknown option");
+		default: return bad_option("key", argv);
 		}
 	}
 	if (optind >= argc)
@@ -697,16 +722,19 @@ int cmd_gc(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("gc", "bad --timeout or too many --read-remote");
+			return usage_error("gc", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
 		case OPT_MAX_SIZE:
 			if (parse_size(optarg, &max))
-				return usage_error("gc", "bad size '%s'", optarg);
+				return usage_error(
+					"gc",
+					"--max-size wants a size such as 500M or 2G, not '%.40s'",
+					optarg);
 			break;
 		case OPT_HELP: fputs(gc_help, stdout); return 0;
-		default: return usage_error("gc", "unknown option");
+		default: return bad_option("gc", argv);
 		}
 	}
 	if (optind != argc)
@@ -764,8 +792,7 @@ int cmd_touch_sources(int argc, char **argv)
 		int h = common_opt(&c, opt, optarg);
 
 		if (h < 0)
-			return usage_error("touch-sources",
-					   "bad --timeout or too many --read-remote");
+			return usage_error("touch-sources", "%s", c.err);
 		if (h)
 			continue;
 		switch (opt) {
@@ -777,7 +804,7 @@ int cmd_touch_sources(int argc, char **argv)
 			restore_keys[n_restore++] = optarg;
 			break;
 		case OPT_HELP: fputs(touch_help, stdout); return 0;
-		default: return usage_error("touch-sources", "unknown option");
+		default: return bad_option("touch-sources", argv);
 		}
 	}
 	if (optind + 1 != argc)

@@ -71,7 +71,9 @@ static void load_config(struct common *c)
 			if (parse_size(v, &c->cache_size))
 				log_warn("config %s:%d: bad cache-size '%s'", path, n, v);
 		} else if (!strcmp(k, "timeout")) {
-			if (strtod(v, NULL) > 0)
+			double t;
+
+			if (!parse_seconds(v, &t))
 				setenv("STASHFS_TIMEOUT", v, 0); /* the environment wins */
 			else
 				log_warn("config %s:%d: bad timeout '%s'", path, n, v);
@@ -142,8 +144,11 @@ int common_opt(struct common *c, int opt, const char *arg)
 			c->reads_env = NULL;
 			c->n_reads = 0;
 		}
-		if (c->n_reads == REPO_MAX_READS)
+		if (c->n_reads == REPO_MAX_READS) {
+			snprintf(c->err, sizeof(c->err), "more than %d --read-remote",
+				 REPO_MAX_READS);
 			return -1;
+		}
 		c->reads[c->n_reads++] = (char *)arg;
 		return 1;
 	case OPT_JSON: c->json = 1; return 1;
@@ -152,9 +157,16 @@ int common_opt(struct common *c, int opt, const char *arg)
 		log_quiet = 1;
 		return 1;
 	case OPT_VERBOSE: log_verbose = 1; return 1;
-	case OPT_TIMEOUT:
-		if (strtod(arg, NULL) <= 0)
+	case OPT_TIMEOUT: {
+		double t;
+
+		if (parse_seconds(arg, &t)) {
+			snprintf(c->err, sizeof(c->err),
+				 "--timeout wants seconds over 0 and at most %.0f, not '%.40s'",
+				 SECONDS_MAX, arg);
 			return -1;
+		}
+	}
 		/* the remotes read it when they open (the daemon inherits it) */
 		setenv("STASHFS_TIMEOUT", arg, 1);
 		return 1;
@@ -173,6 +185,14 @@ int common_open_repo(struct common *c, struct repo *r)
 		c->store = c->store_buf;
 	}
 	return repo_open(r, c->store, c->remote, c->reads, c->n_reads);
+}
+
+/* getopt's '?': one line naming the option (getopt itself is quiet). */
+int bad_option(const char *cmd, char **argv)
+{
+	const char *o = argv[optind - 1];
+
+	return usage_error(cmd, "unknown option, or one without its value: '%.80s'", o);
 }
 
 int usage_error(const char *cmd, const char *fmt, ...)
@@ -287,6 +307,7 @@ int main(int argc, char **argv)
 	const char *self = strrchr(argv[0], '/');
 
 	self = self ? self + 1 : argv[0];
+	opterr = 0; /* bad options are told in one line, by bad_option */
 	if (!strcmp(self, "mount.stashfs"))
 		return mount_helper(argc, argv);
 
