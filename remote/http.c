@@ -797,23 +797,6 @@ static const struct remote_ops http_ops = {
 };
 
 /* "scheme://user:pass@host/..." shown as "scheme://host/...". */
-static char *redact(const char *url)
-{
-	const char *p = strstr(url, "://"), *at, *slash;
-	char *out;
-
-	if (!p)
-		return strdup(url);
-	p += 3;
-	slash = strchr(p, '/');
-	at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
-	if (!at)
-		return strdup(url);
-	if (asprintf(&out, "%.*s%s", (int)(p - url), url, at + 1) < 0)
-		return NULL;
-	return out;
-}
-
 static double env_timeout(void)
 {
 	double v;
@@ -936,7 +919,7 @@ int remote_http_open(const char *url, struct remote *r)
 			goto fail;
 	}
 	h->https = strncasecmp(h->base, "https://", 8) == 0;
-	h->shown = redact(h->base);
+	h->shown = remote_redact(h->base);
 	if (!h->shown)
 		goto fail;
 	if (h->insecure)

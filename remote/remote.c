@@ -1,10 +1,33 @@
 /* URL dispatch and the thin wrappers around struct remote_ops. */
+#define _GNU_SOURCE
 #include "remote.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+
+char *remote_redact(const char *url)
+{
+	const char *p = strstr(url, "://"), *at;
+	char *out;
+
+	/*
+	 * Everything up to the last '@' goes: a password may hold '/', ':'
+	 * or '@' itself, and no parser agrees on where such a URL's
+	 * authority ends.  A path with an '@' loses more than it must,
+	 * never less.
+	 */
+	p = p ? p + 3 : url;
+	at = strrchr(p, '@');
+	if (!at)
+		return strdup(url);
+	if (asprintf(&out, "%.*s***@%s", (int)(p - url), url, at + 1) < 0)
+		return NULL;
+	return out;
+}
 
 int remote_open(const char *url, int read_only, struct remote **out)
 {
@@ -13,7 +36,7 @@ int remote_open(const char *url, int read_only, struct remote **out)
 
 	if (!r)
 		return -ENOMEM;
-	r->url = strdup(url);
+	r->url = remote_redact(url); /* what messages show */
 	r->read_only = read_only;
 	if (!r->url) {
 		rc = -ENOMEM;
@@ -21,13 +44,13 @@ int remote_open(const char *url, int read_only, struct remote **out)
 	}
 	if (strncmp(url, "file://", 7) == 0) {
 		rc = remote_file_open(url, r);
-	} else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
+	} else if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0 ||
 		   strncmp(url, "s3://", 5) == 0) {
 		rc = remote_http_open(url, r);
 	} else {
 		log_err("remote '%s': unsupported scheme (use file:///dir, http(s)://host/path "
 			"or s3://bucket/prefix)",
-			url);
+			r->url);
 		rc = -EINVAL;
 	}
 	if (rc)

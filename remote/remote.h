@@ -69,6 +69,9 @@ struct remote {
  * AWS_REGION, STASHFS_S3_ENDPOINT (or AWS_ENDPOINT_URL),
  * STASHFS_S3_PATH_STYLE.  -EINVAL with a logged reason.
  */
+/* url without its user and password, for messages; malloc'd, NULL: ENOMEM. */
+char *remote_redact(const char *url);
+
 int remote_open(const char *url, int read_only, struct remote **out);
 void remote_free(struct remote *r);
 

@@ -417,3 +417,36 @@ def test_tera_bytes_of_references_to_one_zero_chunk_cost_one_check(tmp_path):
     # one 4 MiB check, not a million of them (4 TiB of memcmp: about a
     # minute of CPU here)
     assert cpu < 15, f"restore used {cpu:.1f} s of CPU"
+
+
+def test_a_password_in_the_remote_url_never_shows_in_ps(tmp_path, faulty, mounts):
+    from conftest import stashfs_daemons
+    src = small_tree(tmp_path / "src", n=2)
+    url = faulty.url.replace("http://", "http://alice:pw-sekrit-1@")
+    a = Stash(tmp_path, "a", url)
+    a.run("save", src, "--key", "k")
+    mnt = tmp_path / "mnt"
+    mounts.stash = a
+    mounts.mount(a, mnt, "k")
+    pids = stashfs_daemons([str(mnt)])
+    assert pids
+    for pid in pids:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        assert b"pw-sekrit-1" not in cmdline and b"alice" not in cmdline, cmdline
+    # and the mount still has the credentials it needs
+    assert (mnt / "f1").read_bytes() == (src / "f1").read_bytes()
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("http://u:pa/ss@127.0.0.1:9/c", "pa/ss"),
+    ("http://u:pa@ss@127.0.0.1:9/c", "pa@ss"),
+    ("HTTP://u:PASSWD@127.0.0.1:9/c", "PASSWD"),
+    ("ftp://u:PASSWD@127.0.0.1:9/c", "PASSWD"),
+    ("https://tok:x-y-z-secret@127.0.0.1:9/c", "x-y-z-secret"),
+])
+def test_no_message_shows_a_password_however_the_url_is_written(tmp_path, url, secret):
+    s = Stash(tmp_path, "a", url)
+    p = s.run("ls", check=False, env={"STASHFS_TIMEOUT": "2"})
+    err = p.stderr.decode()
+    assert p.returncode != 0 and err
+    assert secret not in err and "***@127.0.0.1" in err, err

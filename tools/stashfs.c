@@ -301,6 +301,28 @@ static int mount_helper(int argc, char **argv)
 	return cmd_mount(n, args);
 }
 
+/*
+ * A password in a URL argument (--remote http://user:pw@host/...) would show
+ * in ps for as long as the process lives, and a mount daemon lives long:
+ * commands get a copy, and the argument ps reads is overwritten.
+ */
+static void scrub_argv(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		char *p = strstr(argv[i], "://"), *at, *copy;
+
+		if (!p || !(at = strrchr(p + 3, '@')))
+			continue;
+		copy = strdup(argv[i]);
+		if (!copy)
+			continue;
+		memset(p + 3, '*', (size_t)(at - (p + 3)));
+		argv[i] = copy;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	size_t i;
@@ -308,6 +330,7 @@ int main(int argc, char **argv)
 
 	self = self ? self + 1 : argv[0];
 	opterr = 0; /* bad options are told in one line, by bad_option */
+	scrub_argv(argc, argv);
 	if (!strcmp(self, "mount.stashfs"))
 		return mount_helper(argc, argv);
 
