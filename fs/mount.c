@@ -286,7 +286,7 @@ static int empty_catalog(struct repo *r, struct cas_id *id)
 		return rc;
 	cas_hash(img.p, img.len, id);
 	store_catalog_path(r->store, id, path, sizeof(path));
-	rc = write_file_atomic(path, img.p, img.len);
+	rc = write_file_atomic(path, img.p, img.len, 0600);
 	buf_free(&img);
 	return rc;
 }

@@ -85,7 +85,18 @@ static int ensure_parent(const char *path)
 	if (!slash)
 		return 0;
 	*slash = '\0';
-	return mkdir_p(dir, 0755);
+	return mkdir_p(dir, 0777);
+}
+
+static mode_t current_umask(void)
+{
+	static mode_t m = (mode_t)-1;
+
+	if (m == (mode_t)-1) {
+		m = umask(022);
+		umask(m);
+	}
+	return m;
 }
 
 static int copy_to(const char *src, const char *tmp)
@@ -96,7 +107,7 @@ static int copy_to(const char *src, const char *tmp)
 	in = open(src, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return -errno;
-	outfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	outfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 	if (outfd < 0) {
 		rc = -errno;
 		close(in);
@@ -136,7 +147,9 @@ static int file_put_file(struct remote *r, const char *name, const char *src, in
 	rc = ensure_parent(path);
 	if (rc)
 		return rc;
-	if (may_move && rename(src, path) == 0)
+	/* a file moved from the store is its user's alone (0600): on the
+	 * remote it is readable as the umask says, like everything there */
+	if (may_move && chmod(src, 0666 & ~current_umask()) == 0 && rename(src, path) == 0)
 		return fsync_dir_of(path);
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)gettid());
 	rc = copy_to(src, tmp);
@@ -160,7 +173,7 @@ static int file_put_buf(struct remote *r, const char *name, const void *p, size_
 	rc = ensure_parent(path);
 	if (rc)
 		return rc;
-	return write_file_atomic(path, p, n);
+	return write_file_atomic(path, p, n, 0666);
 }
 
 static int file_exists(struct remote *r, const char *name)

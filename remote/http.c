@@ -584,6 +584,13 @@ static int do_request(struct remote *r, struct request *rq)
 			break;
 		}
 		if (cc == CURLE_OK && status >= 200 && status < 300) {
+			if (rq->m == M_GET && rq->out && rq->len != REMOTE_WHOLE &&
+			    rq->out->len - start > rq->len) {
+				log_err("GET %s/%s: the server answered more than the %llu "
+					"bytes asked for",
+					h->shown, rq->name, (unsigned long long)rq->len);
+				return -EIO;
+			}
 			if (short_body) {
 				log_err("GET %s/%s: the server ignored Range and the object ends "
 					"before offset %llu",
@@ -828,7 +835,11 @@ static int add_auth_header(struct http_remote *h, const char *name, const char *
 int remote_http_open(const char *url, struct remote *r)
 {
 	struct http_remote *h = calloc(1, sizeof(*h));
-	const char *tok = getenv("STASHFS_TOKEN");
+	/* a read remote may be another server: it gets STASHFS_READ_TOKEN
+	 * when that is set (empty: none), never the write token */
+	const char *tok = r->read_only && getenv("STASHFS_READ_TOKEN")
+				  ? getenv("STASHFS_READ_TOKEN")
+				  : getenv("STASHFS_TOKEN");
 	size_t len;
 	int rc = -ENOMEM;
 

@@ -63,7 +63,7 @@ struct remote {
 /*
  * Open by URL: file:///abs/dir, http(s)://host/path, s3://bucket/prefix.
  * HTTP settings come from the environment: STASHFS_TIMEOUT (seconds for
- * one operation, retries included; default 60), STASHFS_TOKEN (bearer),
+ * one operation, retries included; default 60), STASHFS_TOKEN (bearer; read remotes get STASHFS_READ_TOKEN instead when it is set),
  * NETRC, STASHFS_INSECURE=1, STASHFS_CA_BUNDLE, STASHFS_CLIENT_CERT/KEY;
  * S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
  * AWS_REGION, STASHFS_S3_ENDPOINT (or AWS_ENDPOINT_URL),

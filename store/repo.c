@@ -339,9 +339,60 @@ int keys_publish(struct repo *r, const struct key_rec *rec)
 	return rc;
 }
 
-int keys_get(struct remote *rem, const char *key, struct key_rec *out)
+int keys_parse_record(struct buf *b, const char *key, const char *where, struct key_rec *out)
 {
 	struct recvec rv = { NULL, 0, 0, NULL };
+	int rc;
+
+	{
+		/* an optional "sources HEX" line names the sources manifest */
+		char *sl = b->len ? memmem(b->p, b->len, "\nsources ", 9) : NULL;
+		struct cas_id sid;
+		int has = 0;
+
+		if (sl && (size_t)(sl - (char *)b->p) + 10 + CAS_HEX_LEN <= b->len) {
+			char hex[CAS_HEX_LEN + 1];
+
+			memcpy(hex, sl + 9, CAS_HEX_LEN);
+			hex[CAS_HEX_LEN] = '\0';
+			if (cas_id_parse(&sid, hex) == 0)
+				has = 1;
+			b->len = (size_t)(sl - (char *)b->p) + 1;
+		}
+		rc = parse_lines(b, KEY_MAGIC, where, recvec_add, &rv);
+		if (!rc && rv.n == 1) {
+			rv.v[0].has_sources = has;
+			if (has)
+				rv.v[0].sources = sid;
+		}
+	}
+	if (!rc && (rv.n != 1 || strcmp(rv.v[0].key, key) != 0)) {
+		log_err("%s: record does not match key '%s'", where, key);
+		rc = -EBADMSG;
+	}
+	if (!rc)
+		*out = rv.v[0];
+	free(rv.v);
+	return rc;
+}
+
+int keys_parse_index(const struct buf *b, const char *where, const char *prefix, struct key_rec **v,
+		     size_t *n)
+{
+	struct recvec rv = { NULL, 0, 0, prefix };
+	int rc = parse_lines(b, INDEX_MAGIC, where, recvec_add, &rv);
+
+	if (rc) {
+		free(rv.v);
+		return rc;
+	}
+	*v = rv.v;
+	*n = rv.n;
+	return 0;
+}
+
+int keys_get(struct remote *rem, const char *key, struct key_rec *out)
+{
 	struct buf b = BUF_INIT;
 	char name[128], where[PATH_MAX];
 	int rc;
@@ -355,38 +406,8 @@ int keys_get(struct remote *rem, const char *key, struct key_rec *out)
 		log_err("%s: %s", where, strerror(-rc));
 		goto out;
 	}
-	{
-		/* an optional "sources HEX" line names the sources manifest */
-		char *sl = memmem(b.p, b.len, "\nsources ", 9);
-		struct cas_id sid;
-		int has = 0;
-
-		if (sl && (size_t)(sl - (char *)b.p) + 10 + CAS_HEX_LEN <= b.len) {
-			char hex[CAS_HEX_LEN + 1];
-
-			memcpy(hex, sl + 9, CAS_HEX_LEN);
-			hex[CAS_HEX_LEN] = '\0';
-			if (cas_id_parse(&sid, hex) == 0)
-				has = 1;
-			b.len = (size_t)(sl - (char *)b.p) + 1;
-		}
-		rc = parse_lines(&b, KEY_MAGIC, where, recvec_add, &rv);
-		if (!rc && rv.n == 1) {
-			rv.v[0].has_sources = has;
-			if (has)
-				rv.v[0].sources = sid;
-		}
-	}
-	if (rc)
-		goto out;
-	if (rv.n != 1 || strcmp(rv.v[0].key, key) != 0) {
-		log_err("%s: record does not match key '%s'", where, key);
-		rc = -EBADMSG;
-		goto out;
-	}
-	*out = rv.v[0];
+	rc = keys_parse_record(&b, key, where, out);
 out:
-	free(rv.v);
 	buf_free(&b);
 	return rc;
 }
@@ -635,7 +656,7 @@ int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id, u
 	cas_hash(img->p, img->len, id);
 	cas_id_hex(id, hex);
 	store_catalog_path(r->store, id, path, sizeof(path));
-	rc = write_file_atomic(path, img->p, img->len);
+	rc = write_file_atomic(path, img->p, img->len, 0600);
 	if (rc) {
 		log_err("catalog %s: cannot write to store: %s", hex, strerror(-rc));
 		return rc;

@@ -69,6 +69,11 @@ int key_valid(const char *key);
 
 /* The record of exactly key on one remote: 0, -ENOENT or -errno. */
 int keys_get(struct remote *rem, const char *key, struct key_rec *out);
+/* The parsers of what keys_get and the prefix indexes read (where names the
+ * object in messages); b may be shortened.  0 or -EBADMSG. */
+int keys_parse_record(struct buf *b, const char *key, const char *where, struct key_rec *out);
+int keys_parse_index(const struct buf *b, const char *where, const char *prefix, struct key_rec **v,
+		     size_t *n);
 
 /* Publish rec on the primary: the key record, then the prefix indexes. */
 int keys_publish(struct repo *r, const struct key_rec *rec);

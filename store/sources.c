@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -170,77 +172,108 @@ out:
 	return rc;
 }
 
+int sources_iter_init(struct sources_iter *it, const struct buf *raw)
+{
+	if (raw->len < 16 || memcmp(raw->p, MAGIC, 8))
+		return -EBADMSG;
+	memcpy(&it->left, raw->p + 8, 8);
+	it->p = raw->p + 16;
+	it->end = raw->p + raw->len;
+	return 0;
+}
+
+int sources_next(struct sources_iter *it, struct source_rec *r)
+{
+	uint16_t len;
+
+	if (it->left == 0)
+		return it->p == it->end ? 0 : -EBADMSG;
+	if (it->end - it->p < 2)
+		return -EBADMSG;
+	memcpy(&len, it->p, 2);
+	it->p += 2;
+	if ((size_t)(it->end - it->p) < (size_t)len + 52 || len == 0 || len >= sizeof(r->rel))
+		return -EBADMSG;
+	memcpy(r->rel, it->p, len);
+	r->rel[len] = '\0';
+	it->p += len;
+	memcpy(&r->size, it->p, 8);
+	memcpy(r->want.b, it->p + 8, 32);
+	memcpy(&r->sec, it->p + 40, 8);
+	memcpy(&r->nsec, it->p + 48, 4);
+	it->p += 52;
+	it->left--;
+	if (memchr(r->rel, 0, len) || r->rel[0] == '/' || r->nsec >= 1000000000u)
+		return -EBADMSG;
+	return 1;
+}
+
+/*
+ * Check the whole manifest, then apply it: each file is opened beneath src
+ * without following a symlink anywhere on its path, so a manifest (or a
+ * checkout with symlinks in it) never sets a time outside src.
+ */
 int sources_touch(const char *src, const struct buf *raw, struct touch_stats *st)
 {
-	const uint8_t *p = raw->p, *end = raw->p + raw->len;
-	uint64_t n, i;
+	struct sources_iter it;
+	struct source_rec *r = malloc(sizeof(*r));
+	int dfd = -1, rc;
 
 	memset(st, 0, sizeof(*st));
-	if (raw->len < 16 || memcmp(p, MAGIC, 8))
-		return -EBADMSG;
-	memcpy(&n, p + 8, 8);
-	p += 16;
-	for (i = 0; i < n; i++) {
-		char rel[PATH_MAX], full[PATH_MAX];
-		uint16_t len;
-		uint64_t size;
-		struct cas_id want, got;
-		int64_t sec;
-		uint32_t nsec;
+	if (!r)
+		return -ENOMEM;
+	rc = sources_iter_init(&it, raw);
+	while (!rc && (rc = sources_next(&it, r)) == 1)
+		rc = 0;
+	if (rc)
+		goto out;
+	dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	sources_iter_init(&it, raw);
+	while (sources_next(&it, r) == 1) {
+		struct open_how how;
+		struct cas_id got;
 		struct stat sb;
-		int fd, rc;
+		int fd;
 
-		if (end - p < 2)
-			return -EBADMSG;
-		memcpy(&len, p, 2);
-		p += 2;
-		if ((size_t)(end - p) < (size_t)len + 52 || len == 0 || len >= sizeof(rel))
-			return -EBADMSG;
-		memcpy(rel, p, len);
-		rel[len] = '\0';
-		p += len;
-		memcpy(&size, p, 8);
-		memcpy(want.b, p + 8, 32);
-		memcpy(&sec, p + 40, 8);
-		memcpy(&nsec, p + 48, 4);
-		p += 52;
-		if (strstr(rel, "..") || rel[0] == '/' || nsec >= 1000000000u)
-			return -EBADMSG;
-		snprintf(full, sizeof(full), "%s/%s", src, rel);
-		if (lstat(full, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		memset(&how, 0, sizeof(how));
+		how.flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+		fd = (int)syscall(SYS_openat2, dfd, r->rel, &how, sizeof(how));
+		if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+			if (fd >= 0)
+				close(fd);
 			st->missing++;
 			continue;
 		}
-		if ((uint64_t)sb.st_size != size) {
-			st->changed++;
-			continue;
-		}
-		fd = open(full, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			st->changed++;
-			continue;
-		}
-		rc = cas_hash_fd(fd, &got);
-		if (rc || cas_id_cmp(&got, &want)) {
+		if ((uint64_t)sb.st_size != r->size || cas_hash_fd(fd, &got) ||
+		    cas_id_cmp(&got, &r->want)) {
 			close(fd);
 			st->changed++;
 			continue;
 		}
-		if (sb.st_mtim.tv_sec == sec && (uint32_t)sb.st_mtim.tv_nsec == nsec) {
+		if (sb.st_mtim.tv_sec == r->sec && (uint32_t)sb.st_mtim.tv_nsec == r->nsec) {
 			st->same++;
 		} else {
-			struct timespec ts[2] = { { 0, UTIME_OMIT }, { sec, nsec } };
+			struct timespec ts[2] = { { 0, UTIME_OMIT }, { r->sec, r->nsec } };
 
 			if (futimens(fd, ts) < 0) {
 				rc = -errno;
-				log_err("touch-sources: cannot set mtime of '%s': %s", qpath(full),
-					strerror(errno));
+				log_err("touch-sources: cannot set mtime of '%s/%s': %s",
+					qpath(src), qpath(r->rel), strerror(errno));
 				close(fd);
-				return rc;
+				goto out;
 			}
 			st->touched++;
 		}
 		close(fd);
 	}
-	return 0;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	free(r);
+	return rc;
 }

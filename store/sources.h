@@ -30,7 +30,23 @@ struct touch_stats {
 	uint64_t missing; /* recorded but not there */
 };
 
-/* Apply a manifest to src.  -EBADMSG if the manifest is malformed. */
+/* Reading a manifest record by record (the parser touch-sources uses). */
+struct sources_iter {
+	const uint8_t *p, *end;
+	uint64_t left;
+};
+struct source_rec {
+	char rel[4096];
+	uint64_t size;
+	struct cas_id want;
+	int64_t sec;
+	uint32_t nsec;
+};
+int sources_iter_init(struct sources_iter *it, const struct buf *raw);
+/* 1 and the next record in *r, 0 at the end, -EBADMSG. */
+int sources_next(struct sources_iter *it, struct source_rec *r);
+
+/* Apply a manifest to src.  -EBADMSG (nothing done) if it is malformed. */
 int sources_touch(const char *src, const struct buf *raw, struct touch_stats *st);
 
 #endif

@@ -75,6 +75,19 @@ int store_db_open(const char *path, const char *sql, const char *what, sqlite3 *
 		sqlite3_close(db);
 		return -EIO;
 	}
+	/* private to the store's user, as the rest of the store (SQLite makes
+	 * files 0644, and its -wal and -shm take the database's mode) */
+	{
+		static const char *const sfx[] = { "", "-wal", "-shm" };
+		char p[PATH_MAX + 8];
+		size_t k;
+
+		for (k = 0; k < ARRAY_SIZE(sfx); k++) {
+			snprintf(p, sizeof(p), "%s%s", path, sfx[k]);
+			if (chmod(p, 0600) < 0 && errno != ENOENT)
+				log_debug("%s '%s': chmod: %s", what, qpath(p), strerror(errno));
+		}
+	}
 	sqlite3_busy_timeout(db, 30000);
 	for (i = 0; i < 400; i++) {
 		rc = sqlite3_exec(db, sql, NULL, NULL, &err);

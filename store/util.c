@@ -84,6 +84,8 @@ void buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
+int log_fd = 2;
+
 static void vlog(const char *tag, const char *fmt, va_list ap)
 {
 	char line[4096];
@@ -97,7 +99,7 @@ static void vlog(const char *tag, const char *fmt, va_list ap)
 		line[n++] = '\n';
 	else
 		line[sizeof(line) - 1] = '\n', n = sizeof(line);
-	if (write(2, line, (size_t)n) < 0) {
+	if (log_fd >= 0 && write(log_fd, line, (size_t)n) < 0) {
 		/* nothing sensible left to do */
 	}
 }
@@ -357,14 +359,14 @@ int fsync_dir_of(const char *path)
 	return rc;
 }
 
-int write_file_atomic(const char *path, const void *data, size_t n)
+int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode)
 {
 	char tmp[4096];
 	int fd, rc = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
 	rc = write_full(fd, data, n);

@@ -33,6 +33,7 @@ void buf_free(struct buf *b);
 
 /* Logging to stderr, prefixed "stashfs: ".  log_quiet silences info. */
 extern int log_quiet;
+extern int log_fd; /* where lines go; -1: nowhere (the fuzz targets) */
 extern int log_verbose;
 void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -58,7 +59,9 @@ int parse_int(const char *s, long lo, long hi, long *out);
 
 /* Read/write whole files, crash-safe write (tmp, fsync, rename). */
 int read_file(const char *path, struct buf *out, size_t cap);
-int write_file_atomic(const char *path, const void *data, size_t n);
+/* mode as for open(2): the store's files are 0600 (it is private to its
+ * user), a file:// remote's 0666 less the umask. */
+int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
 int fsync_dir_of(const char *path);
 
 /* Full reads/writes that retry on EINTR and short counts. */

@@ -450,3 +450,52 @@ def test_no_message_shows_a_password_however_the_url_is_written(tmp_path, url, s
     err = p.stderr.decode()
     assert p.returncode != 0 and err
     assert secret not in err and "***@127.0.0.1" in err, err
+
+
+def modes(root):
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = stat.S_IMODE(os.lstat(p).st_mode)
+    return out
+
+
+def test_the_store_is_private_and_a_file_remote_follows_the_umask(tmp_path, mounts):
+    src = small_tree(tmp_path / "src", n=3)
+    a = Stash(tmp_path, "a")
+    old = os.umask(0o022)
+    try:
+        a.run("save", src, "--key", "k")
+        mnt = tmp_path / "mnt"
+        mounts.stash = a
+        mounts.mount(a, mnt, "k")
+        (mnt / "new").write_text("x")
+        a.run("commit", mnt, "--key", "k2")
+        store = modes(a.store)  # while mounted: state.db and its WAL are there
+        mounts.cleanup()
+    finally:
+        os.umask(old)
+    assert any(n.startswith("mounts/") and "state.db" in n for n in store), store
+    assert any(n.startswith("index.db") for n in store), store
+    bad = {n: oct(m) for n, m in store.items()
+           if m & 0o077 and not os.path.isdir(os.path.join(a.store, n))
+           or os.path.isdir(os.path.join(a.store, n)) and m != 0o700}
+    assert not bad, bad
+    remote = modes(tmp_path / "remote")
+    assert {n.split("/")[0] for n in remote} >= {"packs", "catalogs", "keys", "index"}
+    bad = {n: oct(m) for n, m in remote.items()
+           if m != (0o755 if os.path.isdir(tmp_path / "remote" / n) else 0o644)}
+    assert not bad, bad
+
+
+def test_read_remotes_get_their_own_token_never_the_write_token(tmp_path, faulty):
+    src = small_tree(tmp_path / "src", n=2)
+    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k",
+                                         env={"STASHFS_TOKEN": "write-tok"})
+    for read_tok, want in (("read-tok", "Bearer read-tok"), ("", None)):
+        faulty.clear()
+        b = Stash(tmp_path, f"b{len(read_tok)}")  # an empty file:// remote to write
+        b.run("restore", tmp_path / f"out{len(read_tok)}", "--key", "k", "--read-remote",
+              faulty.url, env={"STASHFS_TOKEN": "write-tok", "STASHFS_READ_TOKEN": read_tok})
+        assert faulty.log and {auth for *_, auth in faulty.log} == {want}, faulty.log
