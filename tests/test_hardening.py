@@ -499,3 +499,70 @@ def test_read_remotes_get_their_own_token_never_the_write_token(tmp_path, faulty
         b.run("restore", tmp_path / f"out{len(read_tok)}", "--key", "k", "--read-remote",
               faulty.url, env={"STASHFS_TOKEN": "write-tok", "STASHFS_READ_TOKEN": read_tok})
         assert faulty.log and {auth for *_, auth in faulty.log} == {want}, faulty.log
+
+
+def test_a_catalog_deeper_than_4096_levels_is_refused_in_one_line(tmp_path):
+    """5,000 nested directories of one entry each (restore used to hold every
+    full path: 100k levels needed ~10 GB)."""
+    import catalogs
+    src = tmp_path / "src"
+    src.mkdir()
+    a = Stash(tmp_path, "a")
+    a.run("save", src, "--key", "k")
+    remote = tmp_path / "remote"
+    (key_file,) = (remote / "keys").iterdir()
+    hexid = key_file.read_text().split()[3]
+    c = catalogs.parse(open(os.path.join(a.store, "catalogs", hexid), "rb").read())
+    root = c["entries"][0]
+    depth = 5000
+    root.update(first=1, count=1)
+    c["strings"] = b"d"
+    c["entries"] = [root] + [
+        dict(root, parent=i - 1, name_off=0, name_len=1, ino=i,
+             first=i + 1 if i < depth else 0, count=1 if i < depth else 0)
+        for i in range(1, depth + 1)]
+    catalogs.publish(remote, key_file, catalogs.build(c))
+    b = Stash(tmp_path, "b")
+    rc, _, err, rss = peak_rss_kb([b.bin, "restore", tmp_path / "out", "--key", "k",
+                                   "--store", b.store, "--remote", b.remote])
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "deeper than 4096 levels" in lines[0], lines
+    assert not os.path.exists(tmp_path / "out" / "d")
+
+
+def test_the_mount_daemon_costs_the_range_not_the_object(tmp_path, faulty, tree, mounts):
+    """The daemon's peak RSS when every pack range is answered with the whole
+    pack and 1 GiB more."""
+    from conftest import stashfs_daemons
+    src = small_tree(tmp_path / "src", n=40)
+    a = Stash(tmp_path, "a", faulty.url)
+    a.run("save", src, "--key", "k")
+    faulty.add("packs/", "huge", count=10_000)
+    b = Stash(tmp_path, "b", faulty.url)
+    mnt = tmp_path / "mnt"
+    mounts.stash = b
+    mounts.mount(b, mnt, "k", "--no-prefetch")
+    (pid,) = stashfs_daemons([str(mnt)])
+    tree.compare(src, mnt)
+    hwm = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")).split()[1])
+    assert hwm < 200 * 1024, f"daemon peak RSS {hwm} KiB"
+
+
+def test_a_mount_read_from_a_dripping_server_ends_inside_the_timeout(tmp_path, faulty, mounts):
+    """The kernel reads a page again at once when its readahead failed: that
+    second read must not wait a second --timeout."""
+    src = small_tree(tmp_path / "src", n=3, size=300_000)
+    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k")
+    b = Stash(tmp_path, "b", faulty.url)
+    mnt = tmp_path / "mnt"
+    mounts.stash = b
+    mounts.mount(b, mnt, "k", "--timeout", "4", "--no-prefetch")
+    faulty.clear()
+    faulty.add("packs/", "drip", count=1000)
+    t0 = time.monotonic()
+    r = subprocess.run(["cat", str(mnt / "f1")], capture_output=True, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode != 0 and b"Input/output error" in r.stderr
+    assert took < 4 + 3, f"the read took {took:.1f} s with --timeout 4"
+    assert len([e for e in faulty.log if "packs/" in e[1]]) == 1, faulty.log
