@@ -155,6 +155,68 @@ out:
 	return rc;
 }
 
+/*
+ * Did the job read just what cat's read record says (the same chunks, in
+ * any order)?  Then the record the commit would write tells nothing new.
+ */
+static int reads_same(const struct catalog *cat, const struct buf *reads)
+{
+	uint64_t n, i, nchunks = catalog_header(cat)->n_chunks, hits = 0;
+	const uint32_t *rec = catalog_reads(cat, &n);
+	uint8_t *in = calloc(nchunks / 8 + 1, 1);
+	int same = reads->len / 4 == n; /* both hold each chunk once */
+
+	if (!in)
+		return 0;
+	for (i = 0; i < n; i++)
+		in[rec[i] / 8] |= (uint8_t)(1 << (rec[i] % 8));
+	for (i = 0; same && i < reads->len / 4; i++) {
+		uint32_t c;
+
+		memcpy(&c, reads->p + i * 4, 4);
+		same = c < nchunks && (in[c / 8] & (1 << (c % 8)));
+		hits++;
+	}
+	free(in);
+	return same && hits == n;
+}
+
+/*
+ * Nothing changed in a mount of a snapshot: that snapshot is the commit.
+ * Its own key is left alone; another key gets a record naming it.  No
+ * catalog and no pack is uploaded.
+ */
+static int commit_unchanged(struct repo *r, const char *statedir, struct catalog *cat,
+			    const struct cas_id *base, const char *key, const struct commit_opts *o,
+			    struct snap_stats *st)
+{
+	char matched[KEY_MAX + 1] = "";
+	struct key_rec rec;
+	uint32_t i, n = catalog_count(cat);
+
+	memset(st, 0, sizeof(*st));
+	st->unchanged = 1;
+	st->catalog = *base;
+	st->files = catalog_header(cat)->n_files;
+	st->bytes = catalog_header(cat)->total_bytes;
+	for (i = 0; i < n; i++)
+		st->dirs += S_ISDIR(catalog_entry(cat, i)->mode) ? 1 : 0;
+	ov_peek_meta(statedir, "matched_key", matched, sizeof(matched));
+	if (!strcmp(matched, key) && !o->sources)
+		return 0;
+	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.key, sizeof(rec.key), "%s", key);
+	rec.catalog = *base;
+	rec.time_ns = now_ns();
+	rec.files = st->files;
+	rec.bytes = st->bytes;
+	if (o->sources) {
+		rec.has_sources = 1;
+		rec.sources = *o->sources;
+	}
+	return keys_publish(r, &rec);
+}
+
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
 	      size_t key_len)
 {
@@ -255,6 +317,12 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 		}
 		free(seen);
 		reads.len = k * 4;
+	}
+	/* nothing written, and read what the snapshot's record says */
+	if (ov_changes(ov) == 0 && ov_peek_meta(statedir, "hit", v, sizeof(v)) == 0 &&
+	    strcmp(v, "miss") && reads_same(cat, &reads)) {
+		rc = commit_unchanged(r, statedir, cat, &base, key_out, o, st);
+		goto out;
 	}
 	memset(&so, 0, sizeof(so));
 	so.dir = real;

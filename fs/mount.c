@@ -133,7 +133,8 @@ static int real_mountpoint(const char *dir, char *real, size_t rn)
 	return 0;
 }
 
-int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn)
+static int state_dir_of(const char *store, const char *dir, char *out, size_t n, char *real,
+			size_t rn)
 {
 	struct cas_id h;
 	char hex[CAS_HEX_LEN + 1];
@@ -143,7 +144,84 @@ int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *rea
 		return rc;
 	cas_hash(real, strlen(real), &h);
 	cas_id_hex(&h, hex);
-	snprintf(out, n, "%s/mounts/%.32s", store_path(r->store), hex);
+	snprintf(out, n, "%s/mounts/%.32s", store, hex);
+	return 0;
+}
+
+int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn)
+{
+	return state_dir_of(store_path(r->store), dir, out, n, real, rn);
+}
+
+/* Undo the octal escapes of /proc/self/mountinfo (\040 and the like). */
+static void unescape_octal(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+int fs_mount_store(const char *dir, char *store, size_t n)
+{
+	char real[PATH_MAX], line[3 * PATH_MAX];
+	FILE *f;
+	int rc = -ENOENT;
+
+	if (real_mountpoint(dir, real, sizeof(real)))
+		return -ENOENT;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		char *save = NULL, *tok, *mp = NULL, *type = NULL, *src = NULL;
+		int field = 0, after = 0;
+
+		for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+			field++;
+			if (field == 5)
+				mp = tok;
+			else if (!after && field > 6 && !strcmp(tok, "-"))
+				after = field;
+			else if (after && field == after + 1)
+				type = tok;
+			else if (after && field == after + 2)
+				src = tok;
+		}
+		if (!mp || !type || !src || strcmp(type, "fuse.stashfs"))
+			continue;
+		unescape_octal(mp);
+		if (strcmp(mp, real))
+			continue;
+		unescape_octal(src);
+		/* mounts made before the store was named there say "stashfs" */
+		if (src[0] == '/' && snprintf(store, n, "%s", src) < (int)n)
+			rc = 0;
+	}
+	fclose(f);
+	return rc;
+}
+
+int fs_mount_remotes(const char *store, const char *dir, char *remote, size_t rn, char *reads,
+		     size_t readn)
+{
+	char statedir[PATH_MAX], real[PATH_MAX];
+	int rc = state_dir_of(store, dir, statedir, sizeof(statedir), real, sizeof(real));
+
+	if (rc)
+		return rc;
+	if (ov_peek_meta(statedir, "remote", remote, rn) != 0)
+		return -ENOENT;
+	if (ov_peek_meta(statedir, "read_remotes", reads, readn) != 0)
+		reads[0] = '\0';
 	return 0;
 }
 
@@ -310,6 +388,7 @@ struct daemon_args {
 	struct cas_id catalog;
 	int allow_other;
 	int preserve_owner;
+	long owner_uid, owner_gid;
 	int foreground;
 	int no_prefetch;
 	int no_uring;
@@ -377,8 +456,8 @@ static int run_daemon(struct daemon_args *d)
 		goto out;
 	memset(&oo, 0, sizeof(oo));
 	oo.preserve_owner = d->preserve_owner;
-	oo.uid = getuid();
-	oo.gid = getgid();
+	oo.uid = d->owner_uid >= 0 ? (uid_t)d->owner_uid : getuid();
+	oo.gid = d->owner_gid >= 0 ? (gid_t)d->owner_gid : getgid();
 	oo.read_lower = read_lower;
 	oo.read_arg = f;
 	rc = ov_open(d->statedir, cat, &oo, &ov);
@@ -612,6 +691,18 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		}
 		if (!rc)
 			rc = ov_meta_set(ov, "dir", real);
+		/* where commit, umount and status of DIR find its remotes */
+		if (!rc) {
+			struct buf rb = BUF_INIT;
+			int i;
+
+			for (i = 0; i < n_reads; i++)
+				buf_printf(&rb, "%s%s", i ? "\n" : "", reads[i]);
+			buf_append(&rb, "", 1);
+			ov_meta_set(ov, "remote", remote ? remote : "");
+			rc = ov_meta_set(ov, "read_remotes", (const char *)rb.p);
+			buf_free(&rb);
+		}
 		ov_close(ov);
 	}
 	catalog_close(cat);
@@ -629,6 +720,8 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	d.n_reads = n_reads;
 	d.allow_other = o->allow_other;
 	d.preserve_owner = o->preserve_owner;
+	d.owner_uid = o->owner_uid;
+	d.owner_gid = o->owner_gid;
 	d.foreground = o->foreground;
 	d.no_prefetch = o->no_prefetch;
 	d.no_uring = o->no_uring;
@@ -640,11 +733,11 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		fmt_size(total, sizeof(total), bytes);
 		if (hit == HIT_MISS)
 			snprintf(v, sizeof(v), "miss for key '%s': %s writable tree", o->key,
-				 resumed ? "resumed the" : "an empty");
+				 resumed && changes ? "resumed the" : "an empty");
 		else
 			snprintf(v, sizeof(v), "%s hit '%s': %" PRIu64 " files, %s%s",
 				 hit_kind_name(hit), rec.key, files, total,
-				 resumed ? ", changes resumed" : "");
+				 resumed && changes ? ", changes resumed" : "");
 	}
 	/* no SQLite handle may cross fork() */
 	repo_close(r);
@@ -825,36 +918,33 @@ static void status_one(const char *statedir, int json, int *first)
 		printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64
 		       " files; fetched %s of %s in %" PRIu64
 		       " objects (%s ahead; prefetch %" PRIu64 "/%" PRIu64
-		       "); wrote %s; uploaded %s in %" PRIu64 " commits%s\n",
+		       "); wrote %s; uploaded %s in %" PRIu64 " commits%s%s%s\n",
 		       dir, alive ? "mounted" : "not mounted", key, hit, *matched ? " hit '" : "",
 		       matched, *matched ? "'" : "", s->files_total, fetched, total,
 		       s->objects_fetched, pre, s->prefetch_done, s->prefetch_queued, written, up,
-		       s->commits, s->fetch_errors ? "; FETCH ERRORS (see daemon.log)" : "");
+		       s->commits, s->fetch_errors ? "; FETCH ERRORS (see " : "",
+		       s->fetch_errors ? statedir : "", s->fetch_errors ? "/daemon.log)" : "");
 	}
 	*first = 0;
 	if (s != &zero)
 		stats_unmap(s);
 }
 
-int fs_status(struct repo *r, const char *dir, int json)
+int fs_status(struct repo *r, const char *dir, int json, int *first)
 {
 	char statedir[PATH_MAX], real[PATH_MAX], path[PATH_MAX];
-	int first = 1, rc;
+	int rc;
 
-	if (json)
-		printf("[");
 	if (dir) {
 		rc = fs_state_dir(r, dir, statedir, sizeof(statedir), real, sizeof(real));
 		if (!rc && ov_peek_meta(statedir, "dir", path, sizeof(path)) != 0)
 			rc = -ENOENT;
 		if (rc) {
-			if (json)
-				printf("]\n");
 			log_err("status: '%s' is not a stashfs mount of store %s", qpath(dir),
 				store_path(r->store));
 			return rc;
 		}
-		status_one(statedir, json, &first);
+		status_one(statedir, json, first);
 	} else {
 		DIR *d;
 		struct dirent *de;
@@ -865,12 +955,65 @@ int fs_status(struct repo *r, const char *dir, int json)
 			if (de->d_name[0] == '.')
 				continue;
 			snprintf(statedir, sizeof(statedir), "%s/%s", path, de->d_name);
-			status_one(statedir, json, &first);
+			status_one(statedir, json, first);
 		}
 		if (d)
 			closedir(d);
 	}
-	if (json)
-		printf("]\n");
 	return 0;
+}
+
+int fs_changes(struct repo *r, const char *dir, uint64_t *n)
+{
+	char statedir[PATH_MAX], real[PATH_MAX], v[256];
+	struct catalog *cat = NULL;
+	struct ov *ov = NULL;
+	struct ov_opts oo;
+	struct cas_id id;
+	int rc = fs_state_dir(r, dir, statedir, sizeof(statedir), real, sizeof(real));
+
+	*n = 0;
+	if (!rc)
+		rc = ov_peek_meta(statedir, "catalog", v, sizeof(v));
+	if (!rc)
+		rc = cas_id_parse(&id, v);
+	if (!rc)
+		rc = repo_catalog(r, &id, &cat);
+	memset(&oo, 0, sizeof(oo));
+	oo.readonly = 1;
+	if (!rc)
+		rc = ov_open(statedir, cat, &oo, &ov);
+	if (!rc)
+		*n = ov_changes(ov);
+	ov_close(ov);
+	catalog_close(cat);
+	return rc;
+}
+
+int fs_live_stores(char (*stores)[PATH_MAX], int max)
+{
+	char line[3 * PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int n = 0, i;
+
+	if (!f)
+		return 0;
+	while (n < max && fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - fuse.stashfs "), *src, *end;
+
+		if (!sep)
+			continue;
+		src = sep + strlen(" - fuse.stashfs ");
+		end = strchr(src, ' ');
+		if (!end || src[0] != '/')
+			continue;
+		*end = '\0';
+		unescape_octal(src);
+		for (i = 0; i < n && strcmp(stores[i], src); i++)
+			;
+		if (i == n && snprintf(stores[n], PATH_MAX, "%s", src) < PATH_MAX)
+			n++;
+	}
+	fclose(f);
+	return n;
 }

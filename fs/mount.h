@@ -11,6 +11,7 @@
 #include "../store/repo.h"
 #include "../store/snapshot.h"
 
+#include <limits.h>
 #include <stdint.h>
 
 #define MOUNT_STATS_MAGIC 0x5354415354415431ULL /* "STASTAT1" */
@@ -54,6 +55,7 @@ struct mount_opts {
 	int allow_other;
 	int foreground;
 	int preserve_owner;
+	long owner_uid, owner_gid; /* --owner: shown owner, -1 for the mounting user's */
 	int fresh;
 	int fail_on_miss;
 	int no_prefetch;
@@ -66,6 +68,15 @@ struct fs_ctx;
 
 int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path, const char *remote,
 	     char *const *reads, int n_reads);
+
+/*
+ * The store a live mount of DIR serves from (its FUSE source in the mount
+ * table): 0, or -ENOENT when DIR is no stashfs mount that names its store.
+ */
+int fs_mount_store(const char *dir, char *store, size_t n);
+/* The remote and read remotes (newline-separated) DIR was mounted with. */
+int fs_mount_remotes(const char *store, const char *dir, char *remote, size_t rn, char *reads,
+		     size_t readn);
 
 struct commit_opts {
 	const char *dir;
@@ -81,7 +92,13 @@ int fs_umount(struct repo *r, const char *dir);
 /* Remove the state of DIR's mount (after a commit that published it). */
 int fs_discard_state(struct repo *r, const char *dir);
 int fs_stats_map(const char *statedir, int create, struct mount_stats **out);
-int fs_status(struct repo *r, const char *dir, int json);
+/* Print the status of DIR's mount (every mount of the store without DIR);
+ * *first starts at 1 and is kept between calls (JSON commas). */
+int fs_status(struct repo *r, const char *dir, int json, int *first);
+/* How many entries DIR's writable layer holds (its uncommitted changes). */
+int fs_changes(struct repo *r, const char *dir, uint64_t *n);
+/* The stores of the live stashfs mounts in this mount namespace: their count. */
+int fs_live_stores(char (*stores)[PATH_MAX], int max);
 
 /* STORE/mounts/<id> for a mount point (which must exist). */
 int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn);

@@ -1227,7 +1227,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so)
 {
 	struct fs_ctx c;
-	char opts[256];
+	char opts[2 * PATH_MAX + 256], fsname[2 * PATH_MAX];
 	char *argv[] = { "stashfs", "-o", opts, NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_session *se = NULL;
@@ -1249,7 +1249,22 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.pushed = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	c.ahead = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
-	snprintf(opts, sizeof(opts), "fsname=stashfs,subtype=stashfs,default_permissions%s",
+	/* the source the mount table shows is the store (',' and '\\'
+	 * escaped for libfuse's option parser): commit, umount and status
+	 * of DIR find the store there */
+	{
+		char abs[PATH_MAX];
+		size_t j = 0;
+		const char *p = realpath(store_path, abs) ? abs : store_path;
+
+		for (; *p && j + 2 < sizeof(fsname); p++) {
+			if (*p == ',' || *p == '\\')
+				fsname[j++] = '\\';
+			fsname[j++] = *p;
+		}
+		fsname[j] = '\0';
+	}
+	snprintf(opts, sizeof(opts), "fsname=%s,subtype=stashfs,default_permissions%s", fsname,
 		 so->allow_other ? ",allow_other" : "");
 	if (getenv("STASHFS_FUSE_DEBUG")) {
 		/* libfuse's request trace on stderr (with --foreground) */

@@ -622,6 +622,9 @@ static int do_request(struct remote *r, struct request *rq)
 			curl_easy_strerror(cc), tries);
 		if (cc == CURLE_OPERATION_TIMEDOUT)
 			return -ETIMEDOUT;
+		if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+		    cc == CURLE_COULDNT_RESOLVE_PROXY)
+			return -EHOSTUNREACH; /* unreachable: callers may fall back */
 		if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE)
 			return -EACCES;
 		return -EIO;

@@ -55,6 +55,8 @@ int remote_open(const char *url, int read_only, struct remote **out)
 	}
 	if (rc)
 		goto fail;
+	r->offline = strncmp(url, "file://", 7) != 0 && getenv("STASHFS_OFFLINE") &&
+		     !strcmp(getenv("STASHFS_OFFLINE"), "1");
 	*out = r;
 	return 0;
 fail:
@@ -79,9 +81,23 @@ int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, s
 	return remote_get_progress(r, name, off, len, out, cap, NULL);
 }
 
+/* --offline: nothing goes to a network remote; said once per process. */
+static int offline(struct remote *r)
+{
+	static int told;
+
+	if (!r->offline)
+		return 0;
+	if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED))
+		log_warn("offline: %s is not used (--offline)", r->url);
+	return -ENETDOWN;
+}
+
 int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64_t len,
 			struct buf *out, size_t cap, const struct remote_progress *pr)
 {
+	if (r->offline)
+		return offline(r);
 	return r->ops->get(r, name, off, len, out, cap, pr);
 }
 
@@ -89,6 +105,8 @@ int remote_put_file(struct remote *r, const char *name, const char *path, int ma
 {
 	if (r->read_only)
 		return -EROFS;
+	if (r->offline)
+		return offline(r);
 	return r->ops->put_file(r, name, path, may_move);
 }
 
@@ -96,16 +114,22 @@ int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n)
 {
 	if (r->read_only)
 		return -EROFS;
+	if (r->offline)
+		return offline(r);
 	return r->ops->put_buf(r, name, p, n);
 }
 
 int remote_exists(struct remote *r, const char *name)
 {
+	if (r->offline)
+		return offline(r);
 	return r->ops->exists(r, name);
 }
 
 int remote_preconnect(struct remote *r, int n, int *fds)
 {
+	if (r->offline)
+		return 0;
 	return r->ops->preconnect ? r->ops->preconnect(r, n, fds) : 0;
 }
 

@@ -57,6 +57,7 @@ struct remote {
 	const struct remote_ops *ops;
 	char *url; /* as given, for messages (never holds secrets) */
 	int read_only;
+	int offline; /* STASHFS_OFFLINE=1 (--offline): a network remote is not used */
 	void *priv;
 };
 

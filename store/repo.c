@@ -254,6 +254,12 @@ static int rec_newest_first(const void *a, const void *b)
 	return strcmp(x->key, y->key);
 }
 
+/* A remote that did not answer at all (not one that said "no"). */
+static int unreachable(int rc)
+{
+	return rc == -EHOSTUNREACH || rc == -ETIMEDOUT || rc == -ENETDOWN || rc == -ENETUNREACH;
+}
+
 /* Read one index record from one remote into rv (missing: nothing). */
 static int read_index(struct remote *rem, const char *prefix, size_t plen, struct recvec *rv)
 {
@@ -269,7 +275,8 @@ static int read_index(struct remote *rem, const char *prefix, size_t plen, struc
 	}
 	snprintf(where, sizeof(where), "key index %s on %s", name, rem->url);
 	if (rc) {
-		log_err("%s: %s", where, strerror(-rc));
+		if (!unreachable(rc))
+			log_err("%s: %s", where, strerror(-rc));
 		goto out;
 	}
 	rc = parse_lines(&b, INDEX_MAGIC, where, recvec_add, rv);
@@ -331,6 +338,7 @@ int keys_publish(struct repo *r, const struct key_rec *rec)
 			strerror(-rc));
 		return rc;
 	}
+	store_key_note(r->store, rec); /* known here, for a remote that is gone later */
 	/* then the prefix indexes that restore keys and ls read */
 	rc = update_index(r->primary, rec->key, 0, rec);
 	for (i = 0; !rc && i < n; i++)
@@ -403,7 +411,8 @@ int keys_get(struct remote *rem, const char *key, struct key_rec *out)
 		goto out;
 	snprintf(where, sizeof(where), "key record %s on %s", name, rem->url);
 	if (rc) {
-		log_err("%s: %s", where, strerror(-rc));
+		if (!unreachable(rc)) /* the remote's layer said why already */
+			log_err("%s: %s", where, strerror(-rc));
 		goto out;
 	}
 	rc = keys_parse_record(&b, key, where, out);
@@ -438,8 +447,28 @@ out:
 	return rc;
 }
 
-int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
-		 struct key_rec *out, enum hit_kind *kind)
+/* What this machine knows of key and the restore keys, without a remote. */
+static int resolve_local(struct repo *r, const char *key, char *const *restore, int n_restore,
+			 struct key_rec *out, enum hit_kind *kind)
+{
+	int j;
+
+	if (store_key_get(r->store, key, out) == 0) {
+		*kind = HIT_EXACT;
+		return 0;
+	}
+	for (j = 0; j < n_restore; j++) {
+		if (store_key_newest(r->store, restore[j], out) == 0) {
+			*kind = HIT_PARTIAL;
+			return 0;
+		}
+	}
+	*kind = HIT_MISS;
+	return -ENOENT;
+}
+
+static int resolve_remote(struct repo *r, const char *key, char *const *restore, int n_restore,
+			  struct key_rec *out, enum hit_kind *kind)
 {
 	int i, j, rc;
 
@@ -463,6 +492,37 @@ int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_re
 			if (rc != -ENOENT)
 				return rc;
 		}
+	}
+	return 0;
+}
+
+int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
+		 struct key_rec *out, enum hit_kind *kind)
+{
+	int rc = resolve_remote(r, key, restore, n_restore, out, kind);
+
+	if (rc == 0) {
+		if (*kind != HIT_MISS)
+			store_key_note(r->store, out);
+		return 0;
+	}
+	if (!unreachable(rc))
+		return rc;
+	/* no answer (or --offline): the newest record this machine has seen */
+	if (resolve_local(r, key, restore, n_restore, out, kind) != 0) {
+		if (rc == -ENETDOWN) { /* --offline: nothing known is a miss */
+			*kind = HIT_MISS;
+			return 0;
+		}
+		return rc;
+	}
+	{
+		char age[64];
+		double secs = (double)(now_ns() - out->time_ns) / 1e9;
+
+		fmt_age(age, sizeof(age), secs);
+		log_warn("%s: using the record of '%s' known here, published %s ago",
+			 rc == -ENETDOWN ? "offline" : "remote unreachable", out->key, age);
 	}
 	return 0;
 }

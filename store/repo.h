@@ -21,7 +21,6 @@
 #include "store.h"
 
 #define REPO_MAX_READS 16
-#define KEY_MAX 512
 /* caps on records read from a remote */
 #define KEY_RECORD_CAP (8u << 10)
 #define INDEX_RECORD_CAP (1u << 20)
@@ -50,16 +49,6 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struc
 /* The same, telling pr as the bytes arrive (see remote.h). */
 int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 		      size_t cap, const struct remote_progress *pr);
-
-struct key_rec {
-	char key[KEY_MAX + 1];
-	struct cas_id catalog;
-	int64_t time_ns;
-	uint64_t files;
-	uint64_t bytes;
-	int has_sources; /* key records only: a sources manifest */
-	struct cas_id sources;
-};
 
 enum hit_kind { HIT_MISS = 0, HIT_EXACT, HIT_PARTIAL };
 const char *hit_kind_name(enum hit_kind k);

@@ -308,7 +308,7 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 			}
 			break;
 		case S_IFREG:
-			st->files++;
+			st->files += e->ino == i; /* once per file, as save counts */
 			if (!s->ids[e->parent].fresh)
 				unlinkat(pfd, name, 0);
 			if (e->ino != i) {

@@ -1021,9 +1021,12 @@ static int publish(struct saver *s, const struct catalog *base)
 		else if (S_ISLNK(e->mode))
 			st->symlinks++;
 		else {
-			st->files++;
+			/* files once each, as the catalog and the mount count
+			 * them; a hard link's other names apart */
 			if (e->ino != k)
 				st->hardlinks++;
+			else
+				st->files++;
 			if (e->ino == k && e->size > 0 && t->base[k] == SNAP_NONE && t->paths[k])
 				s->files[s->nfiles++] = (uint32_t)k;
 			else if (e->ino == k && t->base[k] == SNAP_NONE)

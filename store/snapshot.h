@@ -21,6 +21,7 @@ struct snap_stats {
 	uint64_t packs_uploaded;
 	uint64_t bytes_fetched; /* restore: stored bytes read from remotes */
 	uint64_t setid_dropped; /* restore: files whose set-id bits were dropped */
+	int unchanged; /* commit: the mounted snapshot itself, nothing uploaded */
 	struct cas_id catalog;
 };
 

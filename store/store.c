@@ -27,19 +27,24 @@ struct store {
 	int no_tmpfile; /* O_TMPFILE or /proc missing: objects go through tmp/ */
 };
 
-static const char schema[] = "PRAGMA journal_mode=WAL;"
-			     "PRAGMA synchronous=NORMAL;"
-			     "CREATE TABLE IF NOT EXISTS objects("
-			     " id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
-			     " WITHOUT ROWID;"
-			     "CREATE INDEX IF NOT EXISTS objects_atime ON objects(atime);"
-			     "CREATE TABLE IF NOT EXISTS locations("
-			     " remote TEXT NOT NULL, id BLOB NOT NULL, pack BLOB NOT NULL,"
-			     " off INTEGER NOT NULL, slen INTEGER NOT NULL, rlen INTEGER NOT NULL,"
-			     " flags INTEGER NOT NULL, PRIMARY KEY(remote, id)) WITHOUT ROWID;"
-			     "CREATE TABLE IF NOT EXISTS catalogs("
-			     " id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
-			     " WITHOUT ROWID;";
+static const char schema[] =
+	"PRAGMA journal_mode=WAL;"
+	"PRAGMA synchronous=NORMAL;"
+	"CREATE TABLE IF NOT EXISTS objects("
+	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+	" WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS objects_atime ON objects(atime);"
+	"CREATE TABLE IF NOT EXISTS locations("
+	" remote TEXT NOT NULL, id BLOB NOT NULL, pack BLOB NOT NULL,"
+	" off INTEGER NOT NULL, slen INTEGER NOT NULL, rlen INTEGER NOT NULL,"
+	" flags INTEGER NOT NULL, PRIMARY KEY(remote, id)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS catalogs("
+	" id BLOB PRIMARY KEY, size INTEGER NOT NULL, atime INTEGER NOT NULL)"
+	" WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS keys("
+	" key TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, catalog BLOB NOT NULL,"
+	" files INTEGER NOT NULL, bytes INTEGER NOT NULL, sources BLOB)"
+	" WITHOUT ROWID;";
 
 static int sql_err(struct store *s, int rc, const char *what)
 {
@@ -552,4 +557,81 @@ out:
 	sqlite3_finalize(sel);
 	sqlite3_finalize(del);
 	return rc;
+}
+
+int store_key_note(struct store *s, const struct key_rec *rec)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sqlite3_prepare_v2(s->db,
+				"INSERT INTO keys(key, time_ns, catalog, files, bytes, sources)"
+				" VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET"
+				" time_ns = ?2, catalog = ?3, files = ?4, bytes = ?5, sources = ?6"
+				" WHERE excluded.time_ns >= keys.time_ns",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, rec->key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, rec->time_ns);
+		sqlite3_bind_blob(st, 3, rec->catalog.b, CAS_ID_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)rec->files);
+		sqlite3_bind_int64(st, 5, (sqlite3_int64)rec->bytes);
+		if (rec->has_sources)
+			sqlite3_bind_blob(st, 6, rec->sources.b, CAS_ID_LEN, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, 6);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return sql_err(s, rc, "noting a key");
+}
+
+static int key_row(struct store *s, const char *sql, const char *arg, struct key_rec *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, found = 0;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 2) == CAS_ID_LEN) {
+			memset(out, 0, sizeof(*out));
+			snprintf(out->key, sizeof(out->key), "%s",
+				 (const char *)sqlite3_column_text(st, 0));
+			out->time_ns = sqlite3_column_int64(st, 1);
+			memcpy(out->catalog.b, sqlite3_column_blob(st, 2), CAS_ID_LEN);
+			out->files = (uint64_t)sqlite3_column_int64(st, 3);
+			out->bytes = (uint64_t)sqlite3_column_int64(st, 4);
+			if (sqlite3_column_bytes(st, 5) == CAS_ID_LEN) {
+				out->has_sources = 1;
+				memcpy(out->sources.b, sqlite3_column_blob(st, 5), CAS_ID_LEN);
+			}
+			found = 1;
+		}
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	if (found)
+		return 0;
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? -ENOENT : sql_err(s, rc, "reading keys");
+}
+
+int store_key_get(struct store *s, const char *key, struct key_rec *out)
+{
+	return key_row(s,
+		       "SELECT key, time_ns, catalog, files, bytes, sources FROM keys"
+		       " WHERE key = ?1",
+		       key, out);
+}
+
+int store_key_newest(struct store *s, const char *prefix, struct key_rec *out)
+{
+	return key_row(s,
+		       "SELECT key, time_ns, catalog, files, bytes, sources FROM keys"
+		       " WHERE substr(key, 1, length(?1)) = ?1 ORDER BY time_ns DESC LIMIT 1",
+		       prefix, out);
 }

@@ -22,6 +22,31 @@
 
 #include <stdint.h>
 
+#define KEY_MAX 512
+
+struct store;
+
+/* A published key: its snapshot and when it was published. */
+struct key_rec {
+	char key[KEY_MAX + 1];
+	struct cas_id catalog;
+	int64_t time_ns;
+	uint64_t files;
+	uint64_t bytes;
+	int has_sources; /* key records only: a sources manifest */
+	struct cas_id sources;
+};
+
+/*
+ * Key records seen on a remote or published from here, kept so that a
+ * remote that cannot be reached still leaves what this machine knew.
+ * note: keep rec (a newer record of the same key wins).  get: the key's
+ * record; newest: the newest key starting with prefix.  0 or -ENOENT.
+ */
+int store_key_note(struct store *s, const struct key_rec *rec);
+int store_key_get(struct store *s, const char *key, struct key_rec *out);
+int store_key_newest(struct store *s, const char *prefix, struct key_rec *out);
+
 /* Objects this large start their writeback when put (see store_object_put). */
 #define STORE_WRITE_BEHIND (256u << 10)
 

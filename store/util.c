@@ -182,6 +182,18 @@ int hex_decode(uint8_t *out, const char *in, size_t n)
 	return 0;
 }
 
+void fmt_age(char *out, size_t n, double a)
+{
+	if (a < 120)
+		snprintf(out, n, "%.0fs", a < 0 ? 0 : a);
+	else if (a < 7200)
+		snprintf(out, n, "%.0fm", a / 60);
+	else if (a < 172800)
+		snprintf(out, n, "%.0fh", a / 3600);
+	else
+		snprintf(out, n, "%.0fd", a / 86400);
+}
+
 int64_t now_ns(void)
 {
 	struct timespec ts;

@@ -21,6 +21,9 @@ struct common {
 	char store_buf[4096];
 	uint64_t cache_size; /* 0: no automatic limit */
 	char err[160]; /* why common_opt refused an option */
+	int store_given, remote_given, reads_given; /* on the command line */
+	/* owned: what a mount of DIR was made with (use_mount_origin) */
+	char *origin_store, *origin_remote, *origin_reads;
 	/* from the config file, owned */
 	char *cfg_remote, *cfg_store, *cfg_reads;
 };
@@ -36,6 +39,7 @@ enum {
 	OPT_HELP,
 	OPT_TIMEOUT,
 	OPT_INSECURE,
+	OPT_OFFLINE,
 	OPT_CMD_BASE = 1100
 };
 
@@ -49,18 +53,22 @@ enum {
 	{ "verbose", no_argument, NULL, OPT_VERBOSE },                         \
 	{ "help", no_argument, NULL, OPT_HELP },                               \
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },                   \
-	{ "insecure", no_argument, NULL, OPT_INSECURE }
+	{ "insecure", no_argument, NULL, OPT_INSECURE },                       \
+	{ "offline", no_argument, NULL, OPT_OFFLINE }
 
 #define COMMON_HELP                                                            \
 	"  --store PATH         local store (env STASHFS_STORE; default\n"         \
 	"                       $XDG_CACHE_HOME/stashfs or ~/.cache/stashfs)\n"   \
 	"  --remote URL         remote to share through (env STASHFS_REMOTE):\n"  \
-	"                       file:///dir; default: the store alone\n"          \
+	"                       file:///dir, http(s)://host/path or\n"           \
+	"                       s3://bucket/prefix; default: the store alone\n"  \
 	"  --read-remote URL    read-only fallback remote, repeatable\n"          \
 	"                       (env STASHFS_READ_REMOTES, space-separated)\n"    \
 	"  --timeout SECONDS    bound on one remote operation, retries included\n" \
 	"                       (env STASHFS_TIMEOUT, default 60)\n"            \
 	"  --insecure           do not verify TLS certificates (loudly)\n"       \
+	"  --offline            use no network remote: keys and content this\n"  \
+	"                       machine has (env STASHFS_OFFLINE=1)\n"            \
 	"  --json               machine-readable output on stdout\n"              \
 	"  --quiet              no summary line\n"                                \
 	"  --help               this help\n"
@@ -75,6 +83,12 @@ int common_open_repo(struct common *c, struct repo *r);
 void common_auto_gc(struct common *c, struct repo *r);
 
 #define THREADS_MAX 64
+/*
+ * commit, umount and status of a mounted DIR: use the store and remotes the
+ * mount was made with, unless given.  -1 (told) when a given store is not
+ * the mount's.
+ */
+int use_mount_origin(struct common *c, const char *dir, const char *cmd);
 int bad_option(const char *cmd, char **argv);
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

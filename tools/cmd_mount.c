@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum {
 	OPT_KEY = OPT_CMD_BASE,
@@ -20,6 +22,7 @@ enum {
 	OPT_COMMIT,
 	OPT_NO_PREFETCH,
 	OPT_NO_URING,
+	OPT_OWNER,
 	OPT_SOURCES,
 	OPT_DISCARD
 };
@@ -34,6 +37,9 @@ static const char mount_help[] =
 	"  --restore-key PREFIX fallback prefix, repeatable, tried in order\n"
 	"  --allow-other        let other users (and containers) use the mount\n"
 	"  --preserve-owner     show recorded owners instead of the mounting user\n"
+	"  --owner UID[:GID]    show files (and a miss's root) as this user's, not\n"
+	"                       the mounting user's: root mounting for a container\n"
+	"                       that builds as UID (with --allow-other)\n"
 	"  --foreground         stay in the foreground (serve until unmounted)\n"
 	"  --fresh              discard changes left by an earlier mount of DIR\n"
 	"  --fail-on-miss       exit 1 when no key matched\n"
@@ -53,6 +59,7 @@ int cmd_mount(int argc, char **argv)
 		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
 		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
 		{ "no-uring", no_argument, NULL, OPT_NO_URING },
+		{ "owner", required_argument, NULL, OPT_OWNER },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -63,6 +70,7 @@ int cmd_mount(int argc, char **argv)
 	int opt, rc;
 
 	memset(&mo, 0, sizeof(mo));
+	mo.owner_uid = mo.owner_gid = -1;
 	common_init(&c);
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		int h = common_opt(&c, opt, optarg);
@@ -85,12 +93,33 @@ int cmd_mount(int argc, char **argv)
 		case OPT_FAIL_ON_MISS: mo.fail_on_miss = 1; break;
 		case OPT_NO_PREFETCH: mo.no_prefetch = 1; break;
 		case OPT_NO_URING: mo.no_uring = 1; break;
+		case OPT_OWNER: {
+			char *colon = strchr(optarg, ':');
+			long u, g = -1;
+
+			if (colon)
+				*colon = '\0';
+			if (parse_int(optarg, 0, 0x7fffffff, &u) ||
+			    (colon && parse_int(colon + 1, 0, 0x7fffffff, &g)))
+				return usage_error("mount",
+						   "--owner wants UID or UID:GID (numbers)");
+			if (g < 0) { /* the login group, as chown UID: gives */
+				struct passwd *pw = getpwuid((uid_t)u);
+
+				g = pw ? (long)pw->pw_gid : u;
+			}
+			mo.owner_uid = u;
+			mo.owner_gid = g;
+			break;
+		}
 		case OPT_HELP: fputs(mount_help, stdout); return 0;
 		default: return bad_option("mount", argv);
 		}
 	}
 	if (optind + 1 != argc)
 		return usage_error("mount", "expected one DIR");
+	if (mo.owner_uid >= 0 && mo.preserve_owner)
+		return usage_error("mount", "--owner and --preserve-owner exclude each other");
 	if (!mo.key)
 		return usage_error("mount", "--key is required");
 	if (key_valid(mo.key))
@@ -118,10 +147,15 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 
 	fmt_size(total, sizeof(total), st->bytes);
 	fmt_size(up, sizeof(up), st->bytes_uploaded);
-	log_info("%s: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
-		 " new chunks, uploaded %s in %" PRIu64 " packs; %.2f s",
-		 cmd, key, st->files, st->dirs, total, st->chunks_new, up, st->packs_uploaded,
-		 secs);
+	if (st->unchanged)
+		log_info("%s: key '%s': unchanged (%" PRIu64 " files, %" PRIu64
+			 " dirs, %s); nothing uploaded; %.2f s",
+			 cmd, key, st->files, st->dirs, total, secs);
+	else
+		log_info("%s: key '%s': %" PRIu64 " files, %" PRIu64 " dirs, %s; %" PRIu64
+			 " new chunks, uploaded %s in %" PRIu64 " packs; %.2f s",
+			 cmd, key, st->files, st->dirs, total, st->chunks_new, up,
+			 st->packs_uploaded, secs);
 	if (json) {
 		cas_id_hex(&st->catalog, hex);
 		printf("{\"command\":\"%s\",\"key\":", cmd);
@@ -129,9 +163,9 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 		printf(",\"snapshot\":\"%s\",\"files\":%" PRIu64 ",\"dirs\":%" PRIu64
 		       ",\"bytes\":%" PRIu64 ",\"chunks_new\":%" PRIu64
 		       ",\"bytes_uploaded\":%" PRIu64 ",\"packs_uploaded\":%" PRIu64
-		       ",\"seconds\":%.3f}\n",
+		       ",\"unchanged\":%s,\"seconds\":%.3f}\n",
 		       hex, st->files, st->dirs, st->bytes, st->chunks_new, st->bytes_uploaded,
-		       st->packs_uploaded, secs);
+		       st->packs_uploaded, st->unchanged ? "true" : "false", secs);
 	}
 }
 
@@ -206,7 +240,7 @@ int cmd_commit(int argc, char **argv)
 	co.dir = argv[optind];
 	if (!*co.dir)
 		return usage_error("commit", "DIR is empty");
-	if (common_open_repo(&c, &r)) {
+	if (use_mount_origin(&c, co.dir, "commit") || common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
 	}
@@ -269,7 +303,7 @@ int cmd_umount(int argc, char **argv)
 	co.dir = argv[optind];
 	if (!*co.dir)
 		return usage_error("umount", "DIR is empty");
-	if (common_open_repo(&c, &r)) {
+	if (use_mount_origin(&c, co.dir, "umount") || common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
 	}
@@ -287,11 +321,18 @@ int cmd_umount(int argc, char **argv)
 	rc = fs_umount(&r, co.dir);
 	if (!rc && (committed || discard))
 		fs_discard_state(&r, co.dir);
-	if (!rc)
+	if (!rc) {
+		uint64_t changes = 0;
+
+		if (!committed && !discard)
+			fs_changes(&r, co.dir, &changes);
 		log_info("umount: %s unmounted%s", co.dir,
-			 committed ? "; its changes are published"
-			 : discard ? "; changes discarded"
-				   : "; changes kept for the next mount");
+			 committed && st.unchanged ? "; it was unchanged"
+			 : committed		   ? "; its changes are published"
+			 : discard		   ? "; changes discarded"
+			 : changes ? "; its changes are kept for the next mount of it"
+				   : "");
+	}
 out:
 	common_auto_gc(&c, &r);
 	repo_close(&r);
@@ -313,7 +354,7 @@ int cmd_status(int argc, char **argv)
 	static const struct option longopts[] = { COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	struct common c;
 	struct repo r;
-	int opt, rc;
+	int opt, rc, first = 1;
 
 	common_init(&c);
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -331,12 +372,58 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind + 1 < argc)
 		return usage_error("status", "at most one DIR");
-	if (common_open_repo(&c, &r)) {
+	if (optind < argc && use_mount_origin(&c, argv[optind], "status")) {
 		common_free(&c);
 		return 1;
 	}
-	rc = fs_status(&r, optind < argc ? argv[optind] : NULL, c.json);
-	repo_close(&r);
+	if (!c.store && !getenv("STASHFS_STORE") &&
+	    store_default_path(c.store_buf, sizeof(c.store_buf)) >= 0 &&
+	    access(c.store_buf, F_OK) != 0) {
+		/* no store here yet: status does not make one */
+		c.store = c.store_buf;
+		rc = 0;
+		if (c.json)
+			printf("[");
+		if (optind < argc) {
+			log_err("status: '%s' is not a stashfs mount", qpath(argv[optind]));
+			rc = -ENOENT;
+		}
+	} else {
+		if (common_open_repo(&c, &r)) {
+			common_free(&c);
+			return 1;
+		}
+		if (c.json)
+			printf("[");
+		rc = fs_status(&r, optind < argc ? argv[optind] : NULL, c.json, &first);
+		repo_close(&r);
+	}
+	if (optind == argc && !c.store_given && !getenv("STASHFS_STORE")) {
+		/* and every live mount of the other stores the user mounted from */
+		static char stores[16][PATH_MAX];
+		char mine[PATH_MAX];
+		int n = fs_live_stores(stores, 16), i;
+
+		if (!realpath(c.store, mine))
+			snprintf(mine, sizeof(mine), "%s", c.store);
+		for (i = 0; i < n; i++) {
+			struct common o;
+
+			if (!strcmp(stores[i], mine) || access(stores[i], R_OK | X_OK))
+				continue;
+			common_init(&o);
+			o.store = stores[i];
+			o.remote = NULL;
+			o.n_reads = 0;
+			if (common_open_repo(&o, &r) == 0) {
+				fs_status(&r, NULL, c.json, &first);
+				repo_close(&r);
+			}
+			common_free(&o);
+		}
+	}
+	if (c.json)
+		printf("]\n");
 	common_free(&c);
 	return rc ? 1 : 0;
 }

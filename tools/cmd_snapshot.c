@@ -422,22 +422,15 @@ int cmd_ls(int argc, char **argv)
 		}
 		printf("]\n");
 	} else {
+		/* the key last: keys run to 512 characters */
 		if (n)
-			printf("%-40s %10s %8s %8s\n", "KEY", "SIZE", "FILES", "AGE");
+			printf("%10s %8s %6s  %s\n", "SIZE", "FILES", "AGE", "KEY");
 		for (i = 0; i < n; i++) {
 			char sz[32], age[32];
-			double a = (double)(now - v[i].time_ns) / 1e9;
 
 			fmt_size(sz, sizeof(sz), v[i].bytes);
-			if (a < 120)
-				snprintf(age, sizeof(age), "%.0fs", a);
-			else if (a < 7200)
-				snprintf(age, sizeof(age), "%.0fm", a / 60);
-			else if (a < 172800)
-				snprintf(age, sizeof(age), "%.0fh", a / 3600);
-			else
-				snprintf(age, sizeof(age), "%.0fd", a / 86400);
-			printf("%-40s %10s %8" PRIu64 " %8s\n", v[i].key, sz, v[i].files, age);
+			fmt_age(age, sizeof(age), (double)(now - v[i].time_ns) / 1e9);
+			printf("%10s %8" PRIu64 " %6s  %s\n", sz, v[i].files, age, v[i].key);
 		}
 	}
 	log_info("ls: %zu keys%s%s%s", n, *prefix ? " starting with '" : "", prefix,

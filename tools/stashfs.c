@@ -1,9 +1,11 @@
 /* The stashfs command: dispatch to subcommands, shared option handling. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "../fs/mount.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +113,47 @@ void common_init(struct common *c)
 	}
 }
 
+int use_mount_origin(struct common *c, const char *dir, const char *cmd)
+{
+	char store[PATH_MAX], given[PATH_MAX], remote[8192], reads[8192];
+	const char *want = c->store_given ? c->store : getenv("STASHFS_STORE");
+
+	if (fs_mount_store(dir, store, sizeof(store)) != 0)
+		return 0; /* not a live mount that names its store: as given */
+	if (want && *want) {
+		if (!realpath(want, given) || strcmp(given, store)) {
+			log_err("%s: '%s' is a mount of store %s, not of %s", cmd, qpath(dir),
+				qpath(store), qpath(want));
+			return -1;
+		}
+	}
+	c->origin_store = strdup(store);
+	if (!c->origin_store)
+		return -1;
+	c->store = c->origin_store;
+	if (fs_mount_remotes(store, dir, remote, sizeof(remote), reads, sizeof(reads)) != 0)
+		return 0;
+	if (!c->remote_given && *remote) {
+		c->origin_remote = strdup(remote);
+		c->remote = c->origin_remote;
+	}
+	if (!c->reads_given) {
+		char *save = NULL, *tok;
+
+		c->n_reads = 0;
+		c->origin_reads = strdup(reads);
+		for (tok = c->origin_reads ? strtok_r(c->origin_reads, "\n", &save) : NULL;
+		     tok && c->n_reads < REPO_MAX_READS; tok = strtok_r(NULL, "\n", &save))
+			c->reads[c->n_reads++] = tok;
+	}
+	return 0;
+}
+
 void common_free(struct common *c)
 {
+	free(c->origin_store);
+	free(c->origin_remote);
+	free(c->origin_reads);
 	free(c->reads_env);
 	free(c->cfg_remote);
 	free(c->cfg_store);
@@ -135,9 +176,16 @@ void common_auto_gc(struct common *c, struct repo *r)
 int common_opt(struct common *c, int opt, const char *arg)
 {
 	switch (opt) {
-	case OPT_STORE: c->store = arg; return 1;
-	case OPT_REMOTE: c->remote = arg; return 1;
+	case OPT_STORE:
+		c->store = arg;
+		c->store_given = 1;
+		return 1;
+	case OPT_REMOTE:
+		c->remote = arg;
+		c->remote_given = 1;
+		return 1;
 	case OPT_READ_REMOTE:
+		c->reads_given = 1;
 		if (c->reads_env) {
 			/* the command line replaces the environment's list */
 			free(c->reads_env);
@@ -171,6 +219,7 @@ int common_opt(struct common *c, int opt, const char *arg)
 		setenv("STASHFS_TIMEOUT", arg, 1);
 		return 1;
 	case OPT_INSECURE: setenv("STASHFS_INSECURE", "1", 1); return 1;
+	case OPT_OFFLINE: setenv("STASHFS_OFFLINE", "1", 1); return 1; /* the daemon inherits it */
 	}
 	return 0;
 }
@@ -272,6 +321,7 @@ static int mount_helper(int argc, char **argv)
 			{ "read-remote=", "--read-remote" },
 			{ "restore-key=", "--restore-key" },
 			{ "timeout=", "--timeout" },
+			{ "owner=", "--owner" },
 		};
 		size_t k;
 		int done = 0;
@@ -292,6 +342,8 @@ static int mount_helper(int argc, char **argv)
 			args[n++] = "--no-prefetch";
 		else if (!strcmp(o, "fresh"))
 			args[n++] = "--fresh";
+		else if (!strcmp(o, "offline"))
+			args[n++] = "--offline";
 		else if (!strcmp(o, "quiet"))
 			args[n++] = "--quiet";
 		/* rw, defaults, auto, noauto, nofail, _netdev, x-systemd.*, user... */
