@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,6 +177,43 @@ static int file_put_buf(struct remote *r, const char *name, const void *p, size_
 	return write_file_atomic(path, p, n, 0666);
 }
 
+/* Under an flock of NAME.lock: writers on this machine (or a filesystem
+ * that passes flock on) take turns. */
+static int file_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn,
+		       void *arg)
+{
+	char path[PATH_MAX], lock[PATH_MAX + 8];
+	struct buf cur = BUF_INIT, out = BUF_INIT;
+	int rc, fd;
+
+	rc = full_path(r, name, path, sizeof(path));
+	if (rc)
+		return rc;
+	rc = ensure_parent(path);
+	if (rc)
+		return rc;
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			rc = -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	rc = read_file(path, &cur, cap);
+	if (rc == 0 || rc == -ENOENT)
+		rc = fn(&cur, rc == 0, &out, arg);
+	if (rc == 0)
+		rc = write_file_atomic(path, out.p, out.len, 0666);
+	close(fd); /* and the lock with it */
+	buf_free(&cur);
+	buf_free(&out);
+	return rc;
+}
+
 static int file_exists(struct remote *r, const char *name)
 {
 	char path[PATH_MAX];
@@ -201,6 +239,7 @@ static const struct remote_ops file_ops = {
 	.put_file = file_put_file,
 	.put_buf = file_put_buf,
 	.exists = file_exists,
+	.update = file_update,
 	.free = file_free,
 };
 

@@ -55,6 +55,7 @@ struct http_remote {
 	double timeout; /* seconds for one operation, retries included */
 	int insecure;
 	int https; /* the base URL is https: nothing goes over plain http */
+	int etag_bare; /* atomic: the server matches If-Match without quotes */
 	pthread_mutex_t lock;
 	CURL *pool[POOL_MAX];
 	int npool;
@@ -216,6 +217,8 @@ struct request {
 	const char *path; /* PUT from a file */
 	char payload_sha[65]; /* for S3 */
 	char err[ERR_BODY_MAX]; /* the start of the last error answer's body */
+	char *etag; /* GET: the answer's ETag goes here (ETAG_MAX), if not NULL */
+	const char *cond; /* PUT: an If-Match or If-None-Match header line */
 	size_t err_len;
 };
 
@@ -403,6 +406,31 @@ static int sock_opt(void *arg, curl_socket_t fd, curlsocktype purpose)
 	return CURL_SOCKOPT_ALREADY_CONNECTED;
 }
 
+#define ETAG_MAX 256
+
+/* A header line of a GET whose ETag is wanted. */
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+	struct request *rq = arg;
+	size_t len = sz * n, k;
+
+	if (len > 5 && !strncasecmp(p, "etag:", 5)) {
+		const char *v = p + 5, *end = p + len;
+
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+			end--;
+		k = (size_t)(end - v) < ETAG_MAX - 1 ? (size_t)(end - v) : 0;
+		for (size_t i = 0; i < k; i++)
+			if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+				k = 0; /* not a header value to send back */
+		memcpy(rq->etag, v, k);
+		rq->etag[k] = '\0';
+	}
+	return len;
+}
+
 static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
 		   CURLcode *ccout, int *too_big, int *short_body)
 {
@@ -496,6 +524,11 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		}
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+		if (rq->etag) {
+			rq->etag[0] = '\0';
+			curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+			curl_easy_setopt(c, CURLOPT_HEADERDATA, rq);
+		}
 		break;
 	case M_HEAD: curl_easy_setopt(c, CURLOPT_NOBODY, 1L); break;
 	case M_PUT:
@@ -536,6 +569,8 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 			curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, (long)EXPECT_WAIT_MS);
 		else
 			hl = curl_slist_append(hl, "Expect:");
+		if (rq->cond)
+			hl = curl_slist_append(hl, rq->cond);
 		break;
 	}
 	if (hl)
@@ -601,6 +636,8 @@ static int do_request(struct remote *r, struct request *rq)
 		}
 		if (cc == CURLE_OK && status == 404)
 			return -ENOENT;
+		if (cc == CURLE_OK && rq->cond && (status == 412 || status == 409))
+			return -EAGAIN; /* another writer got there first */
 		if (cc == CURLE_OK && status == 416)
 			return -EINVAL;
 		if (!retryable(cc, status) || tries == MAX_TRIES || now_s() + backoff >= deadline)
@@ -795,12 +832,85 @@ static void http_free(struct remote *r)
 	free(h);
 }
 
+/*
+ * Read-modify-write by conditional PUT: If-Match on the ETag the GET saw,
+ * or If-None-Match: * where there was nothing.  A 412 (or 409) means
+ * another writer won: read its version and try again, after a random
+ * pause that grows.
+ */
+static int http_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn,
+		       void *arg)
+{
+	struct http_remote *h = r->priv;
+	struct buf cur = BUF_INIT, out = BUF_INIT;
+	char etag[ETAG_MAX], last[ETAG_MAX] = "", cond[ETAG_MAX + 32];
+	int rc = -EAGAIN, tries;
+
+	for (tries = 0; rc == -EAGAIN && tries < 32; tries++) {
+		struct request rq;
+
+		if (tries)
+			usleep((useconds_t)(1000 * (5 + random() % (10 * tries + 20))));
+		buf_reset(&cur);
+		buf_reset(&out);
+		memset(&rq, 0, sizeof(rq));
+		rq.m = M_GET;
+		rq.name = name;
+		rq.len = REMOTE_WHOLE;
+		rq.out = &cur;
+		rq.cap = cap;
+		rq.etag = etag;
+		memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));
+		rc = do_request(r, &rq);
+		if (rc && rc != -ENOENT)
+			break;
+		if (rc == -ENOENT)
+			snprintf(cond, sizeof(cond), "If-None-Match: *");
+		else if (*etag && __atomic_load_n(&h->etag_bare, __ATOMIC_RELAXED) && *etag == '"')
+			snprintf(cond, sizeof(cond), "If-Match: %.*s", (int)strlen(etag) - 2,
+				 etag + 1);
+		else if (*etag)
+			snprintf(cond, sizeof(cond), "If-Match: %s", etag);
+		else
+			cond[0] = '\0'; /* no ETag: the last writer wins */
+		if (tries && *etag && !strcmp(etag, last)) {
+			/*
+			 * Refused on an ETag that has not changed: the server
+			 * compares it without its quotes (Ceph RGW 16 does).
+			 */
+			__atomic_store_n(&h->etag_bare, 1, __ATOMIC_RELAXED);
+			if (*etag == '"')
+				snprintf(cond, sizeof(cond), "If-Match: %.*s",
+					 (int)strlen(etag) - 2, etag + 1);
+		}
+		snprintf(last, sizeof(last), "%s", etag);
+		rc = fn(&cur, rc == 0, &out, arg);
+		if (rc)
+			break;
+		memset(&rq, 0, sizeof(rq));
+		rq.m = M_PUT;
+		rq.name = name;
+		rq.body = out.p;
+		rq.body_len = out.len;
+		rq.cond = *cond ? cond : NULL;
+		if (h->s3)
+			sha256_hex(out.p, out.len, rq.payload_sha);
+		rc = do_request(r, &rq);
+	}
+	if (rc == -EAGAIN)
+		log_err("PUT %s/%s: other writers won 32 times in a row", h->shown, name);
+	buf_free(&cur);
+	buf_free(&out);
+	return rc;
+}
+
 static const struct remote_ops http_ops = {
 	.scheme = "http",
 	.get = http_get,
 	.put_file = http_put_file,
 	.put_buf = http_put_buf,
 	.exists = http_exists,
+	.update = http_update,
 	.free = http_free,
 	.preconnect = http_preconnect,
 	.adopt = http_adopt,

@@ -126,6 +126,27 @@ int remote_exists(struct remote *r, const char *name)
 	return r->ops->exists(r, name);
 }
 
+int remote_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn, void *arg)
+{
+	struct buf cur = BUF_INIT, out = BUF_INIT;
+	int rc;
+
+	if (r->read_only)
+		return -EROFS;
+	if (r->offline)
+		return offline(r);
+	if (r->ops->update)
+		return r->ops->update(r, name, cap, fn, arg);
+	rc = r->ops->get(r, name, 0, REMOTE_WHOLE, &cur, cap, NULL);
+	if (rc == 0 || rc == -ENOENT)
+		rc = fn(&cur, rc == 0, &out, arg);
+	if (rc == 0)
+		rc = r->ops->put_buf(r, name, out.p, out.len);
+	buf_free(&cur);
+	buf_free(&out);
+	return rc;
+}
+
 int remote_preconnect(struct remote *r, int n, int *fds)
 {
 	if (r->offline)

@@ -34,6 +34,10 @@ struct remote_progress {
 	void *arg;
 };
 
+/* What an object becomes: out from cur (cur->len 0 and exists 0 when it is
+ * not there).  0, or -errno to give up. */
+typedef int (*remote_update_fn)(const struct buf *cur, int exists, struct buf *out, void *arg);
+
 struct remote_ops {
 	const char *scheme;
 	/* bytes [off, off + len) of name appended to out (len REMOTE_WHOLE:
@@ -48,6 +52,10 @@ struct remote_ops {
 	/* 1 present, 0 absent, or -errno */
 	int (*exists)(struct remote *r, const char *name);
 	void (*free)(struct remote *r);
+	/* optional (NULL: a get then a put, the last writer winning); see
+	 * remote_update */
+	int (*update)(struct remote *r, const char *name, size_t cap, remote_update_fn fn,
+		      void *arg);
 	/* optional (NULL: not done); see remote_preconnect, remote_adopt */
 	int (*preconnect)(struct remote *r, int n, int *fds);
 	void (*adopt)(struct remote *r, const int *fds, int n, uint64_t *used);
@@ -83,6 +91,14 @@ int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64
 int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
 int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);
+/*
+ * Replace name with what fn makes of it, atomically against other writers
+ * where the backend allows: file:// under a lock, HTTP and S3 by
+ * conditional PUT (If-Match on the ETag read, If-None-Match: * for a new
+ * object), fn running again on the winner's content when a write lost.
+ * A server that ignores the conditions leaves the last writer winning.
+ */
+int remote_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn, void *arg);
 
 /*
  * Connections opened ahead, for another process to use: up to n TCP

@@ -285,32 +285,48 @@ out:
 	return rc;
 }
 
+struct index_add {
+	const struct key_rec *rec;
+	const char *where;
+};
+
+/* An index with rec added (remote_update's fn): newest first, INDEX_KEEP. */
+static int index_with(const struct buf *cur, int exists, struct buf *out, void *arg)
+{
+	const struct index_add *ia = arg;
+	struct recvec rv = { NULL, 0, 0, NULL };
+	size_t i;
+	int rc = exists ? parse_lines(cur, INDEX_MAGIC, ia->where, recvec_add, &rv) : 0;
+
+	if (!rc)
+		rc = recvec_add(ia->rec, &rv);
+	if (!rc) {
+		qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
+		buf_append(out, INDEX_MAGIC, strlen(INDEX_MAGIC));
+		for (i = 0; i < rv.n && i < INDEX_KEEP; i++)
+			format_line(out, &rv.v[i]);
+	}
+	free(rv.v);
+	return rc;
+}
+
+/*
+ * Add rec to an index.  Concurrent publishers of keys with one prefix each
+ * rewrite the same index: remote_update makes that one atomic
+ * read-modify-write where the backend can, so no key drops out.
+ */
 static int update_index(struct remote *rem, const char *prefix, size_t plen,
 			const struct key_rec *rec)
 {
-	struct recvec rv = { NULL, 0, 0, NULL };
-	struct buf b = BUF_INIT;
-	char name[128];
-	size_t i;
+	char name[128], where[PATH_MAX];
+	struct index_add ia = { rec, where };
 	int rc;
 
-	rc = read_index(rem, prefix, plen, &rv);
-	if (rc)
-		goto out;
-	rc = recvec_add(rec, &rv);
-	if (rc)
-		goto out;
-	qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
-	buf_append(&b, INDEX_MAGIC, strlen(INDEX_MAGIC));
-	for (i = 0; i < rv.n && i < INDEX_KEEP; i++)
-		format_line(&b, &rv.v[i]);
 	index_name(prefix, plen, name, sizeof(name));
-	rc = remote_put_buf(rem, name, b.p, b.len);
+	snprintf(where, sizeof(where), "key index %s on %s", name, rem->url);
+	rc = remote_update(rem, name, INDEX_RECORD_CAP, index_with, &ia);
 	if (rc)
 		log_err("key index on %s: cannot write: %s", rem->url, strerror(-rc));
-out:
-	free(rv.v);
-	buf_free(&b);
 	return rc;
 }
 

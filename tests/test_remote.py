@@ -530,3 +530,41 @@ def test_a_refusal_with_a_huge_body_is_one_bounded_line(tmp_path, faulty):
     r = st.run("restore", tmp_path / "o", "--key", "k", check=False)
     err = r.stderr.decode()
     assert r.returncode == 1 and "HTTP 403 Sig[31mNope" in err and len(err) < 2000, err[:300]
+
+
+def publish_at_once(tmp_path, remote, n, env=None):
+    """n jobs, each with its own store, publishing keys with one prefix at
+    the same moment; the keys `ls` then finds under that prefix."""
+    src = tmp_path / "src-conc"
+    if not src.exists():
+        src.mkdir()
+        (src / "f").write_text("same content in every job")
+    e = dict(os.environ, **(env or {}))
+    for k in ("STASHFS_STORE", "STASHFS_REMOTE", "STASHFS_READ_REMOTES"):
+        e.pop(k, None)
+    procs = []
+    for i in range(n):
+        s = Stash(tmp_path, f"job{i}", remote)
+        procs.append(subprocess.Popen(
+            [s.bin, "save", src, "--key", f"conc/job-{i:02}", "--store", s.store,
+             "--remote", remote], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e))
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read().decode()
+    s = Stash(tmp_path, "reader", remote)
+    return [x["key"] for x in json.loads(s.run("ls", "conc/", "--json", env=env).stdout)]
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_no_key_is_lost_when_16_jobs_publish_at_once(tmp_path, kind, request):
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3")
+        remote, env = f"s3://{s3.bucket}/conc-{random.randrange(1 << 30)}", s3.env()
+    else:
+        remote, env = "file://" + str(tmp_path / "shared"), None
+    keys = publish_at_once(tmp_path, remote, 16, env)
+    assert sorted(keys) == [f"conc/job-{i:02}" for i in range(16)], keys
+    # and a restore key finds the newest of them
+    s = Stash(tmp_path, "late", remote)
+    r = s.run("restore", tmp_path / "out", "--key", "conc/none", "--restore-key", "conc/",
+              json_out=True, env=env)
+    assert r.json["hit"] == "partial" and r.json["matched_key"] == keys[0]
