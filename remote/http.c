@@ -945,6 +945,86 @@ static int add_auth_header(struct http_remote *h, const char *name, const char *
 	return 0;
 }
 
+static const char *profile_name(void)
+{
+	const char *p = getenv("AWS_PROFILE");
+
+	if (!p || !*p)
+		p = getenv("AWS_DEFAULT_PROFILE");
+	return p && *p ? p : "default";
+}
+
+/* The AWS CLI's credentials (config 0) or config (1) file. */
+static const char *aws_file(int config, char *out, size_t n)
+{
+	const char *e = getenv(config ? "AWS_CONFIG_FILE" : "AWS_SHARED_CREDENTIALS_FILE");
+	const char *home = getenv("HOME");
+
+	if (e && *e)
+		snprintf(out, n, "%s", e);
+	else
+		snprintf(out, n, "%s/.aws/%s", home ? home : "", config ? "config" : "credentials");
+	return out;
+}
+
+/*
+ * name's value in the profile's section of the credentials file ([NAME])
+ * or the config file ([profile NAME], [default]).  0, or -ENOENT.
+ */
+static int aws_profile(int config, const char *name, char *out, size_t n)
+{
+	char path[PATH_MAX], want[300], line[4096];
+	const char *prof = profile_name();
+	int in = 0, rc = -ENOENT;
+	FILE *f = fopen(aws_file(config, path, sizeof(path)), "re");
+
+	if (!f)
+		return -ENOENT;
+	if (config && strcmp(prof, "default"))
+		snprintf(want, sizeof(want), "profile %s", prof);
+	else
+		snprintf(want, sizeof(want), "%s", prof);
+	while (rc && fgets(line, sizeof(line), f)) {
+		char *p = line, *end, *eq;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p &&
+		       (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (*p == '[') {
+			char *q = strchr(p, ']');
+
+			if (q) {
+				*q = '\0';
+				p++;
+				while (*p == ' ')
+					p++;
+				for (q--; q > p && *q == ' '; q--)
+					*q = '\0';
+				in = !strcmp(p, want);
+			}
+			continue;
+		}
+		if (!in || *p == '#' || *p == ';' || !(eq = strchr(p, '=')))
+			continue;
+		*eq = '\0';
+		for (end = eq; end > p && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			end[-1] = '\0';
+		if (strcmp(p, name))
+			continue;
+		for (p = eq + 1; *p == ' ' || *p == '\t'; p++)
+			;
+		if (*p && strlen(p) < n) {
+			memcpy(out, p, strlen(p) + 1);
+			rc = 0;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
 int remote_http_open(const char *url, struct remote *r)
 {
 	struct http_remote *h = calloc(1, sizeof(*h));
@@ -970,6 +1050,8 @@ int remote_http_open(const char *url, struct remote *r)
 			   *secret = getenv("AWS_SECRET_ACCESS_KEY");
 		const char *session = getenv("AWS_SESSION_TOKEN");
 		const char *ps = getenv("STASHFS_S3_PATH_STYLE");
+		char f_key[256], f_secret[256], f_session[4096], f_region[64], f_ep[512],
+			f_path[PATH_MAX];
 		size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
 		const char *prefix = slash ? slash + 1 : "";
 		int path_style;
@@ -978,6 +1060,21 @@ int remote_http_open(const char *url, struct remote *r)
 			ep = getenv("AWS_ENDPOINT_URL");
 		if (!region || !*region)
 			region = getenv("AWS_DEFAULT_REGION");
+		/* then the AWS CLI's files, as it reads them: the environment wins */
+		if (!key || !*key || !secret || !*secret) {
+			if (!aws_profile(0, "aws_access_key_id", f_key, sizeof(f_key)) &&
+			    !aws_profile(0, "aws_secret_access_key", f_secret, sizeof(f_secret))) {
+				key = f_key;
+				secret = f_secret;
+				if (!aws_profile(0, "aws_session_token", f_session,
+						 sizeof(f_session)))
+					session = f_session;
+			}
+		}
+		if ((!region || !*region) && !aws_profile(1, "region", f_region, sizeof(f_region)))
+			region = f_region;
+		if ((!ep || !*ep) && !aws_profile(1, "endpoint_url", f_ep, sizeof(f_ep)))
+			ep = f_ep;
 		if (!region || !*region)
 			region = "us-east-1";
 		if (blen == 0) {
@@ -986,8 +1083,9 @@ int remote_http_open(const char *url, struct remote *r)
 			goto fail;
 		}
 		if (!key || !secret) {
-			log_err("remote '%s': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-				url);
+			log_err("remote '%s': no credentials: set AWS_ACCESS_KEY_ID and "
+				"AWS_SECRET_ACCESS_KEY, or give profile '%s' keys in %s",
+				url, profile_name(), aws_file(0, f_path, sizeof(f_path)));
 			rc = -EINVAL;
 			goto fail;
 		}
@@ -1032,6 +1130,8 @@ int remote_http_open(const char *url, struct remote *r)
 		if (session && *session &&
 		    add_auth_header(h, "x-amz-security-token", NULL, session))
 			goto fail;
+		explicit_bzero(f_secret, sizeof(f_secret));
+		explicit_bzero(f_session, sizeof(f_session));
 	} else {
 		len = strlen(url);
 		while (len > 8 && url[len - 1] == '/')

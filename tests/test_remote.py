@@ -568,3 +568,27 @@ def test_no_key_is_lost_when_16_jobs_publish_at_once(tmp_path, kind, request):
     r = s.run("restore", tmp_path / "out", "--key", "conc/none", "--restore-key", "conc/",
               json_out=True, env=env)
     assert r.json["hit"] == "partial" and r.json["matched_key"] == keys[0]
+
+
+def test_s3_credentials_and_endpoint_from_the_aws_cli_files(tmp_path, s3, tree):
+    """~/.aws/credentials and ~/.aws/config as the AWS CLI reads them, the
+    profile from AWS_PROFILE; the environment's keys win when set."""
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = NOTTHIS\naws_secret_access_key = wrong\n\n"
+        f"[ci]\naws_access_key_id = {s3.ACCESS}\naws_secret_access_key = {s3.SECRET}\n")
+    (home / ".aws" / "config").write_text(
+        f"[default]\nregion = eu-west-3\n\n[profile ci]\nregion = us-east-1\n"
+        f"endpoint_url = {s3.endpoint}\n")
+    env = {"HOME": str(home), "AWS_PROFILE": "ci"}
+    src = make_src(tmp_path / "src", n=3)
+    remote = f"s3://{s3.bucket}/aws-files"
+    a = Stash(tmp_path, "a", remote)
+    a.run("save", src, "--key", "k", env=env)
+    a.run("restore", tmp_path / "out", "--key", "k", env=env)
+    tree.compare(src, tmp_path / "out")
+    # a profile with no keys: one line naming the profile and the file
+    p = a.run("ls", check=False, env={"HOME": str(home), "AWS_PROFILE": "nope"})
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 1 and "profile 'nope'" in err[0] and ".aws/credentials" in err[0], err
