@@ -10,7 +10,11 @@ function main() {
   const bin = lib.stashfsBin();
   const restore = lib.lines(lib.input('restore-keys'));
   const rk = restore.flatMap((p) => ['--restore-key', p]);
-  const r = lib.run(bin, ['mount', dir, '--key', key, ...rk, '--json']);
+  const extra = [];
+  if (lib.input('allow-other') === 'true') extra.push('--allow-other');
+  const owner = lib.input('owner');
+  if (owner) extra.push('--owner', owner);
+  const r = lib.run(bin, ['mount', dir, '--key', key, ...rk, ...extra, '--json']);
   if (r.status !== 0) return lib.fail(`mount of ${dir} failed`);
   let info = {};
   try {

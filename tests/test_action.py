@@ -95,3 +95,23 @@ def test_action_mounts_and_commits_in_post(stash, mounts, tmp_path, node):
 def test_action_reports_errors_as_annotations(stash, tmp_path, node):
     r, out, _ = run_step("main.js", {"path": "", "key": ""}, tmp_path, stash=stash)
     assert r.returncode == 1 and "::error::stashfs: inputs" in r.stdout
+
+
+def test_action_mounts_for_a_container_user(stash, mounts, user_tmp, tmp_path, node):
+    """allow-other and owner inputs: root mounts a cache that nobody owns
+    and can write (a container's build user)."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    cache = os.path.join(user_tmp, "cache")
+    inputs = {"path": cache, "key": "ctr-1", "remote": "file://" + str(tmp_path / "remote"),
+              "allow-other": "true", "owner": str(nobody.pw_uid)}
+    r, out, state = run_step("main.js", inputs, tmp_path, stash=stash)
+    assert r.returncode == 0, r.stdout + r.stderr
+    mounts.dirs.append(cache)
+    assert os.stat(cache).st_uid == nobody.pw_uid
+    w = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                        "--clear-groups", "sh", "-c", f"echo built > '{cache}/out'"],
+                       capture_output=True)
+    assert w.returncode == 0, w.stderr.decode()
+    r, _, _ = run_step("post.js", inputs, tmp_path, state=state, stash=stash)
+    assert r.returncode == 0 and not os.path.ismount(cache)
