@@ -20,8 +20,6 @@
  * a file per small object cost the fetchers more time than everything
  * else they do for it, on the CPUs the job needs for its own reads.
  */
-/* After a failed fetch of a chunk, reads of it fail at once for this long. */
-#define FAIL_HOLD_MS 1000u
 #define _GNU_SOURCE
 #include "fetch.h"
 #include "mount.h"
@@ -88,7 +86,6 @@ struct fetcher {
 	uint32_t *pos; /* chunk -> index in order */
 	uint32_t *dir; /* chunk -> directory of the first file using it */
 	uint8_t *inflight; /* per chunk; written under lock */
-	uint32_t *failed_ms; /* per chunk: when a fetch of it last failed (ms, wraps) */
 	uint8_t *have; /* per chunk: known cached (a hint) */
 	uint8_t *wanted; /* per chunk: in the read record */
 	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
@@ -195,7 +192,6 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 	f->pos = malloc((n ? n : 1) * sizeof(uint32_t));
 	f->dir = malloc((n ? n : 1) * sizeof(uint32_t));
 	f->inflight = calloc(n ? n : 1, 1);
-	f->failed_ms = calloc(n ? n : 1, sizeof(*f->failed_ms));
 	f->have = calloc(n ? n : 1, 1);
 	f->wanted = calloc(n ? n : 1, 1);
 	f->served = calloc(n ? n : 1, sizeof(uint32_t));
@@ -312,7 +308,6 @@ void fetcher_free(struct fetcher *f)
 	free(f->pos);
 	free(f->dir);
 	free(f->inflight);
-	free(f->failed_ms);
 	free(f->have);
 	free(f->wanted);
 	free(f->served);
@@ -981,19 +976,13 @@ static int mostly_read(struct fetcher *f, uint32_t lo, uint32_t hi)
 	return read * 2 >= hi - lo;
 }
 
-/* Milliseconds of the monotonic clock, wrapping (compare by difference). */
-static uint32_t now_ms(void)
-{
-	return (uint32_t)(uint64_t)(mono_sec() * 1000);
-}
-
 int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 {
 	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
 	char path[PATH_MAX];
 	uint32_t batch[256];
 	struct stat st;
-	int fd, rc = 0, tries, rechecked = 0, waited = 0;
+	int fd, rc = 0, tries, rechecked = 0;
 
 	store_object_path(f->r->store, &ch->id, path, sizeof(path));
 	for (tries = 0; tries < 4; tries++) {
@@ -1020,7 +1009,6 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 			while (f->inflight[c])
 				pthread_cond_wait(&f->done, &f->lock);
 			pthread_mutex_unlock(&f->lock);
-			waited = 1;
 			continue;
 		}
 		if (f->have[c] && !rechecked) {
@@ -1028,17 +1016,6 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 			rechecked = 1;
 			pthread_mutex_unlock(&f->lock);
 			continue;
-		}
-		if (waited ||
-		    (f->failed_ms[c] && (uint32_t)(now_ms() - f->failed_ms[c]) < FAIL_HOLD_MS)) {
-			/*
-			 * The fetch it waited for failed, or one just did (the
-			 * kernel reads a page again at once when its readahead
-			 * failed): that one said why, and fetching again would
-			 * make this read wait a second --timeout.
-			 */
-			pthread_mutex_unlock(&f->lock);
-			return -EIO;
 		}
 		f->have[c] = 0;
 		if (ch->raw_len >= CHUNK_MIN) {
@@ -1080,13 +1057,8 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 		pthread_mutex_unlock(&f->lock);
 		rc = fetch_batch(f, batch, n, 0);
 		/* a GET that failed after c's bytes came still cached c */
-		if (!__atomic_load_n(&f->have[c], __ATOMIC_RELAXED)) {
-			pthread_mutex_lock(&f->lock);
-			f->failed_ms[c] = now_ms() ? now_ms() : 1; /* 0: never failed */
-			pthread_mutex_unlock(&f->lock);
-			if (rc)
-				return rc;
-		}
+		if (rc && !__atomic_load_n(&f->have[c], __ATOMIC_RELAXED))
+			return rc;
 	}
 	return -EIO;
 }

@@ -547,22 +547,3 @@ def test_the_mount_daemon_costs_the_range_not_the_object(tmp_path, faulty, tree,
     tree.compare(src, mnt)
     hwm = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")).split()[1])
     assert hwm < 200 * 1024, f"daemon peak RSS {hwm} KiB"
-
-
-def test_a_mount_read_from_a_dripping_server_ends_inside_the_timeout(tmp_path, faulty, mounts):
-    """The kernel reads a page again at once when its readahead failed: that
-    second read must not wait a second --timeout."""
-    src = small_tree(tmp_path / "src", n=3, size=300_000)
-    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k")
-    b = Stash(tmp_path, "b", faulty.url)
-    mnt = tmp_path / "mnt"
-    mounts.stash = b
-    mounts.mount(b, mnt, "k", "--timeout", "4", "--no-prefetch")
-    faulty.clear()
-    faulty.add("packs/", "drip", count=1000)
-    t0 = time.monotonic()
-    r = subprocess.run(["cat", str(mnt / "f1")], capture_output=True, timeout=60)
-    took = time.monotonic() - t0
-    assert r.returncode != 0 and b"Input/output error" in r.stderr
-    assert took < 4 + 3, f"the read took {took:.1f} s with --timeout 4"
-    assert len([e for e in faulty.log if "packs/" in e[1]]) == 1, faulty.log
