@@ -100,6 +100,14 @@ static mode_t current_umask(void)
 	return m;
 }
 
+/* Where name goes, its directory made. */
+static int path_to_write(struct remote *r, const char *name, char *path, size_t n)
+{
+	int rc = full_path(r, name, path, n);
+
+	return rc ? rc : ensure_parent(path);
+}
+
 static int copy_to(const char *src, const char *tmp)
 {
 	char b[1 << 16];
@@ -142,10 +150,7 @@ static int file_put_file(struct remote *r, const char *name, const char *src, in
 	char path[PATH_MAX], tmp[PATH_MAX + 32];
 	int rc;
 
-	rc = full_path(r, name, path, sizeof(path));
-	if (rc)
-		return rc;
-	rc = ensure_parent(path);
+	rc = path_to_write(r, name, path, sizeof(path));
 	if (rc)
 		return rc;
 	/* a file moved from the store is its user's alone (0600): on the
@@ -168,10 +173,7 @@ static int file_put_buf(struct remote *r, const char *name, const void *p, size_
 	char path[PATH_MAX];
 	int rc;
 
-	rc = full_path(r, name, path, sizeof(path));
-	if (rc)
-		return rc;
-	rc = ensure_parent(path);
+	rc = path_to_write(r, name, path, sizeof(path));
 	if (rc)
 		return rc;
 	return write_file_atomic(path, p, n, 0666);
@@ -186,10 +188,7 @@ static int file_update(struct remote *r, const char *name, size_t cap, remote_up
 	struct buf cur = BUF_INIT, out = BUF_INIT;
 	int rc, fd;
 
-	rc = full_path(r, name, path, sizeof(path));
-	if (rc)
-		return rc;
-	rc = ensure_parent(path);
+	rc = path_to_write(r, name, path, sizeof(path));
 	if (rc)
 		return rc;
 	snprintf(lock, sizeof(lock), "%s.lock", path);

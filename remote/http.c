@@ -832,6 +832,17 @@ static void http_free(struct remote *r)
 	free(h);
 }
 
+/* "If-Match: ETAG", the quotes taken off for a server that wants it bare. */
+static void if_match(char *out, size_t n, const char *etag, int bare)
+{
+	size_t len = strlen(etag);
+
+	if (bare && len >= 2 && etag[0] == '"' && etag[len - 1] == '"')
+		snprintf(out, n, "If-Match: %.*s", (int)len - 2, etag + 1);
+	else
+		snprintf(out, n, "If-Match: %s", etag);
+}
+
 /*
  * Read-modify-write by conditional PUT: If-Match on the ETag the GET saw,
  * or If-None-Match: * where there was nothing.  A 412 (or 409) means
@@ -864,25 +875,17 @@ static int http_update(struct remote *r, const char *name, size_t cap, remote_up
 		rc = do_request(r, &rq);
 		if (rc && rc != -ENOENT)
 			break;
+		if (tries && *etag && !strcmp(etag, last))
+			/* refused on an ETag that has not changed: the server
+			 * compares it without its quotes (Ceph RGW 16 does) */
+			__atomic_store_n(&h->etag_bare, 1, __ATOMIC_RELAXED);
 		if (rc == -ENOENT)
 			snprintf(cond, sizeof(cond), "If-None-Match: *");
-		else if (*etag && __atomic_load_n(&h->etag_bare, __ATOMIC_RELAXED) && *etag == '"')
-			snprintf(cond, sizeof(cond), "If-Match: %.*s", (int)strlen(etag) - 2,
-				 etag + 1);
 		else if (*etag)
-			snprintf(cond, sizeof(cond), "If-Match: %s", etag);
+			if_match(cond, sizeof(cond), etag,
+				 __atomic_load_n(&h->etag_bare, __ATOMIC_RELAXED));
 		else
 			cond[0] = '\0'; /* no ETag: the last writer wins */
-		if (tries && *etag && !strcmp(etag, last)) {
-			/*
-			 * Refused on an ETag that has not changed: the server
-			 * compares it without its quotes (Ceph RGW 16 does).
-			 */
-			__atomic_store_n(&h->etag_bare, 1, __ATOMIC_RELAXED);
-			if (*etag == '"')
-				snprintf(cond, sizeof(cond), "If-Match: %.*s",
-					 (int)strlen(etag) - 2, etag + 1);
-		}
 		snprintf(last, sizeof(last), "%s", etag);
 		rc = fn(&cur, rc == 0, &out, arg);
 		if (rc)

@@ -23,7 +23,6 @@
 #include "snapshot.h"
 #include "pack.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -181,26 +180,6 @@ static int open_entry(struct restorer *s, uint32_t i, int flags, struct buf *pat
 		return rc;
 	}
 	return fd;
-}
-
-static int dir_empty(int fd)
-{
-	int dup = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), empty = 1;
-	struct dirent *d;
-	DIR *dir;
-
-	if (dup < 0)
-		return 0;
-	dir = fdopendir(dup);
-	if (!dir) {
-		close(dup);
-		return 0;
-	}
-	while (empty && (d = readdir(dir)))
-		if (strcmp(d->d_name, ".") && strcmp(d->d_name, ".."))
-			empty = 0;
-	closedir(dir);
-	return empty;
 }
 
 static int fail_at(struct restorer *s, const char *what, uint32_t i, int rc)
@@ -645,7 +624,7 @@ int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opt
 			goto out;
 		}
 		note_id(&s, 0, &sb);
-		s.ids[0].fresh = dir_empty(s.rootfd);
+		s.ids[0].fresh = dir_is_empty_at(s.rootfd, ".") == 1;
 	}
 	rc = create_tree(&s, st);
 	if (!rc)

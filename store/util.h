@@ -63,6 +63,8 @@ int parse_int(const char *s, long lo, long hi, long *out);
 int read_file(const char *path, struct buf *out, size_t cap);
 /* mode as for open(2): the store's files are 0600 (it is private to its
  * user), a file:// remote's 0666 less the umask. */
+/* 1 if dir (relative to dirfd) is empty or missing, 0 if not, -errno. */
+int dir_is_empty_at(int dirfd, const char *dir);
 int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
 int fsync_dir_of(const char *path);
 

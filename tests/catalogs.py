@@ -73,3 +73,12 @@ def publish(remote_dir, key_file, raw):
     f[1] = hexid
     key_file.write_text(lines[0] + "\n" + " ".join(f) + "\n")
     return hexid
+
+
+def saved(store, remote_dir):
+    """The parsed catalog of the one key saved to file:// remote_dir, and
+    that key's record file (for publish)."""
+    (key_file,) = (remote_dir / "keys").iterdir()
+    hexid = key_file.read_text().split()[3]
+    with open(f"{store}/catalogs/{hexid}", "rb") as f:
+        return parse(f.read()), key_file

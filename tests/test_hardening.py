@@ -395,9 +395,7 @@ def test_tera_bytes_of_references_to_one_zero_chunk_cost_one_check(tmp_path):
     a = Stash(tmp_path, "a")
     a.run("save", src, "--key", "k")
     remote = tmp_path / "remote"
-    (key_file,) = (remote / "keys").iterdir()
-    hexid = key_file.read_text().split()[3]
-    c = catalogs.parse(open(os.path.join(a.store, "catalogs", hexid), "rb").read())
+    c, key_file = catalogs.saved(a.store, remote)
     (chunk,) = c["chunks"]
     big = next(e for e in c["entries"] if e["mode"] & 0o170000 == 0o100000)
     n = (4 << 40) // chunk[2]
@@ -510,9 +508,7 @@ def test_a_catalog_deeper_than_4096_levels_is_refused_in_one_line(tmp_path):
     a = Stash(tmp_path, "a")
     a.run("save", src, "--key", "k")
     remote = tmp_path / "remote"
-    (key_file,) = (remote / "keys").iterdir()
-    hexid = key_file.read_text().split()[3]
-    c = catalogs.parse(open(os.path.join(a.store, "catalogs", hexid), "rb").read())
+    c, key_file = catalogs.saved(a.store, remote)
     root = c["entries"][0]
     depth = 5000
     root.update(first=1, count=1)

@@ -192,23 +192,6 @@ int cmd_save(int argc, char **argv)
 	return rc ? 1 : 0;
 }
 
-static int dir_is_empty(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int empty = 1;
-
-	if (!d)
-		return errno == ENOENT ? 1 : -errno;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			empty = 0;
-			break;
-		}
-	closedir(d);
-	return empty;
-}
-
 static const char restore_help[] =
 	"usage: stashfs restore DIR --key KEY [--restore-key PREFIX]... [OPTIONS]\n\n"
 	"Materialize a snapshot into the real directory DIR (created if missing).\n"
@@ -289,7 +272,7 @@ int cmd_restore(int argc, char **argv)
 	ro.dir = argv[optind];
 	if (!*ro.dir)
 		return usage_error("restore", "DIR is empty");
-	rc = dir_is_empty(ro.dir);
+	rc = dir_is_empty_at(AT_FDCWD, ro.dir);
 	if (rc < 0) {
 		log_err("restore: cannot read '%s': %s", qpath(ro.dir), strerror(-rc));
 		return 1;
