@@ -250,6 +250,19 @@ static int is_mounted(const char *real, int *stashfs)
 	return found;
 }
 
+/* Is the FUSE mount on real one whose daemon is gone?  A plain stat
+ * can succeed from the kernel's attribute cache long after the daemon
+ * died; a forced getattr goes to the connection, which answers ENOTCONN
+ * once it is aborted. */
+static int mount_is_dead(const char *real)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, real, AT_STATX_FORCE_SYNC | AT_SYMLINK_NOFOLLOW, STATX_TYPE, &stx) < 0)
+		return errno == ENOTCONN;
+	return 0;
+}
+
 static int run_fusermount(const char *real, int lazy)
 {
 	pid_t pid = fork();
@@ -592,13 +605,20 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	if (rc)
 		return rc;
 	if (is_mounted(real, &stashfs)) {
-		if (stat(real, &st) < 0 && errno == ENOTCONN) {
+		if (mount_is_dead(real)) {
 			unmount_dir(real, 1);
 		} else {
 			log_err("mount: '%s' is already a mount point%s", qpath(real),
 				stashfs ? " (stashfs: 'stashfs umount' it first)" : "");
 			return -EBUSY;
 		}
+	}
+	if (lock_held(statedir) == 1) {
+		log_err("mount: the daemon of an earlier mount of '%s' still serves it (detached "
+			"with --lazy, or mounted in another namespace); mount it when its users "
+			"have left",
+			qpath(real));
+		return -EBUSY;
 	}
 	if (o->fresh) {
 		rc = rm_rf(statedir);
@@ -626,7 +646,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		struct catalog *old = NULL;
 		struct ov *ov = NULL;
 		struct ov_opts oo;
-		struct cas_id oldcat;
+		struct cas_id oldcat, donecat;
 		char oldkey[KEY_MAX + 1] = "", oldhit[16] = "";
 
 		memset(&oo, 0, sizeof(oo));
@@ -636,13 +656,19 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			rc = cas_id_parse(&oldcat, v);
 		ov_peek_meta(statedir, "key", oldkey, sizeof(oldkey));
 		ov_peek_meta(statedir, "hit", oldhit, sizeof(oldhit));
+		if (ov_peek_meta(statedir, "committed_catalog", v, sizeof(v)) != 0 ||
+		    cas_id_parse(&donecat, v) != 0)
+			memset(&donecat, 0, sizeof(donecat));
 		if (rc == 0 && repo_catalog(r, &oldcat, &old) == 0 &&
 		    ov_open(statedir, old, &oo, &ov) == 0)
 			changes = ov_changes(ov);
 		ov_close(ov);
 		catalog_close(old);
 		if (rc == 0 &&
-		    ((hit != HIT_MISS && cas_id_cmp(&oldcat, &rec.catalog) == 0) ||
+		    /* the key names this state's base, or what it committed:
+		     * the base plus the changes is that view either way */
+		    ((hit != HIT_MISS && (cas_id_cmp(&oldcat, &rec.catalog) == 0 ||
+					  cas_id_cmp(&donecat, &rec.catalog) == 0)) ||
 		     (hit == HIT_MISS && !strcmp(oldhit, "miss") && !strcmp(oldkey, o->key)))) {
 			d.catalog = oldcat;
 			resumed = 1;
@@ -803,11 +829,10 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	return 0;
 }
 
-int fs_umount(struct repo *r, const char *dir)
+int fs_umount(struct repo *r, const char *dir, int lazy)
 {
 	char statedir[PATH_MAX], real[PATH_MAX];
 	struct mount_stats *stats = NULL;
-	struct stat st;
 	int64_t pid = 0;
 	int rc, stashfs, i;
 
@@ -831,8 +856,14 @@ int fs_umount(struct repo *r, const char *dir)
 		log_err("umount: '%s' is not a stashfs mount", qpath(real));
 		return -EINVAL;
 	}
-	if (stat(real, &st) < 0 && errno == ENOTCONN) {
+	if (mount_is_dead(real)) {
 		rc = unmount_dir(real, 1); /* the daemon is gone */
+	} else if (lazy) {
+		/* detached now; the daemon serves who is still inside and
+		 * writes its state when the last of them leaves */
+		rc = unmount_dir(real, 1);
+		if (!rc)
+			return 0;
 	} else {
 		rc = unmount_dir(real, 0);
 		for (i = 0; rc == -EBUSY && i < 100; i++) {
@@ -840,7 +871,8 @@ int fs_umount(struct repo *r, const char *dir)
 			rc = unmount_dir(real, 0);
 		}
 		if (rc == -EBUSY) {
-			log_err("umount: '%s' is busy (files open or a shell inside it)",
+			log_err("umount: '%s' is busy (files open or a shell inside it); "
+				"--lazy detaches it now",
 				qpath(real));
 			return rc;
 		}

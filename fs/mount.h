@@ -88,7 +88,9 @@ struct commit_opts {
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
 	      size_t key_len);
 
-int fs_umount(struct repo *r, const char *dir);
+/* Unmount DIR and wait until its daemon has written its state; lazy:
+ * detach it now and let the daemon finish when its last user leaves. */
+int fs_umount(struct repo *r, const char *dir, int lazy);
 /* Remove the state of DIR's mount (after a commit that published it). */
 int fs_discard_state(struct repo *r, const char *dir);
 int fs_stats_map(const char *statedir, int create, struct mount_stats **out);

@@ -308,6 +308,44 @@ def test_kill9_keeps_changes(stash, mounts, tmp_path):
     assert not (mnt / "b").exists()
 
 
+def test_kill9_of_a_busy_mount_resumes(stash, mounts, tmp_path):
+    """The daemon dies while a shell sits inside and a file is open: the
+    kernel still answers stat of the mount point from its cache, yet a
+    plain mount of the same DIR detaches the dead one and resumes."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("original")
+    stash.run("save", src, "--key", "k")
+    mounts.mount(stash, mnt, "k")
+    (mnt / "b").write_text("written before the crash")
+    os.stat(mnt)
+    held = open(mnt / "a", "rb")
+    shell = subprocess.Popen(["sleep", "600"], cwd=mnt)
+    try:
+        pid, _ = daemon_pid(stash, mnt)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        os.stat(mnt)  # from the attribute cache: the trap the mount must see through
+        with pytest.raises(OSError) as e:
+            os.listdir(mnt)
+        assert e.value.errno == errno.ENOTCONN
+        p = mounts.mount(stash, mnt, "k")
+        assert "changes resumed" in p.stderr.decode()
+        assert (mnt / "b").read_text() == "written before the crash"
+        assert (mnt / "a").read_text() == "original"
+        # and umount of a dead busy mount detaches it too
+        pid, _ = daemon_pid(stash, mnt)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        r = stash.run("umount", mnt, check=False)
+        assert r.returncode == 0, r.stderr.decode()
+        assert not os.path.ismount(mnt)
+    finally:
+        shell.kill()
+        shell.wait()
+        held.close()
+
+
 def test_watchdog_unsticks_a_hung_mount(stash, mounts, tmp_path):
     """What the tests' watchdog does to a stuck test: a reader blocked on a
     daemon that no longer answers gets an error, and the report names
@@ -361,6 +399,66 @@ def test_umount_commit_publishes_and_drops_state(stash, mounts, tmp_path):
     assert r.returncode == 1 and "busy" in r.stderr.decode()
     f.close()
     stash.run("umount", mnt)
+
+
+def test_busy_umount_commit_publishes_nothing(stash, mounts, tmp_path):
+    """A busy DIR: umount --commit exits 1, the mount stays up and no key
+    is published; --lazy publishes, detaches, and what the last user
+    writes after the commit is kept for the next mount of the key."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("1")
+    stash.run("save", src, "--key", "v1")
+    mounts.mount(stash, mnt, "v1")
+    (mnt / "a").write_text("2")
+    shell = subprocess.Popen(["sleep", "600"], cwd=mnt)
+    try:
+        r = stash.run("umount", mnt, "--commit", "v2", check=False)
+        err = r.stderr.decode()
+        assert r.returncode == 1 and "busy" in err and "nothing was published" in err, err
+        assert os.path.ismount(mnt)
+        r = stash.run("ls", json_out=True)
+        assert "v2" not in [k["key"] for k in json.loads(r.stdout)]
+        assert (mnt / "a").read_text() == "2"
+        pid, _ = daemon_pid(stash, mnt)
+        r = stash.run("umount", mnt, "--commit", "v2", "--lazy")
+        assert "published" in r.stderr.decode()
+        assert not os.path.ismount(mnt)
+        # the shell is still inside the detached mount, and writes there
+        inside = Path(f"/proc/{shell.pid}/cwd")
+        (inside / "late").write_text("after the commit")
+        r = stash.run("mount", mnt, "--key", "v2", check=False)
+        assert r.returncode == 1 and "still serves" in r.stderr.decode()
+        assert not os.path.ismount(mnt)
+    finally:
+        shell.kill()
+        shell.wait()
+    out = tmp_path / "out"
+    stash.run("restore", out, "--key", "v2")
+    assert (out / "a").read_text() == "2" and not (out / "late").exists()
+    daemon_finished(pid)
+    mounts.mount(stash, mnt, "v2")
+    assert (mnt / "a").read_text() == "2"
+    assert (mnt / "late").read_text() == "after the commit"
+    stash.run("umount", mnt)
+    r = stash.run("umount", mnt, "--discard", "--lazy", check=False)
+    assert r.returncode == 2
+
+
+def test_commit_then_umount_then_mount_resumes(stash, mounts, tmp_path):
+    """commit, a plain umount, a mount of the committed key: the state
+    the commit published is resumed, not refused as uncommitted."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    (src / "a").write_text("1")
+    stash.run("save", src, "--key", "v1")
+    mounts.mount(stash, mnt, "v1")
+    (mnt / "a").write_text("2")
+    stash.run("commit", mnt, "--key", "v2")
+    (mnt / "b").write_text("after")
+    stash.run("umount", mnt)
+    mounts.mount(stash, mnt, "v2")
+    assert (mnt / "a").read_text() == "2" and (mnt / "b").read_text() == "after"
 
 
 SUBREAPER = r"""

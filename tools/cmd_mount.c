@@ -24,7 +24,8 @@ enum {
 	OPT_NO_URING,
 	OPT_OWNER,
 	OPT_SOURCES,
-	OPT_DISCARD
+	OPT_DISCARD,
+	OPT_LAZY
 };
 
 static const char mount_help[] =
@@ -260,7 +261,12 @@ static const char umount_help[] =
 	"after a commit they are published and the local state is dropped.\n\n"
 	"  --commit KEY         commit as KEY first\n"
 	"  --sources SRC        with --commit: record the source tree SRC too\n"
-	"  --discard            drop the uncommitted changes instead of keeping them\n" COMMON_HELP;
+	"  --discard            drop the uncommitted changes instead of keeping them\n"
+	"  --lazy               detach DIR now even if it is busy; its daemon finishes\n"
+	"                       when the last user leaves (with --commit: what they\n"
+	"                       write after the commit is kept for the next mount)\n\n"
+	"Without --lazy a busy DIR is an error and, with --commit, nothing is\n"
+	"published: DIR is unmounted first and committed once its daemon is done.\n" COMMON_HELP;
 
 int cmd_umount(int argc, char **argv)
 {
@@ -268,6 +274,7 @@ int cmd_umount(int argc, char **argv)
 						  { "sources", required_argument, NULL,
 						    OPT_SOURCES },
 						  { "discard", no_argument, NULL, OPT_DISCARD },
+						  { "lazy", no_argument, NULL, OPT_LAZY },
 						  COMMON_LONGOPTS,
 						  { NULL, 0, NULL, 0 } };
 	struct commit_opts co;
@@ -277,7 +284,7 @@ int cmd_umount(int argc, char **argv)
 	struct repo r;
 	double t0 = mono_sec();
 	const char *sources = NULL;
-	int opt, rc = 0, committed = 0, discard = 0;
+	int opt, rc = 0, committed = 0, discard = 0, lazy = 0;
 
 	memset(&co, 0, sizeof(co));
 	common_init(&c);
@@ -292,6 +299,7 @@ int cmd_umount(int argc, char **argv)
 		case OPT_COMMIT: co.key = optarg; break;
 		case OPT_SOURCES: sources = optarg; break;
 		case OPT_DISCARD: discard = 1; break;
+		case OPT_LAZY: lazy = 1; break;
 		case OPT_HELP: fputs(umount_help, stdout); return 0;
 		default: return bad_option("umount", argv);
 		}
@@ -311,25 +319,53 @@ int cmd_umount(int argc, char **argv)
 		rc = usage_error("umount", "--sources goes with --commit");
 		goto out2;
 	}
-	if (co.key) {
+	if (discard && (lazy || co.key)) {
+		rc = usage_error("umount", "--discard goes with neither --commit nor --lazy");
+		goto out2;
+	}
+	if (co.key && lazy) {
+		/* commit the view as it is, then detach: the state stays, and a
+		 * mount of the key resumes it with what was written since */
 		rc = run_commit(&r, &co, sources, &st, key, sizeof(key));
 		if (rc)
 			goto out;
 		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
+		rc = fs_umount(&r, co.dir, 1);
+		if (!rc)
+			log_info("umount: %s detached; its changes are published as '%s'", co.dir,
+				 key);
+		goto out;
+	}
+	/* unmount first: a busy DIR publishes nothing, and the commit reads
+	 * the state its daemon has finished writing */
+	rc = fs_umount(&r, co.dir, lazy);
+	if (rc) {
+		if (co.key)
+			log_err("umount: nothing was published; '%s' stays mounted", co.dir);
+		goto out;
+	}
+	if (co.key) {
+		rc = run_commit(&r, &co, sources, &st, key, sizeof(key));
+		if (rc) {
+			log_err("umount: %s is unmounted and its changes are kept: 'stashfs commit "
+				"%s --key %s' publishes them, a mount of it resumes them",
+				co.dir, co.dir, co.key);
+			goto out;
+		}
+		commit_summary("commit", key, &st, mono_sec() - t0, c.json);
 		committed = 1;
 	}
-	rc = fs_umount(&r, co.dir);
-	if (!rc && (committed || discard))
+	if (committed || discard)
 		fs_discard_state(&r, co.dir);
-	if (!rc) {
+	{
 		uint64_t changes = 0;
 
 		if (!committed && !discard)
 			fs_changes(&r, co.dir, &changes);
-		log_info("umount: %s unmounted%s", co.dir,
+		log_info("umount: %s %s%s", co.dir, lazy ? "detached" : "unmounted",
 			 committed && st.unchanged ? "; it was unchanged"
 			 : committed		   ? "; its changes are published"
-			 : discard		   ? "; changes discarded"
+			 : discard ? "; changes discarded"
 			 : changes ? "; its changes are kept for the next mount of it"
 				   : "");
 	}
