@@ -365,7 +365,7 @@ int cmd_umount(int argc, char **argv)
 		log_info("umount: %s %s%s", co.dir, lazy ? "detached" : "unmounted",
 			 committed && st.unchanged ? "; it was unchanged"
 			 : committed		   ? "; its changes are published"
-			 : discard ? "; changes discarded"
+			 : discard		   ? "; changes discarded"
 			 : changes ? "; its changes are kept for the next mount of it"
 				   : "");
 	}
