@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -115,12 +116,14 @@ int pack_writer_new(const char *tmpdir, struct pack_writer **out)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	snprintf(w->path, sizeof(w->path), "%s/pack-XXXXXX", tmpdir);
+	/* named by its writer and locked while written: see store_sweep_tmp */
+	snprintf(w->path, sizeof(w->path), "%s/pack-%d-XXXXXX", tmpdir, (int)getpid());
 	w->fd = mkostemp(w->path, O_CLOEXEC);
 	if (w->fd < 0) {
 		rc = -errno;
 		goto fail;
 	}
+	(void)flock(w->fd, LOCK_EX | LOCK_NB);
 	*out = w;
 	return 0;
 fail:

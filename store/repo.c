@@ -565,26 +565,29 @@ int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *
 	return 0;
 }
 
-/* The temporary name a catalog is unpacked to before it is known good. */
-static const char *tmp_name(const char *path)
+/* The temporary name a catalog is unpacked to before it is known good:
+ * in STORE/tmp, named by its writer, so that what a killed one left is
+ * swept (store_open). */
+static const char *tmp_name(const struct repo *r)
 {
-	static __thread char tmp[PATH_MAX + 32];
+	static __thread char tmp[PATH_MAX + 64];
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%ld", path, (int)getpid(), (long)gettid());
+	snprintf(tmp, sizeof(tmp), "%s/cat-%d-%ld", store_tmpdir(r->store), (int)getpid(),
+		 (long)gettid());
 	return tmp;
 }
 
-static void unlink_tmp(const char *path)
+static void unlink_tmp(const struct repo *r)
 {
-	unlink(tmp_name(path));
+	unlink(tmp_name(r));
 }
 
 /*
- * Unpack a catalog object into tmp_name(path), hashing as it goes: memory
+ * Unpack a catalog object into tmp, hashing as it goes: memory
  * stays a few buffers whatever the catalog's size, and no more than the
  * declared size is ever written.
  */
-static int inflate_catalog(const struct buf *z, unsigned long long rsz, const char *path,
+static int inflate_catalog(const struct buf *z, unsigned long long rsz, const char *tmp,
 			   struct cas_id *got, const char *hex)
 {
 	ZSTD_DCtx *dc = ZSTD_createDCtx();
@@ -599,7 +602,7 @@ static int inflate_catalog(const struct buf *z, unsigned long long rsz, const ch
 		rc = -ENOMEM;
 		goto out;
 	}
-	fd = open(tmp_name(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		log_err("catalog %s: cannot cache: %s", hex, strerror(-rc));
@@ -645,7 +648,7 @@ out:
 	if (fd >= 0)
 		close(fd);
 	if (rc && fd >= 0)
-		unlink_tmp(path);
+		unlink(tmp);
 	cas_hasher_free(hs);
 	ZSTD_freeDCtx(dc);
 	free(o);
@@ -689,27 +692,27 @@ int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out)
 		rc = -EBADMSG;
 		goto out;
 	}
-	rc = inflate_catalog(&z, rsz, path, &got, hex);
+	rc = inflate_catalog(&z, rsz, tmp_name(r), &got, hex);
 	if (rc)
 		goto out;
 	if (cas_id_cmp(&got, id) != 0) {
 		log_err("catalog %s: hash mismatch, refusing it", hex);
-		unlink_tmp(path);
+		unlink_tmp(r);
 		rc = -EBADMSG;
 		goto out;
 	}
 	/* validated where it lies, mapped: no second copy in memory */
-	rc = catalog_open(tmp_name(path), out, why, sizeof(why));
+	rc = catalog_open(tmp_name(r), out, why, sizeof(why));
 	if (rc) {
 		log_err("catalog %s: %s", hex, rc == -EBADMSG ? why : strerror(-rc));
-		unlink_tmp(path);
+		unlink_tmp(r);
 		goto out;
 	}
-	if (rename(tmp_name(path), path) < 0) {
+	if (rename(tmp_name(r), path) < 0) {
 		rc = -errno;
 		log_err("catalog %s: cannot cache in %s: %s", hex, qpath(store_path(r->store)),
 			strerror(-rc));
-		unlink_tmp(path);
+		unlink_tmp(r);
 		catalog_close(*out);
 		*out = NULL;
 		goto out;

@@ -7,15 +7,19 @@
 #define _GNU_SOURCE
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct store {
@@ -138,6 +142,45 @@ static int prep(struct store *s, sqlite3_stmt **st, const char *sql)
 	return sql_err(s, sqlite3_prepare_v2(s->db, sql, -1, st, NULL), "prepare");
 }
 
+/*
+ * Remove what killed writers left in tmp/.  Every file there is named
+ * KIND-PID-...: a file goes when no one holds its flock and its writer is
+ * gone (or it is a day old: a pid of another namespace, or reused).
+ */
+void store_sweep_tmp(struct store *s)
+{
+	DIR *d = opendir(s->tmp);
+	struct dirent *e;
+	time_t now = time(NULL);
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		const char *dash = strchr(e->d_name, '-');
+		struct stat st;
+		long pid;
+		int fd, alive;
+
+		if (e->d_name[0] == '.' || !dash)
+			continue;
+		pid = strtol(dash + 1, NULL, 10);
+		fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+		    flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			close(fd);
+			continue;
+		}
+		alive = pid > 0 && pid <= INT_MAX &&
+			(pid == getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM);
+		if (!alive || now - st.st_mtime > 86400)
+			unlinkat(dirfd(d), e->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
 int store_open(const char *path, struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -169,6 +212,7 @@ int store_open(const char *path, struct store **out)
 		}
 	}
 	snprintf(s->tmp, sizeof(s->tmp), "%s/tmp", path);
+	store_sweep_tmp(s);
 	snprintf(dbpath, sizeof(dbpath), "%s/index.db", path);
 	rc = store_db_open(dbpath, schema, "index", &s->db);
 	if (rc)
@@ -267,7 +311,7 @@ static int put_file_named(struct store *s, const char *path, const void *p, size
 	char tmp[PATH_MAX + 40];
 	int fd, rc;
 
-	snprintf(tmp, sizeof(tmp), "%s/obj-XXXXXX", s->tmp);
+	snprintf(tmp, sizeof(tmp), "%s/obj-%d-XXXXXX", s->tmp, (int)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

@@ -78,6 +78,8 @@ int store_default_path(char *out, size_t n);
 
 /* Create if needed and open.  0 or -errno (a clear error is logged). */
 int store_open(const char *path, struct store **out);
+/* Remove what killed writers left in STORE/tmp (store_open does). */
+void store_sweep_tmp(struct store *s);
 void store_close(struct store *s);
 
 const char *store_path(const struct store *s);

@@ -195,3 +195,50 @@ def test_help_goes_to_stdout(cmd):
     p = bare(cmd, "--help")
     assert p.returncode == 0 and p.stdout.startswith(b"usage: stashfs " + cmd.encode())
     assert p.stderr == b""
+
+
+def test_killed_saves_leave_nothing_in_the_store(stash, tmp_path):
+    """A save killed while it writes packs leaves them in STORE/tmp; the
+    next command removes them, but never a file a live writer holds."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(os.urandom(2 << 20))
+    stash.run("ls")  # makes the store
+    tmp = os.path.join(stash.store, "tmp")
+
+    def held_bytes():
+        n = 0
+        for e in os.scandir(tmp):
+            try:
+                n += e.stat().st_size
+            except FileNotFoundError:
+                pass
+        return n
+
+    for _ in range(3):
+        p = subprocess.Popen([stash.bin, "save", src, "--key", "k", "--level", "19", "--store",
+                              stash.store, "--remote", stash.remote],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and held_bytes() < (1 << 20):
+            time.sleep(0.01)
+        p.kill()
+        p.wait()
+        assert held_bytes() > 0, "the save was not caught writing a pack"
+    # a live writer's file: held (flock) by another process, named by it
+    held = os.path.join(tmp, f"pack-{os.getpid()}-live")
+    holder = subprocess.Popen(["flock", held, "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 5
+        while not os.path.exists(held) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        dead = os.path.join(tmp, "obj-999999999-gone")
+        open(dead, "w").close()
+        stash.run("ls")
+        assert sorted(os.listdir(tmp)) == [os.path.basename(held)]
+    finally:
+        holder.kill()
+        holder.wait()
+    stash.run("save", src, "--key", "k")  # and the next save completes
+    assert os.listdir(tmp) == [os.path.basename(held)]
