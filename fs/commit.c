@@ -23,7 +23,42 @@ struct walker {
 	struct snap_tree *t;
 	struct idmap *links; /* inode -> first entry index */
 	uint32_t *members; /* per entry: hard-link group size (leaders) */
+	uint64_t xattrs_dropped; /* names a snapshot does not keep */
 };
+
+/* The xattrs of inode ino for entry idx of the tree. */
+static int add_xattrs(struct walker *w, uint64_t ino, uint32_t idx)
+{
+	char names[65536], *nm;
+	char *val = NULL;
+	ssize_t n = ov_listxattr(w->ov, ino, names, sizeof(names));
+	int rc = 0;
+
+	if (n <= 0)
+		return n < 0 ? (int)n : 0;
+	val = malloc(CATALOG_MAX_XATTR_VALUE);
+	if (!val)
+		return -ENOMEM;
+	for (nm = names; nm < names + n && !rc; nm += strlen(nm) + 1) {
+		ssize_t vl;
+
+		if (!snap_xattr_kept(nm) || strlen(nm) > CATALOG_MAX_XATTR_NAME) {
+			w->xattrs_dropped++;
+			continue;
+		}
+		vl = ov_getxattr(w->ov, ino, nm, val, CATALOG_MAX_XATTR_VALUE);
+		if (vl == -ERANGE) {
+			w->xattrs_dropped++;
+			continue;
+		}
+		if (vl < 0)
+			rc = (int)vl;
+		else
+			rc = snap_tree_add_xattr(w->t, idx, nm, val, (size_t)vl);
+	}
+	free(val);
+	return rc;
+}
 
 static void ino_key(uint64_t ino, struct cas_id *k)
 {
@@ -46,7 +81,17 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 	rc = snap_tree_add(w->t, parent, d->name, d->len, &st, NULL, idx);
 	if (rc)
 		return rc;
-	if (S_ISREG(a.mode)) {
+	if (S_ISLNK(a.mode)) { /* every name of a symlink carries its target */
+		char target[CATALOG_MAX_TARGET + 1];
+		ssize_t n = ov_readlink(w->ov, a.ino, target, sizeof(target));
+
+		if (n < 0)
+			return (int)n;
+		rc = snap_tree_set_target(w->t, *idx, target, (size_t)n);
+		if (rc)
+			return rc;
+	}
+	if (!S_ISDIR(a.mode)) {
 		ino_key(a.ino, &k);
 		if (idmap_get(w->links, &k, &leader) == 0) {
 			w->t->e[*idx].ino = leader;
@@ -55,6 +100,8 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 		rc = idmap_put(w->links, &k, *idx);
 		if (rc)
 			return rc;
+	}
+	if (S_ISREG(a.mode)) {
 		if (a.upper) {
 			char path[PATH_MAX];
 
@@ -65,15 +112,8 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 		} else {
 			w->t->base[*idx] = a.cat_idx;
 		}
-	} else if (S_ISLNK(a.mode)) {
-		char target[CATALOG_MAX_TARGET + 1];
-		ssize_t n = ov_readlink(w->ov, a.ino, target, sizeof(target));
-
-		if (n < 0)
-			return (int)n;
-		rc = snap_tree_set_target(w->t, *idx, target, (size_t)n);
 	}
-	return rc;
+	return add_xattrs(w, a.ino, *idx);
 }
 
 /* Lay the view out like save does: each directory's children a block. */
@@ -90,6 +130,8 @@ static int walk_view(struct walker *w)
 		return rc;
 	ov_attr_stat(&root, &st);
 	rc = snap_tree_add(w->t, 0, "", 0, &st, NULL, &idx);
+	if (!rc)
+		rc = add_xattrs(w, 1, idx);
 	if (rc)
 		return rc;
 	/* stack of (entry index, inode) of directories to list */
@@ -333,6 +375,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	rc = snapshot_publish(r, &t, cat, (const uint32_t *)reads.p, reads.len / 4, &so, st);
 	if (rc)
 		goto out;
+	st->xattrs_dropped = w.xattrs_dropped;
 	{
 		char hex[CAS_HEX_LEN + 1];
 

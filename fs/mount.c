@@ -372,7 +372,7 @@ static int empty_catalog(struct repo *r, struct cas_id *id)
 	root.nlink = 2;
 	root.uid = getuid();
 	root.gid = getgid();
-	rc = catalog_build(&img, &root, 1, NULL, 0, NULL, 0, NULL, 0, NULL, 0, "", 0);
+	rc = catalog_build(&img, &root, 1, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, "", 0);
 	if (rc)
 		return rc;
 	cas_hash(img.p, img.len, id);

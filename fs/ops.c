@@ -142,8 +142,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ov_attr a;
-	int rc = ov_lookup(ctx_of(req)->ov, parent, name, &a);
+	int rc;
 
+	/* the kernel passes names up to 1024 bytes; a component this
+	 * filesystem cannot hold is ENAMETOOLONG on every call through it */
+	if (strlen(name) > CATALOG_MAX_NAME) {
+		reply_err(req, -ENAMETOOLONG);
+		return;
+	}
+	rc = ov_lookup(ctx_of(req)->ov, parent, name, &a);
 	__atomic_add_fetch(&ctx_of(req)->stats->lookups, 1, __ATOMIC_RELAXED);
 	if (rc == -ENOENT) {
 		/* a negative entry the kernel may keep: names appear only through us */
@@ -242,6 +249,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		what |= OV_SET_MTIME_NOW;
 	else if (to_set & FUSE_SET_ATTR_MTIME)
 		what |= OV_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		what |= OV_SET_ATIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		what |= OV_SET_ATIME;
 	rc = ov_setattr(c->ov, ino, what, attr, &a);
 	if (rc) {
 		reply_err(req, rc);
@@ -263,11 +274,11 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 }
 
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      const char *target)
+		      const char *target, dev_t rdev)
 {
 	const struct fuse_ctx *fc = fuse_req_ctx(req);
 	struct ov_attr a;
-	int rc = ov_create(ctx_of(req)->ov, parent, name, mode, fc->uid, fc->gid, target, &a);
+	int rc = ov_create(ctx_of(req)->ov, parent, name, mode, fc->uid, fc->gid, target, rdev, &a);
 
 	if (rc)
 		reply_err(req, rc);
@@ -275,20 +286,23 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_entry(req, &a);
 }
 
+/* Regular files, FIFOs, sockets and devices (the kernel has checked that
+ * the caller may make a device; its files are the kernel's to open). */
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)rdev;
-	if (!S_ISREG(mode)) {
-		/* sockets, FIFOs and devices are not kept in snapshots */
-		reply_err(req, -EOPNOTSUPP);
-		return;
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFIFO:
+	case S_IFSOCK:
+	case S_IFCHR:
+	case S_IFBLK: make_node(req, parent, name, mode, NULL, rdev); break;
+	default: reply_err(req, -EINVAL);
 	}
-	make_node(req, parent, name, mode, NULL);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	make_node(req, parent, name, S_IFDIR | (mode & 07777), NULL);
+	make_node(req, parent, name, S_IFDIR | (mode & 07777), NULL, 0);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -297,7 +311,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 		reply_err(req, -ENAMETOOLONG);
 		return;
 	}
-	make_node(req, parent, name, S_IFLNK | 0777, link);
+	make_node(req, parent, name, S_IFLNK | 0777, link, 0);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -425,7 +439,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	int rc;
 
 	rc = ov_create(ctx_of(req)->ov, parent, name, S_IFREG | (mode & 07777), fc->uid, fc->gid,
-		       NULL, &a);
+		       NULL, 0, &a);
 	if (rc) {
 		reply_err(req, rc);
 		return;

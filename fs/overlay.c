@@ -92,8 +92,10 @@ struct ov {
 	struct u64set rows;
 	struct u64set uppers; /* rows with upper = 1 (never cleared) */
 	struct u64set dirty;
+	struct u64set xups; /* catalog inodes whose xattrs are in the table */
 	uint64_t next_ino;
-	int has_xattrs;
+	int has_xattrs; /* in the table */
+	int cat_xattrs; /* in the catalog */
 	sqlite3_stmt *get_ino, *put_ino, *get_dent, *put_dent, *del_dent, *list_dent;
 };
 
@@ -108,11 +110,22 @@ static const char schema[] =
 	" uid INTEGER NOT NULL, gid INTEGER NOT NULL, nlink INTEGER NOT NULL,"
 	" size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
 	" ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, target BLOB,"
-	" upper INTEGER NOT NULL, cat INTEGER NOT NULL);"
+	" upper INTEGER NOT NULL, cat INTEGER NOT NULL, atime_s INTEGER, atime_ns INTEGER,"
+	" rdev INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS dentries(parent INTEGER NOT NULL, name BLOB NOT NULL,"
 	" ino INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS xattrs(ino INTEGER NOT NULL, name TEXT NOT NULL,"
-	" value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;";
+	" value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS xup(ino INTEGER PRIMARY KEY);";
+
+/* States written before atime, devices and catalog xattrs: the columns
+ * they lack (an error where a column is there is the expected answer),
+ * and their xattrs, which were all the table's. */
+static const char *const migrate[] = {
+	"ALTER TABLE inodes ADD COLUMN atime_s INTEGER",
+	"ALTER TABLE inodes ADD COLUMN atime_ns INTEGER",
+	"ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0",
+};
 
 static int sqlerr(struct ov *ov, int rc, const char *what)
 {
@@ -194,6 +207,14 @@ static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *t
 		a->ctime_ns = (uint32_t)sqlite3_column_int64(st, 8);
 		a->upper = sqlite3_column_int(st, 10);
 		a->cat_idx = (uint32_t)sqlite3_column_int64(st, 11);
+		if (sqlite3_column_type(st, 12) == SQLITE_NULL) {
+			a->atime_s = a->mtime_s;
+			a->atime_ns = a->mtime_ns;
+		} else {
+			a->atime_s = sqlite3_column_int64(st, 12);
+			a->atime_ns = (uint32_t)sqlite3_column_int64(st, 13);
+		}
+		a->rdev = (uint64_t)sqlite3_column_int64(st, 14);
 		if (target) {
 			buf_reset(target);
 			rc = buf_append(target, sqlite3_column_blob(st, 9),
@@ -234,6 +255,9 @@ static int put_row(struct ov *ov, const struct ov_attr *a, const char *target, s
 		sqlite3_bind_null(st, 11);
 	sqlite3_bind_int(st, 12, a->upper);
 	sqlite3_bind_int64(st, 13, a->cat_idx);
+	sqlite3_bind_int64(st, 14, a->atime_s);
+	sqlite3_bind_int64(st, 15, a->atime_ns);
+	sqlite3_bind_int64(st, 16, (sqlite3_int64)a->rdev);
 	rc = sqlerr(ov, sqlite3_step(st), "write inode");
 	sqlite3_reset(st);
 	if (!rc)
@@ -254,8 +278,10 @@ static void cat_attr(struct ov *ov, uint32_t idx, struct ov_attr *a)
 	a->gid = ov->o.preserve_owner ? e->gid : ov->o.gid;
 	a->nlink = e->nlink;
 	a->size = S_ISDIR(e->mode) ? 4096 : e->size;
-	a->mtime_s = a->ctime_s = e->mtime_sec;
-	a->mtime_ns = a->ctime_ns = e->mtime_nsec;
+	a->mtime_s = a->ctime_s = a->atime_s = e->mtime_sec;
+	a->mtime_ns = a->ctime_ns = a->atime_ns = e->mtime_nsec;
+	if (S_ISCHR(e->mode) || S_ISBLK(e->mode))
+		a->rdev = e->first;
 	a->cat_idx = idx;
 }
 
@@ -454,6 +480,13 @@ static int load_sets(struct ov *ov)
 	sqlite3_finalize(st);
 	st = NULL;
 	if (!rc)
+		rc = prep(ov, &st, "SELECT ino FROM xup");
+	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		rc = set_add(&ov->xups, (uint64_t)sqlite3_column_int64(st, 0));
+	rc = rc == SQLITE_DONE ? 0 : rc;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (!rc)
 		rc = prep(ov, &st, "SELECT COUNT(*) FROM xattrs");
 	if (!rc && sqlite3_step(st) == SQLITE_ROW)
 		ov->has_xattrs = sqlite3_column_int64(st, 0) > 0;
@@ -556,6 +589,7 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	snprintf(ov->dir, sizeof(ov->dir), "%s", dir);
 	ov->cat = cat;
 	ov->ncat = catalog_count(cat);
+	ov->cat_xattrs = catalog_header(cat)->n_xattrs > 0;
 	ov->o = *o;
 	pthread_rwlock_init(&ov->lock, NULL);
 	pthread_mutex_init(&ov->copy_lock, NULL);
@@ -567,13 +601,25 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	rc = store_db_open(path, schema, "mount state", &ov->db);
 	if (rc)
 		goto fail;
+	{
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(migrate); i++)
+			sqlite3_exec(ov->db, migrate[i], NULL, NULL, NULL);
+		if (!o->readonly)
+			sqlite3_exec(ov->db,
+				     "INSERT OR IGNORE INTO xup SELECT DISTINCT ino FROM xattrs",
+				     NULL, NULL, NULL);
+	}
 	rc = prep(ov, &ov->get_ino,
-		  "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns,"
-		  " ctime_s, ctime_ns, target, upper, cat FROM inodes WHERE ino = ?1");
+		  "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns, ctime_s, ctime_ns,"
+		  " target, upper, cat, atime_s, atime_ns, rdev FROM inodes WHERE ino = ?1");
 	if (!rc)
 		rc = prep(ov, &ov->put_ino,
-			  "INSERT OR REPLACE INTO inodes VALUES"
-			  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
+			  "INSERT OR REPLACE INTO inodes(ino, mode, uid, gid, nlink, size,"
+			  " mtime_s, mtime_ns, ctime_s, ctime_ns, target, upper, cat, atime_s,"
+			  " atime_ns, rdev) VALUES"
+			  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
 	if (!rc)
 		rc = prep(ov, &ov->get_dent,
 			  "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
@@ -623,6 +669,7 @@ void ov_close(struct ov *ov)
 	free(ov->rows.v);
 	free(ov->uppers.v);
 	free(ov->dirty.v);
+	free(ov->xups.v);
 	pthread_rwlock_destroy(&ov->lock);
 	pthread_mutex_destroy(&ov->copy_lock);
 	free(ov);
@@ -658,7 +705,9 @@ void ov_attr_stat(const struct ov_attr *a, struct stat *st)
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 	st->st_mtim.tv_sec = a->mtime_s;
 	st->st_mtim.tv_nsec = a->mtime_ns;
-	st->st_atim = st->st_mtim;
+	st->st_atim.tv_sec = a->atime_s;
+	st->st_atim.tv_nsec = a->atime_ns;
+	st->st_rdev = (dev_t)a->rdev;
 	st->st_ctim.tv_sec = a->ctime_s;
 	st->st_ctim.tv_nsec = a->ctime_ns;
 }
@@ -860,7 +909,7 @@ static int dir_is_empty(struct ov *ov, uint64_t dir)
 }
 
 int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
-	      const char *target, struct ov_attr *a)
+	      const char *target, dev_t rdev, struct ov_attr *a)
 {
 	struct ov_attr p;
 	uint64_t ino;
@@ -890,8 +939,9 @@ int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid
 	a->nlink = S_ISDIR(mode) ? 2 : 1;
 	a->size = S_ISDIR(mode) ? 4096 : target ? strlen(target) : 0;
 	now_ts(&a->mtime_s, &a->mtime_ns);
-	a->ctime_s = a->mtime_s;
-	a->ctime_ns = a->mtime_ns;
+	a->ctime_s = a->atime_s = a->mtime_s;
+	a->ctime_ns = a->atime_ns = a->mtime_ns;
+	a->rdev = S_ISCHR(mode) || S_ISBLK(mode) ? rdev : 0;
 	a->upper = S_ISREG(mode);
 	a->cat_idx = OV_NONE;
 	if (S_ISREG(mode)) {
@@ -1105,6 +1155,12 @@ int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st, str
 			}
 		}
 	}
+	if (what & OV_SET_ATIME_NOW) {
+		now_ts(&a->atime_s, &a->atime_ns);
+	} else if (what & OV_SET_ATIME) {
+		a->atime_s = st->st_atim.tv_sec;
+		a->atime_ns = (uint32_t)st->st_atim.tv_nsec;
+	}
 	now_ts(&a->ctime_s, &a->ctime_ns);
 	rc = save_row(ov, a);
 	if (!rc)
@@ -1192,6 +1248,72 @@ out:
 
 /* ---- xattrs ---- */
 
+/* Are ino's xattrs the table's (made here, or copied up)?  Lock held. */
+static int xattrs_in_table(struct ov *ov, uint64_t ino)
+{
+	return ino > ov->ncat || set_has(&ov->xups, ino);
+}
+
+/* The catalog's xattrs of catalog inode ino. */
+static const struct cat_xattr *cat_xattrs(struct ov *ov, uint64_t ino, uint32_t *n)
+{
+	if (!ov->cat_xattrs) {
+		*n = 0;
+		return NULL;
+	}
+	return catalog_xattrs(ov->cat, (uint32_t)(ino - 1), n);
+}
+
+/* Before the first change of a catalog inode's xattrs: copy them into
+ * the table, which holds them from then on.  In a transaction. */
+static int xattrs_copy_up(struct ov *ov, uint64_t ino)
+{
+	const struct cat_xattr *x;
+	sqlite3_stmt *st = NULL;
+	uint32_t n, i;
+	int rc;
+
+	if (xattrs_in_table(ov, ino))
+		return 0;
+	x = cat_xattrs(ov, ino, &n);
+	rc = prep(ov, &st, "INSERT OR REPLACE INTO xattrs VALUES(?1,?2,?3)");
+	for (i = 0; i < n && !rc; i++) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		sqlite3_bind_text(st, 2, catalog_str(ov->cat, x[i].name_off), (int)x[i].name_len,
+				  SQLITE_STATIC);
+		sqlite3_bind_blob(st, 3, catalog_str(ov->cat, x[i].value_off), (int)x[i].value_len,
+				  SQLITE_STATIC);
+		rc = sqlerr(ov, sqlite3_step(st), "copy xattrs");
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (!rc)
+		rc = prep(ov, &st, "INSERT OR IGNORE INTO xup VALUES(?1)");
+	if (!rc) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		rc = sqlerr(ov, sqlite3_step(st), "copy xattrs");
+	}
+	sqlite3_finalize(st);
+	if (!rc)
+		rc = set_add(&ov->xups, ino);
+	if (!rc && n)
+		ov->has_xattrs = 1;
+	return rc;
+}
+
+/* An xattr changed: ctime now.  In a transaction. */
+static int xattrs_touch(struct ov *ov, uint64_t ino)
+{
+	struct ov_attr a;
+	int rc = ensure_row(ov, ino, &a);
+
+	if (rc)
+		return rc;
+	now_ts(&a.ctime_s, &a.ctime_ns);
+	return save_row(ov, &a);
+}
+
 int ov_setxattr(struct ov *ov, uint64_t ino, const char *name, const void *v, size_t n, int flags)
 {
 	sqlite3_stmt *st = NULL;
@@ -1201,6 +1323,8 @@ int ov_setxattr(struct ov *ov, uint64_t ino, const char *name, const void *v, si
 	rc = begin(ov);
 	if (!rc)
 		rc = attr_locked(ov, ino, &a);
+	if (!rc)
+		rc = xattrs_copy_up(ov, ino);
 	if (!rc)
 		rc = prep(ov, &st, "SELECT 1 FROM xattrs WHERE ino=?1 AND name=?2");
 	if (rc)
@@ -1227,9 +1351,22 @@ int ov_setxattr(struct ov *ov, uint64_t ino, const char *name, const void *v, si
 	rc = sqlerr(ov, sqlite3_step(st), "set xattr");
 	if (!rc)
 		ov->has_xattrs = 1;
+	if (!rc)
+		rc = xattrs_touch(ov, ino);
 out:
 	sqlite3_finalize(st);
 	return end(ov, rc);
+}
+
+/* Copy value (len bytes) out as getxattr does: size only when n is 0. */
+static ssize_t xattr_out(const void *value, size_t len, void *v, size_t n)
+{
+	if (n == 0)
+		return (ssize_t)len;
+	if (len > n)
+		return -ERANGE;
+	memcpy(v, value, len);
+	return (ssize_t)len;
 }
 
 ssize_t ov_getxattr(struct ov *ov, uint64_t ino, const char *name, void *v, size_t n)
@@ -1237,59 +1374,80 @@ ssize_t ov_getxattr(struct ov *ov, uint64_t ino, const char *name, void *v, size
 	sqlite3_stmt *st = NULL;
 	ssize_t rc;
 
-	if (!ov->has_xattrs)
+	if (!ov->has_xattrs && !ov->cat_xattrs)
 		return -ENODATA;
 	pthread_rwlock_rdlock(&ov->lock);
-	rc = prep(ov, &st, "SELECT value FROM xattrs WHERE ino=?1 AND name=?2");
+	if (!xattrs_in_table(ov, ino)) {
+		uint32_t k, nx;
+		const struct cat_xattr *x = cat_xattrs(ov, ino, &nx);
+		size_t nl = strlen(name);
+
+		rc = -ENODATA;
+		for (k = 0; k < nx; k++)
+			if (x[k].name_len == nl &&
+			    !memcmp(catalog_str(ov->cat, x[k].name_off), name, nl))
+				rc = xattr_out(catalog_str(ov->cat, x[k].value_off), x[k].value_len,
+					       v, n);
+		pthread_rwlock_unlock(&ov->lock);
+		return rc;
+	}
+	rc = ov->has_xattrs ? prep(ov, &st, "SELECT value FROM xattrs WHERE ino=?1 AND name=?2")
+			    : 1;
 	if (!rc) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
 		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			size_t len = (size_t)sqlite3_column_bytes(st, 0);
-
-			if (n == 0)
-				rc = (ssize_t)len;
-			else if (len > n)
-				rc = -ERANGE;
-			else {
-				memcpy(v, sqlite3_column_blob(st, 0), len);
-				rc = (ssize_t)len;
-			}
-		} else {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			rc = xattr_out(sqlite3_column_blob(st, 0),
+				       (size_t)sqlite3_column_bytes(st, 0), v, n);
+		else
 			rc = -ENODATA;
-		}
+	} else if (rc == 1) {
+		rc = -ENODATA;
 	}
 	sqlite3_finalize(st);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
 }
 
+/* Append name (len bytes, then a NUL) to a listxattr answer. */
+static int list_add(char *v, size_t n, size_t *total, const char *name, size_t len)
+{
+	if (n && *total + len + 1 > n)
+		return -ERANGE;
+	if (n) {
+		memcpy(v + *total, name, len);
+		v[*total + len] = '\0';
+	}
+	*total += len + 1;
+	return 0;
+}
+
 ssize_t ov_listxattr(struct ov *ov, uint64_t ino, char *v, size_t n)
 {
 	sqlite3_stmt *st = NULL;
 	size_t total = 0;
-	ssize_t rc;
+	ssize_t rc = 0;
 
-	if (!ov->has_xattrs)
+	if (!ov->has_xattrs && !ov->cat_xattrs)
 		return 0;
 	pthread_rwlock_rdlock(&ov->lock);
-	rc = prep(ov, &st, "SELECT name FROM xattrs WHERE ino=?1 ORDER BY name");
-	if (!rc) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		while (sqlite3_step(st) == SQLITE_ROW) {
-			size_t len = (size_t)sqlite3_column_bytes(st, 0) + 1;
+	if (!xattrs_in_table(ov, ino)) {
+		uint32_t k, nx;
+		const struct cat_xattr *x = cat_xattrs(ov, ino, &nx);
 
-			if (n && total + len > n) {
-				rc = -ERANGE;
-				break;
-			}
-			if (n)
-				memcpy(v + total, sqlite3_column_text(st, 0), len);
-			total += len;
-		}
+		for (k = 0; k < nx && !rc; k++)
+			rc = list_add(v, n, &total, catalog_str(ov->cat, x[k].name_off),
+				      x[k].name_len);
+	} else if (ov->has_xattrs) {
+		rc = prep(ov, &st, "SELECT name FROM xattrs WHERE ino=?1 ORDER BY name");
 		if (!rc)
-			rc = (ssize_t)total;
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+		while (!rc && sqlite3_step(st) == SQLITE_ROW)
+			rc = list_add(v, n, &total, (const char *)sqlite3_column_text(st, 0),
+				      (size_t)sqlite3_column_bytes(st, 0));
 	}
+	if (!rc)
+		rc = (ssize_t)total;
 	sqlite3_finalize(st);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
@@ -1302,6 +1460,8 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
 
 	rc = begin(ov);
 	if (!rc)
+		rc = xattrs_copy_up(ov, ino);
+	if (!rc)
 		rc = prep(ov, &st, "DELETE FROM xattrs WHERE ino=?1 AND name=?2");
 	if (!rc) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
@@ -1311,5 +1471,8 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
 			rc = -ENODATA;
 	}
 	sqlite3_finalize(st);
+	st = NULL;
+	if (!rc)
+		rc = xattrs_touch(ov, ino);
 	return end(ov, rc);
 }

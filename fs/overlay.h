@@ -6,9 +6,12 @@
  * use their group leader's); inodes made in the mount are numbered after
  * the catalog's and never reused.  State:
  *
- *   inodes(ino, mode, uid, gid, nlink, size, mtime, ctime, target, upper)
+ *   inodes(ino, mode, uid, gid, nlink, size, mtime, ctime, target, upper,
+ *          cat, atime, rdev)
  *       a full record for every inode made or changed in the mount; a
- *       catalog inode without a row is exactly as the catalog says.
+ *       catalog inode without a row is exactly as the catalog says (its
+ *       atime is its mtime).  atime is what was set (utimensat): reads do
+ *       not update it.
  *       upper = 1: content lives in data/<ino> (size and mtime are that
  *       file's).  nlink 0: unlinked; kept while it may be open, dropped
  *       on the next open of the state.
@@ -16,7 +19,10 @@
  *       names added in the mount, and whiteouts (ino 0) that hide a
  *       catalog name.  A name in a catalog directory is looked up here
  *       first, then in the catalog.
- *   xattrs(ino, name, value)
+ *   xattrs(ino, name, value), xup(ino)
+ *       the xattrs of inodes made in the mount, and of catalog inodes in
+ *       xup (copied up at their first xattr change); the others' are the
+ *       catalog's.
  *
  * Everything is on disk as soon as an operation returns (SQLite WAL, data
  * files written through), so a killed daemon loses nothing: opening the
@@ -42,13 +48,14 @@ struct ov_attr {
 	uint64_t ino;
 	uint32_t mode, uid, gid, nlink;
 	uint64_t size;
-	int64_t mtime_s, ctime_s;
-	uint32_t mtime_ns, ctime_ns;
+	int64_t mtime_s, ctime_s, atime_s;
+	uint32_t mtime_ns, ctime_ns, atime_ns;
+	uint64_t rdev; /* character and block devices */
 	int upper; /* content in the data file */
 	uint32_t cat_idx; /* catalog index of the content/record, OV_NONE if new */
 };
 
-/* a's fields as a struct stat (atime = mtime; no device numbers). */
+/* a's fields as a struct stat. */
 struct stat;
 void ov_attr_stat(const struct ov_attr *a, struct stat *st);
 
@@ -95,9 +102,10 @@ ssize_t ov_readlink(struct ov *ov, uint64_t ino, char *buf, size_t n);
 int ov_list(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n);
 void ov_dirents_free(struct ov_dirent *v, size_t n);
 
-/* Create a regular file, directory or symlink (target non-NULL). */
+/* Create a file of any kind: a symlink with target non-NULL, a device
+ * with rdev. */
 int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
-	      const char *target, struct ov_attr *a);
+	      const char *target, dev_t rdev, struct ov_attr *a);
 int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name, struct ov_attr *a);
 int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir);
 int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
@@ -110,6 +118,8 @@ int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newpare
 #define OV_SET_MTIME 16
 #define OV_SET_MTIME_NOW 32
 #define OV_SET_CTIME 64
+#define OV_SET_ATIME 128
+#define OV_SET_ATIME_NOW 256
 int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st, struct ov_attr *a);
 
 /*

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,9 @@
 #error "the catalog format is little-endian; add byte swapping for this host"
 #endif
 
-_Static_assert(sizeof(struct cat_header) == 144, "header size");
+_Static_assert(sizeof(struct cat_header) == 160, "header size");
+_Static_assert(offsetof(struct cat_header, n_xattrs) == CATALOG_V1_HEADER, "v1 header");
+_Static_assert(sizeof(struct cat_xattr) == 32, "xattr size");
 _Static_assert(sizeof(struct cat_entry) == 72, "entry size");
 _Static_assert(sizeof(struct cat_ref) == 16, "ref size");
 _Static_assert(sizeof(struct cat_chunk) == 56, "chunk size");
@@ -28,12 +31,14 @@ struct catalog {
 	const uint8_t *base;
 	size_t size;
 	int mapped;
+	struct cat_header h_; /* the header, a version 1 one completed */
 	const struct cat_header *h;
 	const struct cat_entry *e;
 	const struct cat_ref *r;
 	const struct cat_chunk *c;
 	const struct cas_id *p;
 	const uint32_t *rd;
+	const struct cat_xattr *x;
 	const char *s;
 };
 
@@ -45,8 +50,8 @@ static uint64_t align8(uint64_t v)
 int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
 		  const struct cat_ref *refs, uint64_t n_refs, const struct cat_chunk *chunks,
 		  uint64_t n_chunks, const struct cas_id *packs, uint64_t n_packs,
-		  const uint32_t *reads, uint64_t n_reads, const char *strings,
-		  uint64_t strings_len)
+		  const uint32_t *reads, uint64_t n_reads, const struct cat_xattr *xattrs,
+		  uint64_t n_xattrs, const char *strings, uint64_t strings_len)
 {
 	struct cat_header h;
 	uint64_t off, i;
@@ -74,6 +79,9 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 	h.n_reads = n_reads;
 	h.off_reads = off;
 	off = align8(off + n_reads * sizeof(*reads));
+	h.n_xattrs = n_xattrs;
+	h.off_xattrs = off;
+	off += n_xattrs * sizeof(*xattrs);
 	h.off_strings = off;
 	off += strings_len;
 	h.total_size = align8(off);
@@ -96,7 +104,8 @@ int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_e
 	buf_append(out, chunks, n_chunks * sizeof(*chunks));
 	buf_append(out, packs, n_packs * sizeof(*packs));
 	buf_append(out, reads, n_reads * sizeof(*reads));
-	buf_append(out, zeros, h.off_strings - out->len);
+	buf_append(out, zeros, h.off_xattrs - out->len);
+	buf_append(out, xattrs, n_xattrs * sizeof(*xattrs));
 	buf_append(out, strings, strings_len);
 	buf_append(out, zeros, h.total_size - out->len);
 	return 0;
@@ -129,16 +138,82 @@ static int bad(char *why, size_t whylen, const char *fmt, ...)
 /* section [off, off + cnt * sz) inside [hdr, total) without overflow */
 static int section_ok(uint64_t off, uint64_t cnt, uint64_t sz, uint64_t total)
 {
-	if (off < sizeof(struct cat_header) || off > total || (off & 7))
+	if (off < CATALOG_V1_HEADER || off > total || (off & 7))
 		return 0;
 	if (cnt > (total - off) / sz)
 		return 0;
 	return 1;
 }
 
+/* The header of image p (n bytes) into h, a version 1 one completed. */
+static int read_header(const void *p, size_t n, struct cat_header *h, char *why, size_t whylen)
+{
+	if (n < CATALOG_V1_HEADER)
+		return bad(why, whylen, "truncated: %zu bytes, header needs %zu", n,
+			   (size_t)CATALOG_V1_HEADER);
+	memset(h, 0, sizeof(*h));
+	memcpy(h, p, CATALOG_V1_HEADER);
+	if (memcmp(h->magic, CATALOG_MAGIC, 8) != 0)
+		return bad(why, whylen, "not a stashfs catalog (bad magic)");
+	if (h->version == 1 && h->header_size == CATALOG_V1_HEADER)
+		return 0;
+	if (h->version != CATALOG_VERSION || h->header_size != sizeof(*h))
+		return bad(why, whylen, "unsupported catalog version %u", h->version);
+	if (n < sizeof(*h))
+		return bad(why, whylen, "truncated: %zu bytes, header needs %zu", n, sizeof(*h));
+	memcpy(h, p, sizeof(*h));
+	return 0;
+}
+
+/* The link group of member x (index i) is sound: a leader of its kind. */
+static int member_ok(const struct cat_entry *e, uint64_t n, uint64_t i)
+{
+	const struct cat_entry *x = &e[i], *l;
+
+	if (x->ino >= n)
+		return 0;
+	l = &e[x->ino];
+	if (l->ino != x->ino || (l->mode & S_IFMT) != (x->mode & S_IFMT))
+		return 0;
+	if (S_ISREG(x->mode))
+		return x->count == 0 && l->size == x->size;
+	if (S_ISCHR(x->mode) || S_ISBLK(x->mode))
+		return l->first == x->first;
+	return 1;
+}
+
+static int validate_xattrs(const struct cat_header *h, const struct cat_entry *e,
+			   const struct cat_xattr *x, const char *s, char *why, size_t whylen)
+{
+	uint64_t i;
+
+	for (i = 0; i < h->n_xattrs; i++) {
+		const struct cat_xattr *a = &x[i];
+
+		if (a->entry >= h->n_entries || e[a->entry].ino != a->entry)
+			return bad(why, whylen, "xattr %llu: not of a leader",
+				   (unsigned long long)i);
+		if (a->name_len == 0 || a->name_len > CATALOG_MAX_XATTR_NAME ||
+		    a->name_off > h->strings_len || a->name_len > h->strings_len - a->name_off ||
+		    memchr(s + a->name_off, 0, a->name_len))
+			return bad(why, whylen, "xattr %llu: bad name", (unsigned long long)i);
+		if (a->value_len > CATALOG_MAX_XATTR_VALUE || a->value_off > h->strings_len ||
+		    a->value_len > h->strings_len - a->value_off)
+			return bad(why, whylen, "xattr %llu: value out of bounds",
+				   (unsigned long long)i);
+		if (i > 0 && (x[i - 1].entry > a->entry ||
+			      (x[i - 1].entry == a->entry &&
+			       catalog_name_cmp(s + x[i - 1].name_off, x[i - 1].name_len,
+						s + a->name_off, a->name_len) >= 0)))
+			return bad(why, whylen, "xattr %llu: not sorted", (unsigned long long)i);
+	}
+	return 0;
+}
+
 static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t **depthp)
 {
-	const struct cat_header *h = p;
+	struct cat_header hc;
+	const struct cat_header *h = &hc;
 	uint16_t *depth;
 	const struct cat_entry *e;
 	const struct cat_ref *r;
@@ -146,12 +221,10 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	const char *s;
 	uint64_t i, j, members = 0;
 
-	if (n < sizeof(*h))
-		return bad(why, whylen, "truncated: %zu bytes, header needs %zu", n, sizeof(*h));
-	if (memcmp(h->magic, CATALOG_MAGIC, 8) != 0)
-		return bad(why, whylen, "not a stashfs catalog (bad magic)");
-	if (h->version != CATALOG_VERSION || h->header_size != sizeof(*h))
-		return bad(why, whylen, "unsupported catalog version %u", h->version);
+	int rc = read_header(p, n, &hc, why, whylen);
+
+	if (rc)
+		return rc;
 	if (h->total_size != n)
 		return bad(why, whylen, "truncated: %zu bytes of %llu", n,
 			   (unsigned long long)h->total_size);
@@ -160,7 +233,8 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	    !section_ok(h->off_chunks, h->n_chunks, sizeof(*c), n) ||
 	    !section_ok(h->off_packs, h->n_packs, sizeof(struct cas_id), n) ||
 	    !section_ok(h->off_reads, h->n_reads, sizeof(uint32_t), n) ||
-	    h->off_strings < sizeof(*h) || h->off_strings > n ||
+	    (h->n_xattrs && !section_ok(h->off_xattrs, h->n_xattrs, sizeof(struct cat_xattr), n)) ||
+	    h->off_strings < h->header_size || h->off_strings > n ||
 	    h->strings_len > n - h->off_strings)
 		return bad(why, whylen, "section out of bounds");
 	if (h->n_entries < 1 || h->n_entries > UINT32_MAX || h->n_chunks > UINT32_MAX ||
@@ -252,8 +326,19 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 		case S_IFLNK:
 			if (x->count == 0 || x->count > CATALOG_MAX_TARGET ||
 			    x->first > h->strings_len || x->count > h->strings_len - x->first ||
-			    memchr(s + x->first, 0, x->count) || x->ino != i)
+			    memchr(s + x->first, 0, x->count) ||
+			    (x->ino != i && (h->version < 2 || !member_ok(e, h->n_entries, i))))
 				return bad(why, whylen, "entry %llu: bad symlink",
+					   (unsigned long long)i);
+			break;
+		case S_IFIFO:
+		case S_IFSOCK:
+		case S_IFCHR:
+		case S_IFBLK:
+			if (h->version < 2 || x->count || x->size ||
+			    ((S_ISFIFO(x->mode) || S_ISSOCK(x->mode)) && x->first) ||
+			    (x->ino != i && !member_ok(e, h->n_entries, i)))
+				return bad(why, whylen, "entry %llu: bad special file",
 					   (unsigned long long)i);
 			break;
 		case S_IFREG:
@@ -261,10 +346,7 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 				return bad(why, whylen, "entry %llu: bad link group",
 					   (unsigned long long)i);
 			if (x->ino != i) {
-				const struct cat_entry *l = &e[x->ino];
-
-				if (!S_ISREG(l->mode) || l->ino != x->ino || x->count ||
-				    l->size != x->size)
+				if (!member_ok(e, h->n_entries, i))
 					return bad(why, whylen, "entry %llu: bad link group",
 						   (unsigned long long)i);
 				break;
@@ -297,7 +379,8 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	 * lies in no other, so no directory lists a stranger */
 	if (members != h->n_entries - 1)
 		return bad(why, whylen, "overlapping directories");
-	return 0;
+	return validate_xattrs(h, e, (const void *)((const uint8_t *)p + h->off_xattrs), s, why,
+			       whylen);
 }
 
 int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
@@ -311,12 +394,14 @@ int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
 
 static void fill(struct catalog *c)
 {
-	c->h = (const void *)c->base;
+	read_header(c->base, c->size, &c->h_, NULL, 0);
+	c->h = &c->h_;
 	c->e = (const void *)(c->base + c->h->off_entries);
 	c->r = (const void *)(c->base + c->h->off_refs);
 	c->c = (const void *)(c->base + c->h->off_chunks);
 	c->p = (const void *)(c->base + c->h->off_packs);
 	c->rd = (const void *)(c->base + c->h->off_reads);
+	c->x = (const void *)(c->base + c->h->off_xattrs);
 	c->s = (const char *)c->base + c->h->off_strings;
 }
 
@@ -440,6 +525,29 @@ const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx)
 const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx)
 {
 	return &c->p[idx];
+}
+
+const struct cat_xattr *catalog_xattrs(const struct catalog *c, uint32_t idx, uint32_t *n)
+{
+	uint64_t lo = 0, hi = c->h->n_xattrs, end;
+
+	while (lo < hi) { /* first with entry >= idx */
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (c->x[mid].entry < idx)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (end = lo; end < c->h->n_xattrs && c->x[end].entry == idx; end++)
+		;
+	*n = (uint32_t)(end - lo);
+	return &c->x[lo];
+}
+
+const char *catalog_str(const struct catalog *c, uint64_t off)
+{
+	return c->s + off;
 }
 
 const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n)

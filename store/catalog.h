@@ -2,7 +2,8 @@
  * The snapshot catalog: an immutable tree in one flat, mmap-able file.
  *
  * Layout (little-endian, every section 8-byte aligned):
- *   header (144 bytes) | entries[] | refs[] | chunks[] | packs[] | reads[] | strings
+ *   header (160 bytes) | entries[] | refs[] | chunks[] | packs[] | reads[] |
+ *   xattrs[] | strings
  *
  * Entry i is inode i + 1 (the root is entry 0, FUSE inode 1), so inode
  * numbers are the same on every mount of a snapshot.  A directory's
@@ -13,15 +14,23 @@
  * A regular file's content is refs [first, first + count): each ref is the
  * file offset where a chunk starts.  A chunk is stored in a pack at
  * [pack_off, pack_off + stored_len), zstd-compressed when flags has
- * CHUNK_ZSTD, and its id is the SHA-256 of its raw bytes.  Hard links:
- * every member of a group has ino = index of the group's first member,
- * which alone carries refs.
+ * CHUNK_ZSTD, and its id is the SHA-256 of its raw bytes.  A symlink's
+ * target is strings [first, first + count); a device's number is first
+ * (count 0); FIFOs and sockets carry nothing.  Hard links (of any kind but
+ * directories): every member of a group has ino = index of the group's
+ * first member, the leader, which alone carries refs (a symlink member
+ * repeats the target).
+ *
+ * xattrs[] are the extended attributes of leaders, sorted by (entry,
+ * name); names and values lie in strings.
  *
  * reads[] (uint32 chunk indices) records, in order, the content the job
  * that committed this snapshot read, so the next mount can prefetch it.
  *
  * catalog_open validates every offset, count and the tree shape, so the
  * accessors below never read out of bounds on a catalog that opened.
+ * Version 1 catalogs (a 144-byte header, no xattrs, no special files,
+ * links of regular files only) are still read.
  */
 #ifndef STASH_CATALOG_H
 #define STASH_CATALOG_H
@@ -33,12 +42,15 @@
 #include <sys/types.h>
 
 #define CATALOG_MAGIC "STASHCT1"
-#define CATALOG_VERSION 1
+#define CATALOG_VERSION 2
+#define CATALOG_V1_HEADER 144
 /* caps on what a catalog may claim, checked before anything is allocated */
 #define CATALOG_MAX_BYTES (8ULL << 30)
 #define CATALOG_MAX_NAME 255
 #define CATALOG_MAX_TARGET 4096
 #define CATALOG_MAX_DEPTH 4096 /* directory levels below the root */
+#define CATALOG_MAX_XATTR_NAME 255
+#define CATALOG_MAX_XATTR_VALUE 65536
 
 #define CHUNK_ZSTD 1u
 
@@ -62,6 +74,8 @@ struct cat_header {
 	uint64_t n_files; /* regular files (links once) */
 	uint64_t n_reads; /* read record: chunk indices in first-read order */
 	uint64_t off_reads;
+	uint64_t n_xattrs; /* version 2 on */
+	uint64_t off_xattrs;
 };
 
 struct cat_entry {
@@ -76,7 +90,7 @@ struct cat_entry {
 	uint32_t ino; /* hard-link group leader's index, else own index */
 	uint32_t name_len;
 	uint64_t name_off;
-	uint64_t first; /* dir: first child; reg: first ref; lnk: target offset */
+	uint64_t first; /* dir: first child; reg: first ref; lnk: target offset; chr/blk: rdev */
 	uint32_t count; /* dir: children;    reg: refs;      lnk: target length */
 	uint32_t flags;
 };
@@ -96,6 +110,15 @@ struct cat_chunk {
 	uint32_t flags;
 };
 
+struct cat_xattr {
+	uint32_t entry; /* a leader's index */
+	uint32_t name_len;
+	uint64_t name_off;
+	uint64_t value_off;
+	uint32_t value_len;
+	uint32_t pad;
+};
+
 struct catalog;
 
 /*
@@ -105,8 +128,8 @@ struct catalog;
 int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
 		  const struct cat_ref *refs, uint64_t n_refs, const struct cat_chunk *chunks,
 		  uint64_t n_chunks, const struct cas_id *packs, uint64_t n_packs,
-		  const uint32_t *reads, uint64_t n_reads, const char *strings,
-		  uint64_t strings_len);
+		  const uint32_t *reads, uint64_t n_reads, const struct cat_xattr *xattrs,
+		  uint64_t n_xattrs, const char *strings, uint64_t strings_len);
 
 /*
  * Check an image.  0, or -EBADMSG with a reason in why (may be NULL).
@@ -127,6 +150,10 @@ const char *catalog_target(const struct catalog *c, const struct cat_entry *e);
 const struct cat_ref *catalog_refs(const struct catalog *c, const struct cat_entry *e);
 const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx);
 const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx);
+/* Extended attributes of leader idx: *n of them, sorted by name. */
+const struct cat_xattr *catalog_xattrs(const struct catalog *c, uint32_t idx, uint32_t *n);
+/* A string of the catalog (xattr names and values). */
+const char *catalog_str(const struct catalog *c, uint64_t off);
 /* The read record: *n chunk indices. */
 const uint32_t *catalog_reads(const struct catalog *c, uint64_t *n);
 

@@ -34,6 +34,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define BATCH_MAX (8u << 20)
@@ -55,6 +56,7 @@ struct file_id {
 	dev_t dev;
 	ino_t ino;
 	int fresh; /* a directory restore made (or found) empty: nothing to replace */
+	int absent; /* a device node this user may not make: left out */
 };
 
 struct restorer {
@@ -214,6 +216,41 @@ static int parent_fd(struct restorer *s, uint32_t i, uint32_t *cur, int *fd, str
 	return *fd;
 }
 
+/* Entry i, a hard link of any kind but a directory: link it to its leader. */
+static int make_link(struct restorer *s, uint32_t i, int pfd, const char *name, struct buf *path,
+		     struct snap_stats *st)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	const struct cat_entry *l = catalog_entry(s->c, e->ino);
+	char lname[CATALOG_MAX_NAME + 1];
+	struct stat sb;
+	int lfd, rc = 0;
+
+	if (s->ids[e->ino].absent) {
+		s->ids[i].absent = 1;
+		st->skipped++;
+		return 0;
+	}
+	st->hardlinks++;
+	if (!s->ids[e->parent].fresh)
+		unlinkat(pfd, name, 0);
+	lfd = open_entry(s, l->parent, O_RDONLY | O_DIRECTORY, path);
+	if (lfd < 0)
+		return fail_at(s, "opening directory", l->parent, lfd);
+	memcpy(lname, catalog_name(s->c, l), l->name_len);
+	lname[l->name_len] = '\0';
+	/* no AT_SYMLINK_FOLLOW: a symlink is linked, not what it names */
+	if (linkat(lfd, lname, pfd, name, 0) < 0 ||
+	    fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = fail_at(s, "creating hard link", i, -errno);
+	else if (sb.st_dev != s->ids[e->ino].dev || sb.st_ino != s->ids[e->ino].ino)
+		rc = fail_at(s, "creating hard link", i, -ESTALE);
+	else
+		note_id(s, i, &sb);
+	close(lfd);
+	return rc;
+}
+
 static int create_tree(struct restorer *s, struct snap_stats *st)
 {
 	uint32_t n = catalog_count(s->c), i, cur = 0;
@@ -233,6 +270,10 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 		}
 		memcpy(name, catalog_name(s->c, e), e->name_len);
 		name[e->name_len] = '\0';
+		if (!S_ISDIR(e->mode) && e->ino != i) {
+			rc = make_link(s, i, pfd, name, &path, st);
+			continue;
+		}
 		switch (e->mode & S_IFMT) {
 		case S_IFDIR:
 			st->dirs++;
@@ -286,34 +327,30 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 				free(t);
 			}
 			break;
-		case S_IFREG:
-			st->files += e->ino == i; /* once per file, as save counts */
+		case S_IFIFO:
+		case S_IFSOCK:
+		case S_IFCHR:
+		case S_IFBLK:
+			st->specials++;
 			if (!s->ids[e->parent].fresh)
 				unlinkat(pfd, name, 0);
-			if (e->ino != i) {
-				const struct cat_entry *l = catalog_entry(s->c, e->ino);
-				char lname[CATALOG_MAX_NAME + 1];
-				int lfd;
-
-				st->hardlinks++;
-				lfd = open_entry(s, l->parent, O_RDONLY | O_DIRECTORY, &path);
-				if (lfd < 0) {
-					rc = fail_at(s, "opening directory", l->parent, lfd);
+			if (mknodat(pfd, name, (e->mode & S_IFMT) | 0600, (dev_t)e->first) < 0) {
+				if ((S_ISCHR(e->mode) || S_ISBLK(e->mode)) && errno == EPERM) {
+					s->ids[i].absent = 1;
+					st->skipped++;
 					break;
 				}
-				memcpy(lname, catalog_name(s->c, l), l->name_len);
-				lname[l->name_len] = '\0';
-				if (linkat(lfd, lname, pfd, name, 0) < 0 ||
-				    fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-					rc = fail_at(s, "creating hard link", i, -errno);
-				else if (sb.st_dev != s->ids[e->ino].dev ||
-					 sb.st_ino != s->ids[e->ino].ino)
-					rc = fail_at(s, "creating hard link", i, -ESTALE);
-				else
-					note_id(s, i, &sb);
-				close(lfd);
-				break;
+				rc = fail_at(s, "creating special file", i, -errno);
+			} else if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+				rc = fail_at(s, "creating special file", i, -errno);
+			} else {
+				note_id(s, i, &sb);
 			}
+			break;
+		case S_IFREG:
+			st->files++;
+			if (!s->ids[e->parent].fresh)
+				unlinkat(pfd, name, 0);
 			st->bytes += e->size;
 			fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 				    0600);
@@ -528,6 +565,61 @@ static mode_t restored_mode(struct restorer *s, const struct cat_entry *e, uint6
 	return m;
 }
 
+/* Set the recorded xattrs of entry i on fd (what restore made there). */
+static int set_xattrs(struct restorer *s, uint32_t i, int fd, struct snap_stats *st)
+{
+	uint32_t n, k;
+	const struct cat_xattr *x = catalog_xattrs(s->c, i, &n);
+
+	for (k = 0; k < n; k++) {
+		char nm[CATALOG_MAX_XATTR_NAME + 1];
+
+		memcpy(nm, catalog_str(s->c, x[k].name_off), x[k].name_len);
+		nm[x[k].name_len] = '\0';
+		if (fsetxattr(fd, nm, catalog_str(s->c, x[k].value_off), x[k].value_len, 0) == 0) {
+			st->xattrs++;
+			continue;
+		}
+		/* trusted.*, security.* need privilege; a filesystem may have none */
+		if (errno == EPERM || errno == ENOTSUP || errno == EACCES) {
+			st->xattrs_dropped++;
+			continue;
+		}
+		return fail_at(s, "setting xattrs of", i, -errno);
+	}
+	return 0;
+}
+
+/* The xattrs of entry i (name in pfd): regular files and directories
+ * through an fd of what restore made; other kinds are counted, not set. */
+static int entry_xattrs(struct restorer *s, uint32_t i, int pfd, const char *name,
+			struct snap_stats *st)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	struct stat sb;
+	uint32_t n;
+	int fd, rc;
+
+	catalog_xattrs(s->c, i, &n);
+	if (n == 0)
+		return 0;
+	if (!S_ISREG(e->mode) && !S_ISDIR(e->mode)) {
+		st->xattrs_dropped += n;
+		return 0;
+	}
+	fd = openat(pfd, name,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+			    (S_ISDIR(e->mode) ? O_DIRECTORY : 0));
+	if (fd < 0)
+		return fail_at(s, "setting xattrs of", i, -errno);
+	if (fstat(fd, &sb) < 0 || sb.st_dev != s->ids[i].dev || sb.st_ino != s->ids[i].ino)
+		rc = fail_at(s, "setting xattrs of", i, -ESTALE);
+	else
+		rc = set_xattrs(s, i, fd, st);
+	close(fd);
+	return rc;
+}
+
 static int apply_meta(struct restorer *s, struct snap_stats *st)
 {
 	uint32_t n = catalog_count(s->c), i, cur = 0;
@@ -540,7 +632,7 @@ static int apply_meta(struct restorer *s, struct snap_stats *st)
 		struct timespec ts[2];
 		int pfd = -1;
 
-		if (S_ISREG(e->mode) && e->ino != i)
+		if ((!S_ISDIR(e->mode) && e->ino != i) || s->ids[i].absent)
 			continue;
 		ts[0].tv_sec = e->mtime_sec;
 		ts[0].tv_nsec = e->mtime_nsec;
@@ -557,6 +649,8 @@ static int apply_meta(struct restorer *s, struct snap_stats *st)
 		if (i == 0) {
 			if (s->o->preserve_owner && fchown(s->rootfd, e->uid, e->gid) < 0)
 				rc = fail_at(s, "setting owner of", i, -errno);
+			else if ((rc = set_xattrs(s, i, s->rootfd, st)) != 0)
+				;
 			else if (fchmod(s->rootfd, restored_mode(s, e, &st->setid_dropped)) < 0)
 				rc = fail_at(s, "setting mode of", i, -errno);
 			else if (futimens(s->rootfd, ts) < 0)
@@ -577,9 +671,13 @@ static int apply_meta(struct restorer *s, struct snap_stats *st)
 				break;
 			}
 		}
+		/* owner, then xattrs (a chown clears file capabilities), then
+		 * the mode (user.* needs the write permission restore has) */
 		if (s->o->preserve_owner &&
 		    fchownat(pfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
 			rc = fail_at(s, "setting owner of", i, -errno);
+		else if ((rc = entry_xattrs(s, i, pfd, name, st)) != 0)
+			;
 		else if (!S_ISLNK(e->mode) &&
 			 fchmodat(pfd, name, restored_mode(s, e, &st->setid_dropped), 0) < 0)
 			rc = fail_at(s, "setting mode of", i, -errno);

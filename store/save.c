@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define NONE UINT32_MAX
@@ -74,7 +75,7 @@ struct saver {
 	const uint32_t *reads; /* read record: base chunk indices */
 	uint64_t n_reads;
 	uint32_t *read_ci; /* base chunk index -> ci, for the record */
-	struct lnk *lnks; /* regular files with st_nlink > 1 */
+	struct lnk *lnks; /* non-directories with st_nlink > 1 */
 	uint64_t nlnks, caplnks;
 
 	uint32_t *files;
@@ -153,6 +154,8 @@ int snap_tree_add(struct snap_tree *t, uint32_t parent, const char *name, size_t
 	e->uid = st->st_uid;
 	e->gid = st->st_gid;
 	e->size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
+	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+		e->first = st->st_rdev;
 	e->mtime_sec = st->st_mtim.tv_sec;
 	e->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
 	e->nlink = 1;
@@ -180,6 +183,36 @@ int snap_tree_set_target(struct snap_tree *t, uint32_t idx, const char *target, 
 	return buf_append(&t->strings, target, len);
 }
 
+int snap_xattr_kept(const char *name)
+{
+	if (!strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8))
+		return 1;
+	return !strncmp(name, "security.", 9) && strcmp(name, "security.selinux") != 0;
+}
+
+int snap_tree_add_xattr(struct snap_tree *t, uint32_t idx, const char *name, const void *value,
+			size_t len)
+{
+	struct cat_xattr x;
+	size_t nl = strlen(name);
+	int rc;
+
+	if (nl == 0 || nl > CATALOG_MAX_XATTR_NAME || len > CATALOG_MAX_XATTR_VALUE)
+		return -E2BIG;
+	memset(&x, 0, sizeof(x));
+	x.entry = idx;
+	x.name_len = (uint32_t)nl;
+	x.name_off = t->strings.len;
+	rc = buf_append(&t->strings, name, nl);
+	x.value_off = t->strings.len;
+	x.value_len = (uint32_t)len;
+	if (!rc)
+		rc = buf_append(&t->strings, value, len);
+	if (!rc)
+		rc = buf_append(&t->xattrs, &x, sizeof(x));
+	return rc;
+}
+
 void snap_tree_release(struct snap_tree *t)
 {
 	uint64_t k;
@@ -190,6 +223,7 @@ void snap_tree_release(struct snap_tree *t)
 	free(t->base);
 	free(t->e);
 	buf_free(&t->strings);
+	buf_free(&t->xattrs);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -201,7 +235,7 @@ static int add_entry(struct saver *s, uint32_t parent, const char *name, size_t 
 
 	if (rc)
 		return rc;
-	if (S_ISREG(st->st_mode) && st->st_nlink > 1) {
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1) {
 		if (s->nlnks == s->caplnks) {
 			uint64_t nc = s->caplnks ? s->caplnks * 2 : 64;
 			struct lnk *nl = realloc(s->lnks, nc * sizeof(*nl));
@@ -264,12 +298,18 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 				qpath(de->d_name), strerror(errno));
 			goto out;
 		}
-		if (!S_ISREG(c.st.st_mode) && !S_ISDIR(c.st.st_mode) && !S_ISLNK(c.st.st_mode)) {
-			log_warn("'%s/%s%s%s' is a %s; skipped", qpath(s->o->dir), qpath(path),
-				 *path ? "/" : "", qpath(de->d_name),
-				 S_ISSOCK(c.st.st_mode)	  ? "socket"
-				 : S_ISFIFO(c.st.st_mode) ? "FIFO"
-							  : "device");
+		switch (c.st.st_mode & S_IFMT) {
+		case S_IFREG:
+		case S_IFDIR:
+		case S_IFLNK:
+		case S_IFIFO:
+		case S_IFSOCK:
+		case S_IFCHR:
+		case S_IFBLK: break;
+		default:
+			log_warn("'%s/%s%s%s' is of unknown type %o; skipped", qpath(s->o->dir),
+				 qpath(path), *path ? "/" : "", qpath(de->d_name),
+				 (unsigned)(c.st.st_mode & S_IFMT));
 			s->st->skipped++;
 			continue;
 		}
@@ -413,7 +453,83 @@ static int link_groups(struct saver *s)
 	return rc;
 }
 
-/* A regular file's nlink is its link group's size within the snapshot. */
+/* The extended attributes of every leader; what is not kept is counted. */
+static int save_xattrs(struct saver *s)
+{
+	char *names = NULL, *val = NULL;
+	size_t cap = 4096;
+	uint64_t i;
+	int rc = 0;
+
+	names = malloc(cap);
+	val = malloc(CATALOG_MAX_XATTR_VALUE);
+	if (!names || !val) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < s->t->n && !rc; i++) {
+		char *path = NULL;
+		ssize_t n;
+		char *nm;
+
+		if (s->t->e[i].ino != i)
+			continue;
+		if (asprintf(&path, "%s%s%s", s->o->dir, *s->t->paths[i] ? "/" : "",
+			     s->t->paths[i]) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		while ((n = llistxattr(path, names, cap)) < 0 && errno == ERANGE) {
+			char *nn;
+
+			n = llistxattr(path, NULL, 0);
+			if (n < 0)
+				break;
+			nn = realloc(names, (size_t)n + 1);
+			if (!nn) {
+				errno = ENOMEM;
+				n = -1;
+				break;
+			}
+			names = nn;
+			cap = (size_t)n + 1;
+		}
+		if (n < 0) {
+			if (errno != ENOTSUP && errno != ENOENT) {
+				rc = -errno;
+				log_err("save: cannot list the xattrs of '%s': %s", qpath(path),
+					strerror(errno));
+			}
+			free(path);
+			continue;
+		}
+		for (nm = names; nm < names + n && !rc; nm += strlen(nm) + 1) {
+			ssize_t vl;
+
+			if (!snap_xattr_kept(nm)) {
+				s->st->xattrs_dropped++;
+				continue;
+			}
+			vl = lgetxattr(path, nm, val, CATALOG_MAX_XATTR_VALUE);
+			if (vl < 0 && errno == ENODATA)
+				continue;
+			if (vl < 0 || strlen(nm) > CATALOG_MAX_XATTR_NAME) {
+				log_warn("'%s': xattr %s not kept: %s", qpath(path), nm,
+					 vl < 0 ? strerror(errno) : "name too long");
+				s->st->xattrs_dropped++;
+				continue;
+			}
+			rc = snap_tree_add_xattr(s->t, (uint32_t)i, nm, val, (size_t)vl);
+		}
+		free(path);
+	}
+out:
+	free(names);
+	free(val);
+	return rc;
+}
+
+/* A non-directory's nlink is its link group's size within the snapshot. */
 static int count_links(struct snap_tree *t)
 {
 	uint32_t *members = calloc(t->n ? t->n : 1, sizeof(*members));
@@ -422,10 +538,10 @@ static int count_links(struct snap_tree *t)
 	if (!members)
 		return -ENOMEM;
 	for (i = 0; i < t->n; i++)
-		if (S_ISREG(t->e[i].mode))
+		if (!S_ISDIR(t->e[i].mode))
 			members[t->e[i].ino]++;
 	for (i = 0; i < t->n; i++)
-		if (S_ISREG(t->e[i].mode))
+		if (!S_ISDIR(t->e[i].mode))
 			t->e[i].nlink = members[t->e[i].ino];
 	free(members);
 	return 0;
@@ -899,13 +1015,23 @@ out:
 	return rc;
 }
 
+static int xattr_cmp(const void *a, const void *b, void *strings)
+{
+	const struct cat_xattr *x = a, *y = b;
+	const char *str = strings;
+
+	if (x->entry != y->entry)
+		return x->entry < y->entry ? -1 : 1;
+	return catalog_name_cmp(str + x->name_off, x->name_len, str + y->name_off, y->name_len);
+}
+
 static int build_catalog(struct saver *s, struct buf *img)
 {
 	struct cat_ref *refs = NULL;
 	struct cat_chunk *chunks = NULL;
 	struct cas_id *packs = NULL;
 	uint32_t *reads = NULL;
-	uint64_t nrefs = 0, nchunks = 0, npacks = 0, nreads = 0, i, j;
+	uint64_t nrefs = 0, nchunks = 0, npacks = 0, nreads = 0, nx, i, j;
 	int rc = -ENOMEM;
 
 	for (i = 0; i < s->t->n; i++)
@@ -957,8 +1083,13 @@ static int build_catalog(struct saver *s, struct buf *img)
 			if (s->ci[s->read_ci[i]].cat != NONE)
 				reads[nreads++] = s->ci[s->read_ci[i]].cat;
 	}
+	nx = s->t->xattrs.len / sizeof(struct cat_xattr);
+	if (nx)
+		qsort_r(s->t->xattrs.p, nx, sizeof(struct cat_xattr), xattr_cmp, s->t->strings.p);
+	s->st->xattrs = nx;
 	rc = catalog_build(img, s->t->e, s->t->n, refs, nrefs, chunks, nchunks, packs, npacks,
-			   reads, nreads, (const char *)s->t->strings.p, s->t->strings.len);
+			   reads, nreads, (const struct cat_xattr *)s->t->xattrs.p, nx,
+			   (const char *)s->t->strings.p, s->t->strings.len);
 out:
 	free(reads);
 	free(refs);
@@ -1018,8 +1149,10 @@ static int publish(struct saver *s, const struct catalog *base)
 
 		if (S_ISDIR(e->mode))
 			st->dirs++;
-		else if (S_ISLNK(e->mode))
-			st->symlinks++;
+		else if (!S_ISREG(e->mode))
+			*(e->ino != k	     ? &st->hardlinks
+			  : S_ISLNK(e->mode) ? &st->symlinks
+					     : &st->specials) += 1;
 		else {
 			/* files once each, as the catalog and the mount count
 			 * them; a hard link's other names apart */
@@ -1150,6 +1283,8 @@ int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *
 	rc = walk(&s);
 	if (!rc)
 		rc = link_groups(&s);
+	if (!rc)
+		rc = save_xattrs(&s);
 	if (!rc)
 		rc = publish(&s, NULL);
 out:

@@ -13,7 +13,8 @@
 #include <stdint.h>
 
 struct snap_stats {
-	uint64_t files, dirs, symlinks, hardlinks, skipped;
+	uint64_t files, dirs, symlinks, hardlinks, specials, skipped;
+	uint64_t xattrs, xattrs_dropped; /* kept; not kept (a warning says which) */
 	uint64_t bytes; /* content bytes in the tree */
 	uint64_t chunks, chunks_new;
 	uint64_t bytes_new; /* raw bytes of chunks that were uploaded */
@@ -51,7 +52,8 @@ int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *
  * directory (the mount's commit).  The caller lays it out as a catalog
  * wants: each directory's children a contiguous name-sorted block (set
  * e[dir].first/count, and a directory's nlink), hard-link members' e[i].ino
- * pointing at the first member (files' nlink is derived from that).  Per entry, content comes from paths[i] (an absolute
+ * pointing at the first member (nlink of non-directories is derived from
+ * that).  Per entry, content comes from paths[i] (an absolute
  * path, read and chunked) or from base[i] (a leader index in the base
  * catalog whose chunks are reused without reading anything).
  */
@@ -61,12 +63,18 @@ struct snap_tree {
 	uint32_t *base; /* SNAP_NONE or a base catalog index */
 	uint64_t n, cap;
 	struct buf strings;
+	struct buf xattrs; /* struct cat_xattr, any order */
 };
 
 /* Append an entry (path is taken over); its index in *idx. */
 int snap_tree_add(struct snap_tree *t, uint32_t parent, const char *name, size_t len,
 		  const struct stat *st, char *path, uint32_t *idx);
 int snap_tree_set_target(struct snap_tree *t, uint32_t idx, const char *target, size_t len);
+/* Add an extended attribute of leader idx. */
+int snap_tree_add_xattr(struct snap_tree *t, uint32_t idx, const char *name, const void *value,
+			size_t len);
+/* Which xattrs a snapshot keeps: user.*, trusted.*, security.* but SELinux labels. */
+int snap_xattr_kept(const char *name);
 void snap_tree_release(struct snap_tree *t);
 
 /*

@@ -4,19 +4,24 @@ import hashlib
 import struct
 import subprocess
 
-HEADER = struct.Struct("<8sII" + "Q" * 11 + "q" + "QQQQ")
+HEADER = struct.Struct("<8sII" + "Q" * 11 + "q" + "QQQQ" + "QQ")
+HEADER_V1 = struct.Struct("<8sII" + "Q" * 11 + "q" + "QQQQ")
+XATTR = struct.Struct("<IIQQII")
 ENTRY = struct.Struct("<IIIIQqIIIIQQII")
 REF = struct.Struct("<QII")
 CHUNK = struct.Struct("<32sIIQII")
 FIELDS = ("magic version header_size n_entries n_refs n_chunks n_packs strings_len "
           "off_entries off_refs off_chunks off_packs off_strings total_size created_ns "
-          "total_bytes n_files n_reads off_reads").split()
+          "total_bytes n_files n_reads off_reads n_xattrs off_xattrs").split()
 ENTRY_FIELDS = ("parent mode uid gid size mtime_sec mtime_nsec nlink ino name_len name_off "
                 "first count flags").split()
 
 
 def parse(raw):
-    h = dict(zip(FIELDS, HEADER.unpack_from(raw, 0)))
+    if struct.unpack_from("<I", raw, 8)[0] == 1:
+        h = dict(zip(FIELDS, HEADER_V1.unpack_from(raw, 0) + (0, 0)))
+    else:
+        h = dict(zip(FIELDS, HEADER.unpack_from(raw, 0)))
 
     def rows(st, off, n, names=None):
         out = [st.unpack_from(raw, off + i * st.size) for i in range(n)]
@@ -29,6 +34,7 @@ def parse(raw):
         "packs": [raw[h["off_packs"] + 32 * i:h["off_packs"] + 32 * (i + 1)]
                   for i in range(h["n_packs"])],
         "reads": list(struct.unpack_from(f"<{h['n_reads']}I", raw, h["off_reads"])),
+        "xattrs": rows(XATTR, h["off_xattrs"], h["n_xattrs"]),
         "strings": raw[h["off_strings"]:h["off_strings"] + h["strings_len"]],
     }
 
@@ -38,6 +44,8 @@ def build(c):
     h = dict(c["header"])
     h["n_entries"], h["n_refs"], h["n_chunks"] = len(c["entries"]), len(c["refs"]), len(c["chunks"])
     h["n_packs"], h["n_reads"], h["strings_len"] = len(c["packs"]), len(c["reads"]), len(c["strings"])
+    h["n_xattrs"] = len(c.get("xattrs", []))
+    h["version"], h["header_size"] = 2, HEADER.size
     body = bytearray()
     off = HEADER.size
 
@@ -53,6 +61,7 @@ def build(c):
     place("off_chunks", b"".join(CHUNK.pack(*x) for x in c["chunks"]))
     place("off_packs", b"".join(c["packs"]))
     place("off_reads", struct.pack(f"<{len(c['reads'])}I", *c["reads"]))
+    place("off_xattrs", b"".join(XATTR.pack(*x) for x in c.get("xattrs", [])))
     h["off_strings"] = off
     body.extend(c["strings"])
     body.extend(b"\0" * ((-len(c["strings"])) % 8))

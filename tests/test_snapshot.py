@@ -9,25 +9,49 @@ import subprocess
 import pytest
 
 
+def add_special_entries(root):
+    """What tar --xattrs --posix keeps beyond files, dirs and symlinks: a
+    FIFO, a socket, devices (as root), xattrs, hard-linked symlinks and
+    FIFOs.  Returns the bound socket (keep it open while it matters)."""
+    os.mkfifo(root / "fifo")
+    os.link(root / "fifo", root / "fifo-link")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(root / "sock"))
+    if os.geteuid() == 0:
+        os.mknod(root / "null", stat.S_IFCHR | 0o640, os.makedev(1, 3))
+        os.mknod(root / "loop", stat.S_IFBLK | 0o600, os.makedev(7, 200))
+    os.symlink("target/of/link", root / "sl")
+    os.link(root / "sl", root / "sl-link", follow_symlinks=False)
+    (root / "xf").write_text("with xattrs")
+    os.setxattr(root / "xf", "user.color", b"blue")
+    os.setxattr(root / "xf", "user.empty", b"")
+    os.setxattr(root / "xf", "user.big", bytes(range(256)) * 10)
+    (root / "xd").mkdir()
+    os.setxattr(root / "xd", "user.dir", b"on a directory")
+    if os.geteuid() == 0:
+        os.setxattr(root / "xf", "trusted.t", b"root's")
+    return s
+
+
 def test_roundtrip_edge_cases(stash, tree, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     tree.make_edge_tree(src)
-    # a socket and a FIFO: skipped with a warning
-    os.mkfifo(src / "fifo")
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(src / "sock"))
+    s = add_special_entries(src)
     os.utime(src, ns=(1_700_000_000_000_000_555,) * 2)
     p = stash.run("save", src, "--key", "edge", json_out=True)
     err = p.stderr.decode()
-    assert "fifo' is a FIFO; skipped" in err
-    assert "sock' is a socket; skipped" in err
-    assert p.json["skipped"] == 2
-    assert p.json["hardlinks"] == 2
+    assert "skipped" not in err and "not kept" not in err, err
+    assert p.json["skipped"] == 0
+    assert p.json["specials"] == (4 if os.geteuid() == 0 else 2)
+    assert p.json["hardlinks"] == 4  # the edge tree's two, the FIFO's and the symlink's
+    assert p.json["xattrs"] == (5 if os.geteuid() == 0 else 4)
     r = stash.run("restore", out, "--key", "edge", json_out=True)
     assert r.json["hit"] == "exact"
     assert "restore: exact hit 'edge'" in r.stderr.decode()
-    n = tree.compare(src, out, skip={b"fifo", b"sock"})
+    n = tree.compare(src, out)
     assert n > 600
+    assert os.lstat(out / "sl").st_ino == os.lstat(out / "sl-link").st_ino
+    assert os.getxattr(out / "xf", "user.big") == bytes(range(256)) * 10
     s.close()
     tree.fix_ro_dirs(out)
     tree.fix_ro_dirs(src)

@@ -38,7 +38,16 @@ def file_hash(path):
     return h.hexdigest()
 
 
-def compare(a, b, check_root_mtime=True, content=True, skip=()):
+def kept_xattrs(path):
+    """The xattrs a snapshot keeps: user.*, trusted.*, security.* but SELinux labels."""
+    out = {}
+    for n in os.listxattr(path, follow_symlinks=False):
+        if n.startswith(("user.", "trusted.", "security.")) and n != "security.selinux":
+            out[n] = os.getxattr(path, n, follow_symlinks=False)
+    return out
+
+
+def compare(a, b, check_root_mtime=True, content=True, skip=(), xattrs=True):
     """Assert trees a and b are identical; returns the number of entries."""
     ea, eb = walk(a), walk(b)
     ea = {k: v for k, v in ea.items() if k not in skip}
@@ -59,14 +68,19 @@ def compare(a, b, check_root_mtime=True, content=True, skip=()):
         if rel or check_root_mtime:
             assert sa.st_mtime_ns == sb.st_mtime_ns, \
                 f"mtime of {rel!r}: {sa.st_mtime_ns} vs {sb.st_mtime_ns}"
+        if not stat.S_ISDIR(sa.st_mode):
+            groups_a.setdefault((sa.st_dev, sa.st_ino), set()).add(rel)
+            groups_b.setdefault((sb.st_dev, sb.st_ino), set()).add(rel)
         if stat.S_ISREG(sa.st_mode):
             assert sa.st_size == sb.st_size, f"size of {rel!r}"
             if content:
                 assert file_hash(pa) == file_hash(pb), f"content of {rel!r}"
-            groups_a.setdefault((sa.st_dev, sa.st_ino), set()).add(rel)
-            groups_b.setdefault((sb.st_dev, sb.st_ino), set()).add(rel)
         elif stat.S_ISLNK(sa.st_mode):
             assert os.readlink(pa) == os.readlink(pb), f"target of {rel!r}"
+        elif stat.S_ISCHR(sa.st_mode) or stat.S_ISBLK(sa.st_mode):
+            assert sa.st_rdev == sb.st_rdev, f"device number of {rel!r}"
+        if xattrs and (stat.S_ISREG(sa.st_mode) or stat.S_ISDIR(sa.st_mode)):
+            assert kept_xattrs(pa) == kept_xattrs(pb), f"xattrs of {rel!r}"
     pa = sorted(sorted(g) for g in groups_a.values())
     pb = sorted(sorted(g) for g in groups_b.values())
     assert pa == pb, "hard-link groups differ"

@@ -90,6 +90,8 @@ void common_auto_gc(struct common *c, struct repo *r);
  */
 int use_mount_origin(struct common *c, const char *dir, const char *cmd);
 int bad_option(const char *cmd, char **argv);
+/* Say what a snapshot did not keep, or a restore did not make (warnings). */
+void snap_warn_dropped(const char *cmd, const struct snap_stats *st);
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int cmd_save(int argc, char **argv);

@@ -157,6 +157,7 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 			 " new chunks, uploaded %s in %" PRIu64 " packs; %.2f s",
 			 cmd, key, st->files, st->dirs, total, st->chunks_new, up,
 			 st->packs_uploaded, secs);
+	snap_warn_dropped(cmd, st);
 	if (json) {
 		cas_id_hex(&st->catalog, hex);
 		printf("{\"command\":\"%s\",\"key\":", cmd);

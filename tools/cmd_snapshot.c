@@ -65,10 +65,31 @@ static void print_summary_json(const char *cmd, const char *key, enum hit_kind h
 	       ",\"symlinks\":%" PRIu64 ",\"hardlinks\":%" PRIu64 ",\"bytes\":%" PRIu64
 	       ",\"chunks\":%" PRIu64 ",\"chunks_new\":%" PRIu64 ",\"bytes_new\":%" PRIu64
 	       ",\"bytes_uploaded\":%" PRIu64 ",\"packs_uploaded\":%" PRIu64
-	       ",\"bytes_fetched\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"seconds\":%.3f}\n",
+	       ",\"bytes_fetched\":%" PRIu64 ",\"skipped\":%" PRIu64 ",\"specials\":%" PRIu64
+	       ",\"xattrs\":%" PRIu64 ",\"xattrs_dropped\":%" PRIu64 ",\"seconds\":%.3f}\n",
 	       hit == HIT_MISS && !strcmp(cmd, "restore") ? "" : hex, st->files, st->dirs,
 	       st->symlinks, st->hardlinks, st->bytes, st->chunks, st->chunks_new, st->bytes_new,
-	       st->bytes_uploaded, st->packs_uploaded, st->bytes_fetched, st->skipped, secs);
+	       st->bytes_uploaded, st->packs_uploaded, st->bytes_fetched, st->skipped, st->specials,
+	       st->xattrs, st->xattrs_dropped, secs);
+}
+
+void snap_warn_dropped(const char *cmd, const struct snap_stats *st)
+{
+	int restore = !strcmp(cmd, "restore");
+
+	if (st->xattrs_dropped && restore)
+		log_warn("restore: %" PRIu64 " xattrs not set (trusted.* and security.* need "
+			 "privilege; symlinks and special files get none)",
+			 st->xattrs_dropped);
+	else if (st->xattrs_dropped)
+		log_warn("%s: %" PRIu64 " xattrs not kept (a snapshot keeps user.*, trusted.* and "
+			 "security.* but SELinux labels; not ACLs)",
+			 cmd, st->xattrs_dropped);
+	if (st->skipped && restore)
+		log_warn("restore: %" PRIu64 " device nodes not made (that takes root)",
+			 st->skipped);
+	else if (st->skipped)
+		log_warn("%s: %" PRIu64 " entries of an unknown type not kept", cmd, st->skipped);
 }
 
 static const char save_help[] =
@@ -183,6 +204,7 @@ int cmd_save(int argc, char **argv)
 			 " packs; %.2f s (%.0f MB/s)",
 			 so.key, st.files, st.dirs, total, st.chunks_new, st.chunks, up,
 			 st.packs_uploaded, secs, secs > 0 ? st.bytes / secs / 1e6 : 0.0);
+		snap_warn_dropped("save", &st);
 		if (c.json)
 			print_summary_json("save", so.key, HIT_EXACT, NULL, &st, secs);
 	}
@@ -335,6 +357,7 @@ int cmd_restore(int argc, char **argv)
 				 " files whose recorded owner is not theirs now "
 				 "(--preserve-owner keeps both)",
 				 st.setid_dropped);
+		snap_warn_dropped("restore", &st);
 	}
 	if (c.json)
 		print_summary_json("restore", key, hit, rec.key, &st, secs);

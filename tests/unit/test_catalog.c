@@ -10,10 +10,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* root/{a (dir), b (file, 2 chunks), c (symlink)}, a/{x (file), y (link to b)} */
+/* root/{a (dir), b (file, 2 chunks), c (symlink)}, a/{x (file), y (link to b)};
+ * xattrs: root user.a=1, b user.b=22 and user.c="" */
 static void build(struct buf *img)
 {
-	static const char strings[] = "abcxytarget";
+	static const char strings[] = "abcxytargetuser.auser.buser.c122";
+	static const struct cat_xattr x[3] = { { 0, 6, 11, 29, 1, 0 },
+					       { 2, 6, 17, 30, 2, 0 },
+					       { 2, 6, 23, 32, 0, 0 } };
 	struct cat_entry e[6];
 	struct cat_ref r[3];
 	struct cat_chunk ch[2];
@@ -37,7 +41,7 @@ static void build(struct buf *img)
 	r[2] = (struct cat_ref){ 0, 1, 0 };
 	static const uint32_t reads[3] = { 1, 0, 1 };
 
-	CHECK_EQ(catalog_build(img, e, 6, r, 3, ch, 2, packs, 1, reads, 3, strings,
+	CHECK_EQ(catalog_build(img, e, 6, r, 3, ch, 2, packs, 1, reads, 3, x, 3, strings,
 			       sizeof(strings) - 1),
 		 0);
 }
@@ -80,7 +84,79 @@ int main(void)
 		CHECK_EQ(nr, 3);
 		CHECK(rd[0] == 1 && rd[1] == 0 && rd[2] == 1);
 	}
+	{
+		uint32_t nx;
+		const struct cat_xattr *x = catalog_xattrs(c, 2, &nx);
+
+		CHECK_EQ(nx, 2);
+		CHECK(memcmp(catalog_str(c, x[0].name_off), "user.b", 6) == 0);
+		CHECK(x[0].value_len == 2 && memcmp(catalog_str(c, x[0].value_off), "22", 2) == 0);
+		CHECK_EQ(x[1].value_len, 0);
+		x = catalog_xattrs(c, 0, &nx);
+		CHECK(nx == 1 && memcmp(catalog_str(c, x[0].value_off), "1", 1) == 0);
+		catalog_xattrs(c, 1, &nx);
+		CHECK_EQ(nx, 0);
+		catalog_xattrs(c, 5, &nx);
+		CHECK_EQ(nx, 0);
+	}
 	catalog_close(c);
+
+	/* a version 1 image (a 144-byte header, no xattrs) still opens */
+	{
+		struct cat_header h;
+		size_t body = img.len - sizeof(h);
+
+		memcpy(&h, img.p, sizeof(h));
+		h.version = 1;
+		h.header_size = CATALOG_V1_HEADER;
+		h.off_entries -= 16;
+		h.off_refs -= 16;
+		h.off_chunks -= 16;
+		h.off_packs -= 16;
+		h.off_reads -= 16;
+		h.off_strings -= 16;
+		h.total_size -= 16;
+		buf_reset(&copy);
+		buf_append(&copy, &h, CATALOG_V1_HEADER);
+		buf_append(&copy, img.p + sizeof(h), body);
+		CHECK_EQ(catalog_open_mem(copy.p, copy.len, &c, why, sizeof(why)), 0);
+		if (c) {
+			uint32_t nx;
+
+			CHECK_EQ(catalog_count(c), 6);
+			CHECK_EQ(catalog_header(c)->n_xattrs, 0);
+			catalog_xattrs(c, 2, &nx);
+			CHECK_EQ(nx, 0);
+			catalog_close(c);
+			c = NULL;
+		}
+		/* a FIFO is a version 2 thing */
+		{
+			struct cat_entry *E = (void *)(copy.p + h.off_entries);
+
+			E[3].mode = S_IFIFO | 0644;
+			E[3].first = E[3].count = 0;
+			E[3].size = 0;
+			CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), -EBADMSG);
+		}
+	}
+	/* ... which version 2 keeps, and devices with their numbers */
+	{
+		struct cat_header *H;
+		struct cat_entry *E;
+
+		buf_reset(&copy);
+		buf_append(&copy, img.p, img.len);
+		H = (void *)copy.p;
+		E = (void *)(copy.p + H->off_entries);
+		E[3].mode = S_IFIFO | 0644;
+		E[3].first = E[3].count = 0;
+		E[3].size = 0;
+		CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), 0);
+		E[3].mode = S_IFCHR | 0644;
+		E[3].first = 0x103;
+		CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), 0);
+	}
 
 	/* truncation */
 	CHECK_EQ(catalog_validate(img.p, img.len - 8, why, sizeof(why)), -EBADMSG);
@@ -93,10 +169,13 @@ int main(void)
 		buf_reset(&copy);                                                                  \
 		buf_append(&copy, img.p, img.len);                                                 \
 		{                                                                                  \
-			struct cat_entry *E = (void *)(copy.p + 144);                              \
-			struct cat_ref *R = (void *)(copy.p + 144 + 6 * 72);                       \
+			struct cat_header *H = (void *)copy.p;                                     \
+			struct cat_entry *E = (void *)(copy.p + H->off_entries);                   \
+			struct cat_ref *R = (void *)(copy.p + H->off_refs);                        \
+			struct cat_xattr *X = (void *)(copy.p + H->off_xattrs);                    \
 			(void)E;                                                                   \
 			(void)R;                                                                   \
+			(void)X;                                                                   \
 			field_expr;                                                                \
 		}                                                                                  \
 		CHECK_EQ(catalog_validate(copy.p, copy.len, why, sizeof(why)), -EBADMSG);          \
@@ -112,7 +191,15 @@ int main(void)
 	DAMAGE(E[3].count = 5000); /* symlink target out of bounds */
 	DAMAGE(E[0].mode = S_IFREG | 0644); /* root not a dir */
 	DAMAGE(E[2].mtime_nsec = 1000000000); /* bad nanoseconds */
-	DAMAGE(E[2].mode = S_IFIFO | 0644); /* unsupported type */
+	DAMAGE(E[2].mode = S_IFIFO | 0644); /* a FIFO with content */
+	DAMAGE(E[3].first = 0; E[3].mode = S_IFSOCK | 0755); /* a socket with a "target" */
+	DAMAGE(X[1].entry = 5); /* an xattr of a link member */
+	DAMAGE(X[2].name_off = 17); /* user.b twice: not sorted */
+	DAMAGE(X[2].entry = 0); /* entries out of order */
+	DAMAGE(X[0].name_len = 0); /* empty name */
+	DAMAGE(X[1].value_len = 100); /* value out of bounds */
+	DAMAGE(X[0].value_len = CATALOG_MAX_XATTR_VALUE + 1);
+	DAMAGE(H->n_xattrs = 1000); /* section out of bounds */
 
 	/* random corruption: never crashes, and what opens is in range */
 	for (i = 0; i < 20000; i++) {
