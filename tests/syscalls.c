@@ -5,13 +5,18 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <limits.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -250,6 +255,212 @@ static void test_statfs(void)
 	T(statvfs(".", &sv) == 0 && sv.f_bsize > 0 && sv.f_namemax >= 255);
 }
 
+/* Is b later than a (ctime moved)? */
+static int later(const struct timespec *a, const struct timespec *b)
+{
+	return b->tv_sec > a->tv_sec || (b->tv_sec == a->tv_sec && b->tv_nsec > a->tv_nsec);
+}
+
+static void nap(void)
+{
+	struct timespec t = { 0, 20 * 1000 * 1000 };
+
+	nanosleep(&t, NULL);
+}
+
+static void test_special_nodes(void)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	int s, c;
+
+	current = "special nodes";
+	T(mkfifo("fifo", 0640) == 0);
+	T(lstat("fifo", &st) == 0 && S_ISFIFO(st.st_mode) && (st.st_mode & 07777) == 0640);
+	T(mkfifo("fifo", 0640) < 0 && errno == EEXIST);
+	T(mknod("sock-node", S_IFSOCK | 0600, 0) == 0);
+	T(lstat("sock-node", &st) == 0 && S_ISSOCK(st.st_mode));
+	/* a FIFO works: a writer and a reader through the mount */
+	{
+		int r = open("fifo", O_RDONLY | O_NONBLOCK), w;
+		char b[4];
+
+		w = open("fifo", O_WRONLY | O_NONBLOCK);
+		T(r >= 0 && w >= 0 && write(w, "pipe", 4) == 4 && read(r, b, 4) == 4 &&
+		  !memcmp(b, "pipe", 4));
+		close(r);
+		close(w);
+	}
+	/* a socket bound in the mount takes connections */
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "bound");
+	s = socket(AF_UNIX, SOCK_STREAM, 0);
+	T(s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(s, 1) == 0);
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	T(c >= 0 && connect(c, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	T(lstat("bound", &st) == 0 && S_ISSOCK(st.st_mode));
+	close(c);
+	close(s);
+	if (geteuid() == 0) {
+		T(mknod("chr", S_IFCHR | 0600, makedev(1, 3)) == 0);
+		T(lstat("chr", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 &&
+		  minor(st.st_rdev) == 3);
+		T(mknod("blk", S_IFBLK | 0600, makedev(7, 300)) == 0);
+		T(lstat("blk", &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == makedev(7, 300));
+		T(unlink("chr") == 0 && unlink("blk") == 0);
+	} else {
+		T(mknod("chr", S_IFCHR | 0600, makedev(1, 3)) < 0 && errno == EPERM);
+	}
+	T(link("fifo", "fifo2") == 0);
+	T(lstat("fifo", &st) == 0 && st.st_nlink == 2);
+	T(rename("sock-node", "fifo2") == 0); /* a socket over a FIFO */
+	T(lstat("fifo2", &st) == 0 && S_ISSOCK(st.st_mode));
+	T(lstat("fifo", &st) == 0 && st.st_nlink == 1);
+	T(unlink("fifo") == 0 && unlink("fifo2") == 0 && unlink("bound") == 0);
+}
+
+static void test_name_too_long(void)
+{
+	char longname[300], path[600], target[600];
+	struct stat st;
+	int fd;
+
+	current = "ENAMETOOLONG";
+	memset(longname, 'n', 256);
+	longname[256] = '\0';
+	fd = open("short", O_RDWR | O_CREAT, 0644);
+	T(fd >= 0);
+	close(fd);
+	T(mkdir("dir", 0755) == 0);
+#define TOOLONG(call) T((call) < 0 && errno == ENAMETOOLONG)
+	TOOLONG(open(longname, O_RDWR | O_CREAT, 0644));
+	TOOLONG(open(longname, O_RDONLY));
+	TOOLONG(stat(longname, &st));
+	TOOLONG(lstat(longname, &st));
+	TOOLONG(mkdir(longname, 0755));
+	TOOLONG(rmdir(longname));
+	TOOLONG(unlink(longname));
+	TOOLONG(chmod(longname, 0644));
+	TOOLONG(chown(longname, 0, 0));
+	TOOLONG(truncate(longname, 0));
+	TOOLONG(mkfifo(longname, 0644));
+	TOOLONG(symlink("short", longname));
+	TOOLONG(link("short", longname));
+	TOOLONG(rename("short", longname));
+	TOOLONG(rename(longname, "short"));
+	TOOLONG(access(longname, F_OK));
+	TOOLONG(utimensat(AT_FDCWD, longname, NULL, 0));
+	TOOLONG(setxattr(longname, "user.x", "1", 1, 0));
+	snprintf(path, sizeof(path), "dir/%s/x", longname);
+	TOOLONG(stat(path, &st));
+	TOOLONG(mkdir(path, 0755));
+	/* through a symlink whose target has such a component */
+	snprintf(target, sizeof(target), "dir/%s", longname);
+	T(symlink(target, "to-long") == 0);
+	TOOLONG(stat("to-long", &st));
+	TOOLONG(open("to-long", O_RDWR | O_CREAT, 0644));
+#undef TOOLONG
+	/* 255 bytes is fine */
+	longname[255] = '\0';
+	fd = open(longname, O_RDWR | O_CREAT, 0644);
+	T(fd >= 0);
+	close(fd);
+	T(unlink(longname) == 0);
+	T(unlink("to-long") == 0 && rmdir("dir") == 0 && unlink("short") == 0);
+}
+
+static void test_atime_ctime(void)
+{
+	struct timespec ts[2];
+	struct stat st, st2;
+	int fd;
+
+	current = "atime/ctime";
+	fd = open("t", O_RDWR | O_CREAT, 0644);
+	T(fd >= 0);
+	close(fd);
+	/* touch -m then touch -a: both stay */
+	ts[0].tv_nsec = UTIME_OMIT;
+	ts[1].tv_sec = 1950000000;
+	ts[1].tv_nsec = 5;
+	T(utimensat(AT_FDCWD, "t", ts, 0) == 0);
+	ts[0].tv_sec = 1900000000;
+	ts[0].tv_nsec = 7;
+	ts[1].tv_nsec = UTIME_OMIT;
+	T(utimensat(AT_FDCWD, "t", ts, 0) == 0);
+	T(stat("t", &st) == 0 && st.st_atim.tv_sec == 1900000000 && st.st_atim.tv_nsec == 7 &&
+	  st.st_mtim.tv_sec == 1950000000 && st.st_mtim.tv_nsec == 5);
+	/* ctime moves on every metadata change */
+#define CTIME_MOVES(call)                                                                          \
+	do {                                                                                       \
+		T(stat("t", &st) == 0);                                                            \
+		nap();                                                                             \
+		T((call) == 0);                                                                    \
+		T(stat("t", &st2) == 0 && later(&st.st_ctim, &st2.st_ctim));                       \
+	} while (0)
+	CTIME_MOVES(chmod("t", 0600));
+	CTIME_MOVES(chown("t", geteuid(), getegid()));
+	CTIME_MOVES(utimensat(AT_FDCWD, "t", NULL, 0));
+	CTIME_MOVES(link("t", "t2"));
+	CTIME_MOVES(unlink("t2"));
+	CTIME_MOVES(truncate("t", 10));
+	CTIME_MOVES(setxattr("t", "user.c", "1", 1, 0));
+	CTIME_MOVES(removexattr("t", "user.c"));
+	CTIME_MOVES(rename("t", "t3") == 0 && rename("t3", "t") ? -1 : 0);
+#undef CTIME_MOVES
+	T(unlink("t") == 0);
+}
+
+static void test_rename_kinds(void)
+{
+	struct stat st;
+	int fd;
+
+	current = "rename over every kind";
+	fd = open("file", O_RDWR | O_CREAT, 0644);
+	close(fd);
+	fd = open("file2", O_RDWR | O_CREAT, 0644);
+	close(fd);
+	T(mkdir("edir", 0755) == 0 && mkdir("edir2", 0755) == 0);
+	T(mkdir("full", 0755) == 0 && mkdir("full/x", 0755) == 0);
+	T(symlink("file", "sl") == 0 && mkfifo("ff", 0644) == 0);
+	T(rename("file", "edir") < 0 && errno == EISDIR);
+	T(rename("edir", "file") < 0 && errno == ENOTDIR);
+	T(rename("edir", "full") < 0 && (errno == ENOTEMPTY || errno == EEXIST));
+	T(rename("edir", "edir2") == 0); /* over an empty directory */
+	T(stat("edir", &st) < 0 && errno == ENOENT && stat("edir2", &st) == 0);
+	T(rename("edir2", "nodir/in") < 0 && errno == ENOENT);
+	T(rename("full", "full/x/sub") < 0 && errno == EINVAL); /* into itself */
+	T(rename("sl", "file2") == 0 && lstat("file2", &st) == 0 && S_ISLNK(st.st_mode));
+	T(rename("ff", "file") == 0 && lstat("file", &st) == 0 && S_ISFIFO(st.st_mode));
+	T(rename("file", "file") == 0);
+	T(renameat2(AT_FDCWD, "file", AT_FDCWD, "file2", RENAME_EXCHANGE) == 0 ||
+	  errno == EINVAL); /* an exchange, where the filesystem has it */
+	T(unlink("file") == 0 && unlink("file2") == 0);
+	T(rmdir("edir2") == 0 && rmdir("full/x") == 0 && rmdir("full") == 0);
+}
+
+static void test_sticky_setid(void)
+{
+	struct stat st;
+	int fd;
+
+	current = "sticky/set-id";
+	T(mkdir("sticky", 01777) == 0);
+	T(chmod("sticky", 01777) == 0);
+	T(stat("sticky", &st) == 0 && (st.st_mode & 07777) == 01777);
+	fd = open("sticky/mine", O_RDWR | O_CREAT, 04755);
+	T(fd >= 0);
+	T(fchmod(fd, 06755) == 0);
+	T(fstat(fd, &st) == 0 && (st.st_mode & 06000) == 06000);
+	/* a write by the owner drops set-uid, as the kernel does */
+	T(write(fd, "x", 1) == 1);
+	close(fd);
+	T(stat("sticky/mine", &st) == 0 && (geteuid() == 0 || !(st.st_mode & S_ISUID)));
+	T(unlink("sticky/mine") == 0 && rmdir("sticky") == 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2 || chdir(argv[1]) < 0) {
@@ -267,6 +478,11 @@ int main(int argc, char **argv)
 	test_xattr();
 	test_mmap();
 	test_statfs();
+	test_special_nodes();
+	test_name_too_long();
+	test_atime_ctime();
+	test_rename_kinds();
+	test_sticky_setid();
 	printf("syscalls: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

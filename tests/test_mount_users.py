@@ -8,7 +8,7 @@ import stat
 import subprocess
 
 import pytest
-from conftest import uring_unavailable
+from conftest import syscalls_bin, uring_unavailable
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -52,6 +52,11 @@ def test_non_root_mount_through_fusermount3(stash, user_tmp, dev_fuse_for_users,
     assert r.stdout.strip() == str(NOBODY.pw_uid)  # files belong to the mounting user
     r = as_nobody("sh", "-c", f"echo written > '{mnt}/new' && cat '{mnt}/new'")
     assert r.returncode == 0 and r.stdout == "written\n", r.stderr
+    # the syscall exerciser as that user (devices refused with EPERM, as natively)
+    r = as_nobody("mkdir", mnt / "work")
+    r = as_nobody(syscalls_bin(), mnt / "work")
+    assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout + r.stderr
+    as_nobody("rmdir", mnt / "work")
     if not uring_unavailable():
         # an unprivileged daemon registers its io_uring queues too
         s = json.loads(stash.run("status", mnt, "--json", user="nobody").stdout)[0]
