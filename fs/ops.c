@@ -637,6 +637,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 			fd_put(c, &fr);
 		}
 	}
+	/* the file's name, size and mode are in the state: as on ext4, an
+	 * fsync'ed new file survives a power loss with its name */
+	if (rc >= 0)
+		rc = ov_sync(c->ov);
 	reply_rc(req, rc < 0 ? rc : 0);
 }
 
@@ -747,7 +751,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	(void)ino;
 	(void)datasync;
 	(void)fi;
-	fuse_reply_err(req, 0);
+	reply_rc(req, ov_sync(ctx_of(req)->ov));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -94,6 +94,7 @@ struct ov {
 	struct u64set dirty;
 	struct u64set xups; /* catalog inodes whose xattrs are in the table */
 	uint64_t next_ino;
+	int wal_fd; /* state.db-wal, for ov_sync; -1 until the first */
 	int has_xattrs; /* in the table */
 	int cat_xattrs; /* in the catalog */
 	sqlite3_stmt *get_ino, *put_ino, *get_dent, *put_dent, *del_dent, *list_dent;
@@ -590,6 +591,7 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	ov->cat = cat;
 	ov->ncat = catalog_count(cat);
 	ov->cat_xattrs = catalog_header(cat)->n_xattrs > 0;
+	ov->wal_fd = -1;
 	ov->o = *o;
 	pthread_rwlock_init(&ov->lock, NULL);
 	pthread_mutex_init(&ov->copy_lock, NULL);
@@ -666,6 +668,8 @@ void ov_close(struct ov *ov)
 	sqlite3_finalize(ov->list_dent);
 	if (ov->db)
 		sqlite3_close(ov->db);
+	if (ov->wal_fd >= 0)
+		close(ov->wal_fd);
 	free(ov->rows.v);
 	free(ov->uppers.v);
 	free(ov->dirty.v);
@@ -673,6 +677,48 @@ void ov_close(struct ov *ov)
 	pthread_rwlock_destroy(&ov->lock);
 	pthread_mutex_destroy(&ov->copy_lock);
 	free(ov);
+}
+
+/*
+ * Make every change made so far durable.  The state runs WAL with
+ * synchronous=NORMAL: commits are written to the WAL but synced only at a
+ * checkpoint.  Syncing the WAL is what a commit under synchronous=FULL
+ * does, and covers every commit before it; the directories make data
+ * files and the WAL itself durable names.
+ */
+int ov_sync(struct ov *ov)
+{
+	char path[PATH_MAX + 16];
+	int fd, rc = 0;
+
+	fd = __atomic_load_n(&ov->wal_fd, __ATOMIC_ACQUIRE);
+	if (fd < 0) {
+		int none = -1;
+
+		snprintf(path, sizeof(path), "%s/state.db-wal", ov->dir);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && !__atomic_compare_exchange_n(&ov->wal_fd, &none, fd, 0,
+							    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			close(fd);
+			fd = none; /* another thread's */
+		}
+	}
+	if (fd >= 0 && fdatasync(fd) < 0)
+		rc = -errno;
+	snprintf(path, sizeof(path), "%s/data", ov->dir);
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) < 0 && !rc)
+			rc = -errno;
+		close(fd);
+	}
+	fd = open(ov->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) < 0 && !rc)
+			rc = -errno;
+		close(fd);
+	}
+	return rc;
 }
 
 uint64_t ov_changes(struct ov *ov)

@@ -24,9 +24,10 @@
  *       xup (copied up at their first xattr change); the others' are the
  *       catalog's.
  *
- * Everything is on disk as soon as an operation returns (SQLite WAL, data
- * files written through), so a killed daemon loses nothing: opening the
- * same state again resumes it.
+ * Everything is in the kernel's hands as soon as an operation returns
+ * (SQLite WAL, data files written through), so a killed daemon loses
+ * nothing: opening the same state again resumes it.  What survives a
+ * power loss is what an fsync covered (ov_sync).
  *
  * Thread-safe: lookups take a read lock, changes a write lock and one
  * transaction each.  Functions return 0 or -errno.
@@ -138,5 +139,7 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name);
 /* Inode number for a catalog index (its hard-link leader's). */
 uint64_t ov_cat_ino(struct ov *ov, uint32_t idx);
 uint64_t ov_changes(struct ov *ov); /* rows in the writable layer */
+/* Make every change so far durable (fsync, fsyncdir). */
+int ov_sync(struct ov *ov);
 
 #endif
