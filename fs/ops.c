@@ -184,11 +184,16 @@ static int pushed_bit(struct fs_ctx *c, fuse_ino_t ino, int set)
 	return ino_bit(c, c->pushed, ino, set);
 }
 
-/* The kernel evicted the inode, and its pages with it. */
+static void fd_forget(struct fs_ctx *c, uint64_t ino);
+
+/* The kernel evicted the inode, and its pages with it: nothing has it
+ * open, and an unlinked one can go with its data. */
 static void forget_one(struct fs_ctx *c, fuse_ino_t ino)
 {
 	pushed_bit(c, ino, 0);
 	ino_bit(c, c->ahead, ino, 0);
+	fd_forget(c, ino);
+	ov_forget(c->ov, ino);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -402,6 +407,19 @@ static int fd_get(struct fs_ctx *c, uint64_t ino, uint32_t chunk, struct fd_ref 
 	}
 	pthread_mutex_unlock(&c->fd_lock);
 	return 0;
+}
+
+/* Close ino's data file in the table (unless a request uses it). */
+static void fd_forget(struct fs_ctx *c, uint64_t ino)
+{
+	struct fd_slot *s = &c->slots[(ino * 0x9e3779b97f4a7c15ULL) >> (64 - FD_SLOTS_BITS)];
+
+	pthread_mutex_lock(&c->fd_lock);
+	if (s->fd >= 0 && s->ino == ino && s->chunk == UPPER && s->refs == 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	pthread_mutex_unlock(&c->fd_lock);
 }
 
 static void fd_put(struct fs_ctx *c, struct fd_ref *r)

@@ -149,6 +149,47 @@ static void now_ts(int64_t *s, uint32_t *ns)
 	*ns = (uint32_t)ts.tv_nsec;
 }
 
+/*
+ * STATE/ballast: space held back for a full disk.  Removing a name writes
+ * to the state too (a WAL frame or a few), so on a full filesystem an rm
+ * would fail with ENOSPC and nothing could be freed from inside the
+ * mount.  A removal that meets ENOSPC releases the ballast and tries once
+ * more; writers that add data get ENOSPC as usual.  It is made again when
+ * space comes back (a forgotten inode's data freed, the next mount).
+ */
+#define BALLAST_BYTES (8 << 20)
+
+static void ballast_make(struct ov *ov)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 16];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/ballast", ov->dir);
+	if (access(path, F_OK) == 0)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s/ballast.tmp", ov->dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (posix_fallocate(fd, 0, BALLAST_BYTES) != 0 || rename(tmp, path) < 0)
+		unlink(tmp);
+	close(fd);
+}
+
+/* 1 if there was ballast to give back. */
+static int ballast_release(struct ov *ov)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/ballast", ov->dir);
+	if (unlink(path) < 0)
+		return 0;
+	log_warn("mount state %s: the disk is full; released the space held back so that "
+		 "removals still work",
+		 ov->dir);
+	return 1;
+}
+
 void ov_data_path(struct ov *ov, uint64_t ino, char *out)
 {
 	snprintf(out, PATH_MAX, "%s/data/%llu", ov->dir, (unsigned long long)ino);
@@ -634,6 +675,8 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 			  "SELECT name, ino FROM dentries WHERE parent=?1 ORDER BY name");
 	if (!rc && !o->readonly)
 		rc = drop_orphans(ov);
+	if (!rc && !o->readonly)
+		ballast_make(ov);
 	if (!rc)
 		rc = load_sets(ov);
 	if (rc)
@@ -1053,7 +1096,7 @@ static int drop_link(struct ov *ov, uint64_t ino, int dir)
 	return save_row(ov, &a);
 }
 
-int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir)
+static int unlink_once(struct ov *ov, uint64_t parent, const char *name, int dir)
 {
 	struct ov_attr a;
 	uint64_t ino;
@@ -1085,8 +1128,8 @@ int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir)
 	return end(ov, rc);
 }
 
-int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
-	      const char *newname, unsigned int flags)
+static int rename_once(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
+		       const char *newname, unsigned int flags)
 {
 	struct ov_attr src, dst, np;
 	uint64_t sino, dino = 0;
@@ -1499,7 +1542,7 @@ ssize_t ov_listxattr(struct ov *ov, uint64_t ino, char *v, size_t n)
 	return rc;
 }
 
-int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
+static int removexattr_once(struct ov *ov, uint64_t ino, const char *name)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
@@ -1521,4 +1564,88 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
 	if (!rc)
 		rc = xattrs_touch(ov, ino);
 	return end(ov, rc);
+}
+
+/* ---- removals: they work on a full disk (see ballast_make) ---- */
+
+int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir)
+{
+	int rc = unlink_once(ov, parent, name, dir);
+
+	if (rc == -ENOSPC && ballast_release(ov))
+		rc = unlink_once(ov, parent, name, dir);
+	return rc;
+}
+
+int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned int flags)
+{
+	int rc = rename_once(ov, parent, name, newparent, newname, flags);
+
+	if (rc == -ENOSPC && ballast_release(ov))
+		rc = rename_once(ov, parent, name, newparent, newname, flags);
+	return rc;
+}
+
+int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
+{
+	int rc = removexattr_once(ov, ino, name);
+
+	if (rc == -ENOSPC && ballast_release(ov))
+		rc = removexattr_once(ov, ino, name);
+	return rc;
+}
+
+/* Drop the record of unlinked inode ino; 1 if it was one. */
+static int forget_once(struct ov *ov, uint64_t ino)
+{
+	static const char *const sql[] = { "DELETE FROM inodes WHERE ino=?1",
+					   "DELETE FROM xattrs WHERE ino=?1",
+					   "DELETE FROM xup WHERE ino=?1" };
+	struct ov_attr a;
+	size_t i;
+	int rc = begin(ov);
+
+	if (!rc)
+		rc = get_row(ov, ino, &a, NULL);
+	if (rc == -ENOENT || (!rc && a.nlink != 0))
+		return end(ov, 0);
+	if (rc)
+		return end(ov, rc);
+	for (i = 0; i < ARRAY_SIZE(sql) && !rc; i++) {
+		sqlite3_stmt *st = NULL;
+
+		rc = prep(ov, &st, sql[i]);
+		if (!rc) {
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+			rc = sqlerr(ov, sqlite3_step(st), "drop inode");
+		}
+		sqlite3_finalize(st);
+	}
+	rc = end(ov, rc);
+	return rc ? rc : 1;
+}
+
+int ov_forget(struct ov *ov, uint64_t ino)
+{
+	char path[PATH_MAX];
+	struct ov_attr a;
+	int rc, has;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	has = set_has(&ov->rows, ino);
+	rc = has ? get_row(ov, ino, &a, NULL) : -ENOENT;
+	pthread_rwlock_unlock(&ov->lock);
+	if (rc || a.nlink != 0)
+		return 0;
+	/* no name and no open file holds it (the kernel evicted it): its
+	 * data goes first, which is what frees a full disk */
+	ov_data_path(ov, ino, path);
+	unlink(path);
+	rc = forget_once(ov, ino);
+	if (rc == -ENOSPC && ballast_release(ov))
+		rc = forget_once(ov, ino);
+	if (rc == 1)
+		ballast_make(ov);
+	return rc < 0 ? rc : 0;
 }

@@ -139,6 +139,8 @@ int ov_removexattr(struct ov *ov, uint64_t ino, const char *name);
 /* Inode number for a catalog index (its hard-link leader's). */
 uint64_t ov_cat_ino(struct ov *ov, uint32_t idx);
 uint64_t ov_changes(struct ov *ov); /* rows in the writable layer */
+/* The kernel evicted ino: if it has no name left, drop its data and record. */
+int ov_forget(struct ov *ov, uint64_t ino);
 /* Make every change so far durable (fsync, fsyncdir). */
 int ov_sync(struct ov *ov);
 

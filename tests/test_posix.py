@@ -230,3 +230,54 @@ def test_fsync_makes_a_new_file_and_its_name_durable(stash, mounts, tmp_path):
     assert len(wal) >= 2, calls  # the file's fsync and the directory's
     assert data, calls
     assert dirs, calls
+
+
+def test_a_full_disk_can_be_freed_from_inside_the_mount(stash, mounts, tmp_path):
+    """The store on a small tmpfs, filled from inside the mount: writers get
+    ENOSPC, but rm still works (the removal's own state write uses the
+    space held back), frees the space at once, and a commit then fits."""
+    import subprocess
+    fs = tmp_path / "small"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(fs)], check=True)
+    try:
+        stash.store = str(fs / "store")
+        stash.remote = "file://" + str(fs / "remote")
+        src, mnt = tmp_path / "src", tmp_path / "mnt"
+        src.mkdir()
+        (src / "kept").write_bytes(os.urandom(1 << 20))
+        stash.run("save", src, "--key", "k")
+        mounts.mount(stash, mnt, "k")
+        (mnt / "d").mkdir()
+        chunk = os.urandom(1 << 20)
+        n, full = 0, None
+        try:
+            while True:
+                with open(mnt / "d" / f"fill{n}", "wb") as f:
+                    for _ in range(4):
+                        f.write(chunk)
+                n += 1
+        except OSError as e:
+            full = e.errno
+        assert full == errno.ENOSPC and n > 3
+        with pytest.raises(OSError) as e:
+            (mnt / "more").write_bytes(chunk)
+        assert e.value.errno == errno.ENOSPC
+        free0 = os.statvfs(fs).f_bavail
+        for i in range(n):
+            os.unlink(mnt / "d" / f"fill{i}")  # every one works
+        if (mnt / "d" / f"fill{n}").exists():
+            os.unlink(mnt / "d" / f"fill{n}")
+        os.rmdir(mnt / "d")
+        free1 = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+        assert free1 - free0 * os.statvfs(fs).f_frsize > 8 << 20, (free0, free1)
+        (mnt / "new").write_bytes(b"after the disk was freed")
+        stash.run("umount", mnt, "--commit", "k2")
+        out = tmp_path / "out"
+        stash.run("restore", out, "--key", "k2")
+        assert (out / "new").read_bytes() == b"after the disk was freed"
+        assert (out / "kept").read_bytes() == (src / "kept").read_bytes()
+    finally:
+        if os.path.ismount(mnt):
+            stash.run("umount", mnt, check=False)
+        subprocess.run(["umount", "-l", str(fs)])
