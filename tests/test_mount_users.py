@@ -102,3 +102,36 @@ def test_allow_other_and_bind_mount_in_namespace(stash, user_tmp, mounts):
     assert os.stat(opened / "scratch" / "w").st_uid == NOBODY.pw_uid
     # the bind was private to that namespace
     assert not os.path.ismount(bind)
+
+
+def test_permissions_between_users_in_an_allow_other_mount(stash, user_tmp, mounts):
+    """Root mounts with --allow-other; another uid works in it as on ext4:
+    the sticky bit keeps it from removing root's files, set-id bits it
+    may not set are refused or dropped by the kernel, and the syscall
+    exerciser passes as that user in a directory it owns."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount for other users and to run as another user")
+    mnt = pathlib.Path(user_tmp) / "mnt"
+    mounts.mount(stash, mnt, "miss", "--allow-other")
+    os.mkdir(mnt / "tmp")
+    os.chmod(mnt / "tmp", 0o1777)
+    (mnt / "tmp" / "roots").write_text("root's file")
+    r = as_nobody("rm", "-f", mnt / "tmp" / "roots")
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r.stderr
+    r = as_nobody("mv", mnt / "tmp" / "roots", mnt / "tmp" / "moved")
+    assert r.returncode != 0
+    assert (mnt / "tmp" / "roots").read_text() == "root's file"
+    r = as_nobody("sh", "-c", f"echo mine > '{mnt}/tmp/nobodys' && rm '{mnt}/tmp/nobodys'")
+    assert r.returncode == 0, r.stderr
+    # nobody cannot make its file setgid to a group it is not in
+    r = as_nobody("sh", "-c", f"touch '{mnt}/tmp/sg' && chmod 2755 '{mnt}/tmp/sg' && "
+                  f"stat -c %a '{mnt}/tmp/sg'")
+    assert r.returncode == 0 and r.stdout.strip() in ("755", "2755"), r.stdout + r.stderr
+    if r.stdout.strip() == "2755":
+        assert os.stat(mnt / "tmp" / "sg").st_gid == NOBODY.pw_gid
+    r = as_nobody("chown", "0", mnt / "tmp" / "sg")
+    assert r.returncode != 0
+    os.mkdir(mnt / "work")
+    os.chown(mnt / "work", NOBODY.pw_uid, NOBODY.pw_gid)
+    r = as_nobody(syscalls_bin(), mnt / "work")
+    assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout + r.stderr
