@@ -35,6 +35,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			catalog_lookup(c, i, "x", 1, &found);
 			if (S_ISLNK(e->mode))
 				(void)catalog_target(c, e)[e->count - 1];
+			if (e->ino == i) {
+				uint32_t nx, x;
+				const struct cat_xattr *xa = catalog_xattrs(c, i, &nx);
+
+				for (x = 0; x < nx; x++) {
+					(void)catalog_str(c, xa[x].name_off)[xa[x].name_len - 1];
+					if (xa[x].value_len)
+						(void)catalog_str(c, xa[x].value_off)[xa[x].value_len - 1];
+				}
+			}
 			if (S_ISREG(e->mode) && e->ino == i && e->count) {
 				const struct cat_ref *r = catalog_refs(c, e);
 				uint32_t j = catalog_ref_at(c, e, e->size ? e->size - 1 : 0);
