@@ -42,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				for (x = 0; x < nx; x++) {
 					(void)catalog_str(c, xa[x].name_off)[xa[x].name_len - 1];
 					if (xa[x].value_len)
-						(void)catalog_str(c, xa[x].value_off)[xa[x].value_len - 1];
+						(void)catalog_str(
+							c, xa[x].value_off)[xa[x].value_len - 1];
 				}
 			}
 			if (S_ISREG(e->mode) && e->ino == i && e->count) {
