@@ -1454,7 +1454,8 @@ static ssize_t xattr_out(const void *value, size_t len, void *v, size_t n)
 		return (ssize_t)len;
 	if (len > n)
 		return -ERANGE;
-	memcpy(v, value, len);
+	if (len) /* an empty value may come as NULL */
+		memcpy(v, value, len);
 	return (ssize_t)len;
 }
 

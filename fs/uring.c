@@ -510,6 +510,14 @@ static void patch_init(struct iovec *iov, int count)
 	o = iov[1].iov_base;
 	if (!(o->flags & FUSE_INIT_EXT))
 		return;
+	/* rings are per possible CPU: without /sys to say how many (a chroot
+	 * or a container without it), do not ask for them, or the kernel
+	 * would send every request to rings nobody serves */
+	if (possible_cpus() <= 0 || possible_cpus() > MAX_THREADS) {
+		log_err("mount: no io_uring (how many CPUs there may be is unknown: is /sys "
+			"mounted?); FUSE requests go through /dev/fuse");
+		return;
+	}
 	o->flags2 |= (uint32_t)(OVER_IO_URING >> 32);
 	pages = (o->flags & FUSE_MAX_PAGES) ? o->max_pages : 256;
 	R.payload = o->max_write;

@@ -504,7 +504,10 @@ def test_fetch_follows_how_much_of_a_batch_was_read(tmp_path, faulty, mounts):
         rd.run("umount", mnt)
         mounts.dirs.remove(str(mnt))
     fetched, gets = got["all"]
-    assert fetched == total and gets <= 12, got  # 1, 2, then 4 MiB windows
+    # 1, 2, then 4 MiB windows.  A window's range spans gaps of up to 64 KiB
+    # (fs/fetch.c MAX_GAP), which may hold a chunk a single read fetched
+    # a moment before: those bytes come twice, by design
+    assert total <= fetched <= total + (64 << 10) and gets <= 12, got
     fetched, gets = got["scattered"]
     # a miss brings its directory (here all of it: the file read is its
     # first), not the 4 MiB windows that streamed 99% of the tree before
