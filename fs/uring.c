@@ -504,6 +504,7 @@ static void patch_init(struct iovec *iov, int count)
 {
 	struct fuse_init_out *o;
 	size_t pages;
+	int ncpu;
 
 	if (count < 2 || iov[1].iov_len < offsetof(struct fuse_init_out, flags2) + 4)
 		return;
@@ -513,7 +514,8 @@ static void patch_init(struct iovec *iov, int count)
 	/* rings are per possible CPU: without /sys to say how many (a chroot
 	 * or a container without it), do not ask for them, or the kernel
 	 * would send every request to rings nobody serves */
-	if (possible_cpus() <= 0 || possible_cpus() > MAX_THREADS) {
+	ncpu = possible_cpus();
+	if (ncpu <= 0 || ncpu > MAX_THREADS) {
 		log_err("mount: no io_uring (how many CPUs there may be is unknown: is /sys "
 			"mounted?); FUSE requests go through /dev/fuse");
 		return;

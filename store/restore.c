@@ -332,6 +332,14 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 		case S_IFCHR:
 		case S_IFBLK:
 			st->specials++;
+			/* a device's access is its owner and mode: a catalog's
+			 * device made root's without its recorded owner would
+			 * open a disk to whoever the mode lets in */
+			if ((S_ISCHR(e->mode) || S_ISBLK(e->mode)) && !s->o->preserve_owner) {
+				s->ids[i].absent = 1;
+				st->skipped++;
+				break;
+			}
 			if (!s->ids[e->parent].fresh)
 				unlinkat(pfd, name, 0);
 			if (mknodat(pfd, name, (e->mode & S_IFMT) | 0600, (dev_t)e->first) < 0) {

@@ -38,7 +38,7 @@ def test_the_mount_shows_and_commits_what_a_snapshot_keeps(stash, mounts, tree, 
     tree.compare(src, mnt)
     assert sorted(os.listxattr(mnt / "xf")) == sorted(os.listxattr(src / "xf"))
     stash.run("umount", mnt)
-    stash.run("restore", out, "--key", "k2")
+    stash.run("restore", out, "--key", "k2", "--preserve-owner")
     tree.compare(src, out)
     s1.close()
 
@@ -179,12 +179,12 @@ def test_random_operations_native_and_mount_agree(stash, mounts, tree, tmp_path)
     mounts.mount(stash, mnt, "rand")
     tree.compare(native, mnt)
     stash.run("umount", mnt)
-    stash.run("restore", out, "--key", "rand")
+    stash.run("restore", out, "--key", "rand", "--preserve-owner")
     tree.compare(native, out)
     # and the same tree saved natively restores the same
     stash.run("save", native, "--key", "rand-native")
     out2 = tmp_path / "out2"
-    stash.run("restore", out2, "--key", "rand-native")
+    stash.run("restore", out2, "--key", "rand-native", "--preserve-owner")
     tree.compare(native, out2)
 
 
@@ -283,7 +283,7 @@ def test_a_full_disk_can_be_freed_from_inside_the_mount(stash, mounts, tmp_path)
         (mnt / "new").write_bytes(b"after the disk was freed")
         stash.run("umount", mnt, "--commit", "k2")
         out = tmp_path / "out"
-        stash.run("restore", out, "--key", "k2")
+        stash.run("restore", out, "--key", "k2", "--preserve-owner")
         assert (out / "new").read_bytes() == b"after the disk was freed"
         assert (out / "kept").read_bytes() == (src / "kept").read_bytes()
     finally:

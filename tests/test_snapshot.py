@@ -45,13 +45,21 @@ def test_roundtrip_edge_cases(stash, tree, tmp_path):
     assert p.json["specials"] == (4 if os.geteuid() == 0 else 2)
     assert p.json["hardlinks"] == 4  # the edge tree's two, the FIFO's and the symlink's
     assert p.json["xattrs"] == (5 if os.geteuid() == 0 else 4)
-    r = stash.run("restore", out, "--key", "edge", json_out=True)
+    r = stash.run("restore", out, "--key", "edge", "--preserve-owner", json_out=True)
     assert r.json["hit"] == "exact"
     assert "restore: exact hit 'edge'" in r.stderr.decode()
     n = tree.compare(src, out)
     assert n > 600
     assert os.lstat(out / "sl").st_ino == os.lstat(out / "sl-link").st_ino
     assert os.getxattr(out / "xf", "user.big") == bytes(range(256)) * 10
+    if os.geteuid() == 0:
+        # a hostile catalog's device (a disk, 0666) is not made root's:
+        # without --preserve-owner devices are left out, and said so
+        out3 = tmp_path / "out3"
+        r = stash.run("restore", out3, "--key", "edge", json_out=True)
+        assert "2 device nodes not made" in r.stderr.decode()
+        assert not (out3 / "null").exists() and not (out3 / "loop").exists()
+        assert r.json["skipped"] == 2 and (out3 / "fifo").exists()
     s.close()
     tree.fix_ro_dirs(out)
     tree.fix_ro_dirs(src)

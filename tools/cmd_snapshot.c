@@ -86,7 +86,8 @@ void snap_warn_dropped(const char *cmd, const struct snap_stats *st)
 			 "security.* but SELinux labels; not ACLs)",
 			 cmd, st->xattrs_dropped);
 	if (st->skipped && restore)
-		log_warn("restore: %" PRIu64 " device nodes not made (that takes root)",
+		log_warn("restore: %" PRIu64 " device nodes not made (that takes root and "
+			 "--preserve-owner: a device's owner and mode are its access)",
 			 st->skipped);
 	else if (st->skipped)
 		log_warn("%s: %" PRIu64 " entries of an unknown type not kept", cmd, st->skipped);
