@@ -561,6 +561,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		dbpath[PATH_MAX + 16];
 	struct daemon_args d;
 	struct key_rec rec;
+	struct used_mark mark;
 	enum hit_kind hit = HIT_MISS;
 	struct catalog *cat = NULL;
 	struct stat st;
@@ -690,10 +691,15 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			return rc;
 		}
 	}
-	/* the daemon's first connections, opened while the catalog comes */
+	/* the daemon's first connections, opened while the catalog comes,
+	 * and the key's use mark on its way meanwhile */
 	if (hit != HIT_MISS && !o->no_prefetch)
 		d.npre = remote_preconnect(r->primary, PRECONNECT, d.pre);
+	memset(&mark, 0, sizeof(mark));
+	if (hit != HIT_MISS)
+		keys_mark_used_begin(r, &rec, &mark);
 	rc = repo_catalog(r, &d.catalog, &cat);
+	keys_mark_used_end(r, &mark);
 	if (rc) {
 		close_pre(&d);
 		return rc;

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "remote.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -227,6 +228,50 @@ static int file_exists(struct remote *r, const char *name)
 	return errno == ENOENT ? 0 : -errno;
 }
 
+/* Regular files only; a name with a dot is a writer's temp file or a lock. */
+static int file_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg)
+{
+	char path[PATH_MAX];
+	struct dirent *d;
+	DIR *dp;
+	int rc, dfd;
+
+	rc = full_path(r, dir, path, sizeof(path));
+	if (rc)
+		return rc;
+	dp = opendir(path);
+	if (!dp)
+		return errno == ENOENT ? 0 : -errno;
+	dfd = dirfd(dp);
+	while (!rc && (errno = 0, d = readdir(dp))) {
+		struct stat st;
+
+		if (strchr(d->d_name, '.'))
+			continue;
+		if (fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				rc = -errno;
+			continue;
+		}
+		if (S_ISREG(st.st_mode))
+			rc = fn(d->d_name, (uint64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, arg);
+	}
+	if (!rc && errno)
+		rc = -errno;
+	closedir(dp);
+	return rc;
+}
+
+static int file_del(struct remote *r, const char *name)
+{
+	char path[PATH_MAX];
+	int rc = full_path(r, name, path, sizeof(path));
+
+	if (rc)
+		return rc;
+	return unlink(path) < 0 ? -errno : 0;
+}
+
 static void file_free(struct remote *r)
 {
 	free(r->priv);
@@ -238,6 +283,8 @@ static const struct remote_ops file_ops = {
 	.put_file = file_put_file,
 	.put_buf = file_put_buf,
 	.exists = file_exists,
+	.list = file_list,
+	.del = file_del,
 	.update = file_update,
 	.free = file_free,
 };

@@ -147,6 +147,31 @@ int remote_update(struct remote *r, const char *name, size_t cap, remote_update_
 	return rc;
 }
 
+int remote_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg)
+{
+	if (r->offline)
+		return offline(r);
+	if (!r->ops->list) {
+		log_err("%s: this remote cannot be listed", r->url);
+		return -EOPNOTSUPP;
+	}
+	return r->ops->list(r, dir, fn, arg);
+}
+
+int remote_delete(struct remote *r, const char *name)
+{
+	int rc;
+
+	if (r->read_only)
+		return -EROFS;
+	if (r->offline)
+		return offline(r);
+	if (!r->ops->del)
+		return -EOPNOTSUPP;
+	rc = r->ops->del(r, name);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 int remote_preconnect(struct remote *r, int n, int *fds)
 {
 	if (r->offline)

@@ -38,6 +38,11 @@ struct remote_progress {
  * not there).  0, or -errno to give up. */
 typedef int (*remote_update_fn)(const struct buf *cur, int exists, struct buf *out, void *arg);
 
+/* One object of a listing: its name below the listed directory, its size and
+ * when it was last written (seconds since the epoch).  0 to go on, or
+ * -errno to stop the listing with that error. */
+typedef int (*remote_list_fn)(const char *name, uint64_t size, int64_t mtime, void *arg);
+
 struct remote_ops {
 	const char *scheme;
 	/* bytes [off, off + len) of name appended to out (len REMOTE_WHOLE:
@@ -59,6 +64,9 @@ struct remote_ops {
 	/* optional (NULL: not done); see remote_preconnect, remote_adopt */
 	int (*preconnect)(struct remote *r, int n, int *fds);
 	void (*adopt)(struct remote *r, const int *fds, int n, uint64_t *used);
+	/* optional (NULL: -EOPNOTSUPP); see remote_list, remote_delete */
+	int (*list)(struct remote *r, const char *dir, remote_list_fn fn, void *arg);
+	int (*del)(struct remote *r, const char *name);
 };
 
 struct remote {
@@ -99,6 +107,17 @@ int remote_exists(struct remote *r, const char *name);
  * A server that ignores the conditions leaves the last writer winning.
  */
 int remote_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn, void *arg);
+
+/*
+ * The objects directly below dir ("packs", "keys"...), in no order: fn is
+ * told each one's name, size and last write.  A directory that does not
+ * exist lists nothing.  -EOPNOTSUPP where the backend cannot list (plain
+ * HTTP needs a server that answers a directory with nginx's autoindex
+ * JSON), after one logged line saying so.
+ */
+int remote_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg);
+/* Delete name: 0, or 0 when it was not there; -EROFS on a read remote. */
+int remote_delete(struct remote *r, const char *name);
 
 /*
  * Connections opened ahead, for another process to use: up to n TCP

@@ -1,11 +1,13 @@
 /* Repo: store + remotes, key records and catalog transfer; see repo.h. */
 #define _GNU_SOURCE
 #include "repo.h"
+#include "prune.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +125,16 @@ static void key_name(const char *key, char *out, size_t n)
 	cas_hash(key, strlen(key), &h);
 	cas_id_hex(&h, hex);
 	snprintf(out, n, "keys/%s", hex);
+}
+
+static void used_name(const char *key, char *out, size_t n)
+{
+	struct cas_id h;
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_hash(key, strlen(key), &h);
+	cas_id_hex(&h, hex);
+	snprintf(out, n, "used/%s", hex);
 }
 
 static void index_name(const char *prefix, size_t plen, char *out, size_t n)
@@ -288,9 +300,13 @@ out:
 struct index_add {
 	const struct key_rec *rec;
 	const char *where;
+	int remove; /* take rec out (unless the key was published again since) */
 };
 
-/* An index with rec added (remote_update's fn): newest first, INDEX_KEEP. */
+/*
+ * An index with rec added, or taken out (remote_update's fn): newest
+ * first, INDEX_KEEP.  -ECANCELED: a removal that leaves it as it is.
+ */
 static int index_with(const struct buf *cur, int exists, struct buf *out, void *arg)
 {
 	const struct index_add *ia = arg;
@@ -298,8 +314,18 @@ static int index_with(const struct buf *cur, int exists, struct buf *out, void *
 	size_t i;
 	int rc = exists ? parse_lines(cur, INDEX_MAGIC, ia->where, recvec_add, &rv) : 0;
 
-	if (!rc)
+	if (!rc && !ia->remove)
 		rc = recvec_add(ia->rec, &rv);
+	if (!rc && ia->remove) {
+		size_t kept = 0;
+
+		for (i = 0; i < rv.n; i++)
+			if (strcmp(rv.v[i].key, ia->rec->key) || rv.v[i].time_ns > ia->rec->time_ns)
+				rv.v[kept++] = rv.v[i];
+		if (kept == rv.n)
+			rc = -ECANCELED;
+		rv.n = kept;
+	}
 	if (!rc) {
 		qsort(rv.v, rv.n, sizeof(*rv.v), rec_newest_first);
 		buf_append(out, INDEX_MAGIC, strlen(INDEX_MAGIC));
@@ -316,17 +342,32 @@ static int index_with(const struct buf *cur, int exists, struct buf *out, void *
  * read-modify-write where the backend can, so no key drops out.
  */
 static int update_index(struct remote *rem, const char *prefix, size_t plen,
-			const struct key_rec *rec)
+			const struct key_rec *rec, int remove)
 {
 	char name[128], where[PATH_MAX];
-	struct index_add ia = { rec, where };
+	struct index_add ia = { rec, where, remove };
 	int rc;
 
 	index_name(prefix, plen, name, sizeof(name));
 	snprintf(where, sizeof(where), "key index %s on %s", name, rem->url);
 	rc = remote_update(rem, name, INDEX_RECORD_CAP, index_with, &ia);
+	if (rc == -ECANCELED)
+		rc = 0;
 	if (rc)
 		log_err("key index on %s: cannot write: %s", rem->url, strerror(-rc));
+	return rc;
+}
+
+/* rec added to (or taken out of) the index of "" and of every prefix of
+ * its key that ends with a separator */
+static int update_indexes(struct remote *rem, const struct key_rec *rec, int remove)
+{
+	size_t i, n = strlen(rec->key);
+	int rc = update_index(rem, rec->key, 0, rec, remove);
+
+	for (i = 0; !rc && i < n; i++)
+		if (strchr(separators, rec->key[i]))
+			rc = update_index(rem, rec->key, i + 1, rec, remove);
 	return rc;
 }
 
@@ -334,9 +375,12 @@ int keys_publish(struct repo *r, const struct key_rec *rec)
 {
 	struct buf b = BUF_INIT;
 	char name[128];
-	size_t i, n = strlen(rec->key);
 	int rc;
 
+	/* nothing it uses may be on its way out (a prune running) */
+	rc = prune_guard(r, rec);
+	if (rc)
+		return rc;
 	buf_append(&b, KEY_MAGIC, strlen(KEY_MAGIC));
 	format_line(&b, rec);
 	if (rec->has_sources) {
@@ -356,11 +400,37 @@ int keys_publish(struct repo *r, const struct key_rec *rec)
 	}
 	store_key_note(r->store, rec); /* known here, for a remote that is gone later */
 	/* then the prefix indexes that restore keys and ls read */
-	rc = update_index(r->primary, rec->key, 0, rec);
-	for (i = 0; !rc && i < n; i++)
-		if (strchr(separators, rec->key[i]))
-			rc = update_index(r->primary, rec->key, i + 1, rec);
-	return rc;
+	return update_indexes(r->primary, rec, 0);
+}
+
+int keys_withdraw(struct repo *r, const struct key_rec *rec, int *republished)
+{
+	struct key_rec now;
+	char name[128], used[128];
+	int rc;
+
+	*republished = 0;
+	key_name(rec->key, name, sizeof(name));
+	/* a job that published the key again since it was listed wins */
+	rc = keys_get(r->primary, rec->key, &now);
+	if (rc == 0 && (now.time_ns != rec->time_ns || cas_id_cmp(&now.catalog, &rec->catalog))) {
+		*republished = 1;
+		return 0;
+	}
+	if (rc && rc != -ENOENT)
+		return rc;
+	rc = remote_delete(r->primary, name);
+	if (!rc) {
+		used_name(rec->key, used, sizeof(used));
+		rc = remote_delete(r->primary, used);
+	}
+	if (rc) {
+		log_err("key '%s' on %s: cannot delete: %s", rec->key, r->primary->url,
+			strerror(-rc));
+		return rc;
+	}
+	store_key_forget(r->store, rec);
+	return update_indexes(r->primary, rec, 1);
 }
 
 int keys_parse_record(struct buf *b, const char *key, const char *where, struct key_rec *out)
@@ -390,8 +460,8 @@ int keys_parse_record(struct buf *b, const char *key, const char *where, struct 
 				rv.v[0].sources = sid;
 		}
 	}
-	if (!rc && (rv.n != 1 || strcmp(rv.v[0].key, key) != 0)) {
-		log_err("%s: record does not match key '%s'", where, key);
+	if (!rc && (rv.n != 1 || (key && strcmp(rv.v[0].key, key) != 0))) {
+		log_err("%s: record does not match key '%s'", where, key ? key : "");
 		rc = -EBADMSG;
 	}
 	if (!rc)
@@ -437,6 +507,137 @@ out:
 	return rc;
 }
 
+int keys_get_named(struct remote *rem, const char *hex, struct key_rec *out)
+{
+	struct buf b = BUF_INIT;
+	char name[128], where[PATH_MAX], h[CAS_HEX_LEN + 1];
+	struct cas_id id;
+	int rc;
+
+	snprintf(name, sizeof(name), "keys/%s", hex);
+	rc = remote_get(rem, name, 0, REMOTE_WHOLE, &b, KEY_RECORD_CAP);
+	if (rc)
+		goto out;
+	snprintf(where, sizeof(where), "key record %s on %s", name, rem->url);
+	rc = keys_parse_record(&b, NULL, where, out);
+	if (rc)
+		goto out;
+	cas_hash(out->key, strlen(out->key), &id);
+	cas_id_hex(&id, h);
+	if (strcmp(h, hex)) {
+		log_err("%s: holds the record of another key ('%s')", where, out->key);
+		rc = -EBADMSG;
+	}
+out:
+	buf_free(&b);
+	return rc;
+}
+
+#define USED_MAGIC "stashfs-used 1\n"
+#define USED_EVERY_NS (3600 * 1000000000LL) /* a machine marks a key once an hour */
+
+static void *mark_used(void *arg)
+{
+	struct used_mark *m = arg;
+	int rc = remote_put_buf(m->rem, m->name, USED_MAGIC, strlen(USED_MAGIC));
+
+	if (rc)
+		log_debug("%s on %s: not marked used: %s", m->name, m->rem->url, strerror(-rc));
+	m->rc = rc;
+	return NULL;
+}
+
+void keys_mark_used_begin(struct repo *r, const struct key_rec *rec, struct used_mark *m)
+{
+	int64_t at = 0;
+
+	memset(m, 0, sizeof(*m));
+	/* only the primary keeps marks; a read remote is not written */
+	if (rec->from != 0 || r->primary->read_only || r->primary->offline)
+		return;
+	if (store_used_get(r->store, r->primary->url, rec->key, &at) == 0 &&
+	    now_ns() - at < USED_EVERY_NS)
+		return;
+	m->rem = r->primary;
+	snprintf(m->key, sizeof(m->key), "%s", rec->key);
+	used_name(rec->key, m->name, sizeof(m->name));
+	m->started = pthread_create(&m->t, NULL, mark_used, m) == 0;
+	if (!m->started)
+		mark_used(m);
+	else
+		return;
+	if (!m->rc)
+		store_used_set(r->store, r->primary->url, m->key, now_ns());
+}
+
+void keys_mark_used_end(struct repo *r, struct used_mark *m)
+{
+	if (!m->started)
+		return;
+	pthread_join(m->t, NULL);
+	m->started = 0;
+	if (!m->rc)
+		store_used_set(r->store, m->rem->url, m->key, now_ns());
+}
+
+struct used_scan {
+	struct key_used *v;
+	size_t n, cap;
+};
+
+static int used_add(const char *name, uint64_t size, int64_t mtime, void *arg)
+{
+	struct used_scan *u = arg;
+	struct cas_id id;
+
+	(void)size;
+	if (cas_id_parse(&id, name))
+		return 0; /* not a mark */
+	if (u->n == u->cap) {
+		size_t nc = u->cap ? u->cap * 2 : 64;
+		struct key_used *nv = realloc(u->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		u->v = nv;
+		u->cap = nc;
+	}
+	u->v[u->n].id = id;
+	u->v[u->n].at = mtime;
+	u->n++;
+	return 0;
+}
+
+static int used_cmp(const void *a, const void *b)
+{
+	return cas_id_cmp(&((const struct key_used *)a)->id, &((const struct key_used *)b)->id);
+}
+
+int keys_used_list(struct remote *rem, struct key_used **out, size_t *n)
+{
+	struct used_scan u = { NULL, 0, 0 };
+	int rc = remote_list(rem, "used", used_add, &u);
+
+	if (rc) {
+		free(u.v);
+		return rc;
+	}
+	if (u.n)
+		qsort(u.v, u.n, sizeof(*u.v), used_cmp);
+	*out = u.v;
+	*n = u.n;
+	return 0;
+}
+
+int64_t keys_used_at(const struct key_used *v, size_t n, const char *key)
+{
+	struct key_used k, *hit;
+
+	cas_hash(key, strlen(key), &k.id);
+	hit = n ? bsearch(&k, v, n, sizeof(*v), used_cmp) : NULL;
+	return hit ? hit->at : -1;
+}
+
 /* Newest key starting with prefix on one remote: 0, -ENOENT, -errno. */
 static int newest_with_prefix(struct remote *rem, const char *prefix, struct key_rec *out)
 {
@@ -471,11 +672,13 @@ static int resolve_local(struct repo *r, const char *key, char *const *restore, 
 
 	if (store_key_get(r->store, key, out) == 0) {
 		*kind = HIT_EXACT;
+		out->from = -1;
 		return 0;
 	}
 	for (j = 0; j < n_restore; j++) {
 		if (store_key_newest(r->store, restore[j], out) == 0) {
 			*kind = HIT_PARTIAL;
+			out->from = -1;
 			return 0;
 		}
 	}
@@ -493,6 +696,7 @@ static int resolve_remote(struct repo *r, const char *key, char *const *restore,
 		rc = keys_get(nth_remote(r, i), key, out);
 		if (rc == 0) {
 			*kind = HIT_EXACT;
+			out->from = i;
 			return 0;
 		}
 		if (rc != -ENOENT)
@@ -503,6 +707,7 @@ static int resolve_remote(struct repo *r, const char *key, char *const *restore,
 			rc = newest_with_prefix(nth_remote(r, i), restore[j], out);
 			if (rc == 0) {
 				*kind = HIT_PARTIAL;
+				out->from = i;
 				return 0;
 			}
 			if (rc != -ENOENT)

@@ -20,6 +20,8 @@
 #include "catalog.h"
 #include "store.h"
 
+#include <pthread.h>
+
 #define REPO_MAX_READS 16
 /* caps on records read from a remote */
 #define KEY_RECORD_CAP (8u << 10)
@@ -64,8 +66,44 @@ int keys_parse_record(struct buf *b, const char *key, const char *where, struct 
 int keys_parse_index(const struct buf *b, const char *where, const char *prefix, struct key_rec **v,
 		     size_t *n);
 
-/* Publish rec on the primary: the key record, then the prefix indexes. */
+/* Publish rec on the primary: the key record, then the prefix indexes
+ * (after prune_guard: -ESTALE when a prune is deleting what it uses). */
 int keys_publish(struct repo *r, const struct key_rec *rec);
+
+/*
+ * Take rec off the primary (prune): its key record, its use mark and its
+ * lines in the prefix indexes.  A key published again since rec was read
+ * stays (*republished 1).  0 or -errno.
+ */
+int keys_withdraw(struct repo *r, const struct key_rec *rec, int *republished);
+
+/* The record stored as keys/HEX (the key's hash checked): 0, -ENOENT, -errno. */
+int keys_get_named(struct remote *rem, const char *hex, struct key_rec *out);
+
+/*
+ * Use marks: restore, mount and touch-sources put used/<sha256(key)> on
+ * the primary when the key came from it (at most once an hour per machine,
+ * on a thread of its own between begin and end); the object's write time
+ * is the key's last use, which ls shows and prune's --keep-within reads.
+ */
+struct used_mark {
+	pthread_t t;
+	int started, rc;
+	struct remote *rem;
+	char name[128];
+	char key[KEY_MAX + 1];
+};
+void keys_mark_used_begin(struct repo *r, const struct key_rec *rec, struct used_mark *m);
+void keys_mark_used_end(struct repo *r, struct used_mark *m);
+
+/* When each key was last used, from a listing of used/ (sorted by id). */
+struct key_used {
+	struct cas_id id; /* sha256(key) */
+	int64_t at; /* seconds since the epoch */
+};
+int keys_used_list(struct remote *rem, struct key_used **out, size_t *n);
+/* key's last use in v, or -1 when it has no mark. */
+int64_t keys_used_at(const struct key_used *v, size_t n, const char *key);
 
 /*
  * The exact key, else for each restore prefix in order the newest key

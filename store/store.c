@@ -48,7 +48,10 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS keys("
 	" key TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, catalog BLOB NOT NULL,"
 	" files INTEGER NOT NULL, bytes INTEGER NOT NULL, sources BLOB)"
-	" WITHOUT ROWID;";
+	" WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS used("
+	" remote TEXT NOT NULL, key TEXT NOT NULL, at_ns INTEGER NOT NULL,"
+	" PRIMARY KEY(remote, key)) WITHOUT ROWID;";
 
 static int sql_err(struct store *s, int rc, const char *what)
 {
@@ -630,6 +633,68 @@ int store_key_note(struct store *s, const struct key_rec *rec)
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return sql_err(s, rc, "noting a key");
+}
+
+int store_key_forget(struct store *s, const struct key_rec *rec)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sqlite3_prepare_v2(s->db, "DELETE FROM keys WHERE key = ?1 AND time_ns <= ?2", -1, &st,
+				NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, rec->key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, rec->time_ns);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return sql_err(s, rc, "forgetting a key");
+}
+
+int store_used_get(struct store *s, const char *remote, const char *key, int64_t *at_ns)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, found = 0;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sqlite3_prepare_v2(s->db, "SELECT at_ns FROM used WHERE remote = ?1 AND key = ?2", -1,
+				&st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*at_ns = sqlite3_column_int64(st, 0);
+			found = 1;
+		}
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	if (found)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : sql_err(s, rc, "reading use marks");
+}
+
+int store_used_set(struct store *s, const char *remote, const char *key, int64_t at_ns)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO used(remote, key, at_ns)"
+				       " VALUES(?1, ?2, ?3)",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, at_ns);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return sql_err(s, rc, "noting a use");
 }
 
 static int key_row(struct store *s, const char *sql, const char *arg, struct key_rec *out)

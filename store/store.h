@@ -35,6 +35,7 @@ struct key_rec {
 	uint64_t bytes;
 	int has_sources; /* key records only: a sources manifest */
 	struct cas_id sources;
+	int from; /* keys_resolve: 0 the primary, i the i-th read remote, -1 this machine */
 };
 
 /*
@@ -46,6 +47,11 @@ struct key_rec {
 int store_key_note(struct store *s, const struct key_rec *rec);
 int store_key_get(struct store *s, const char *key, struct key_rec *out);
 int store_key_newest(struct store *s, const char *prefix, struct key_rec *out);
+/* Forget rec (a prune withdrew it), unless a newer record is known. */
+int store_key_forget(struct store *s, const struct key_rec *rec);
+/* When this machine last marked key used on remote: 0 or -ENOENT. */
+int store_used_get(struct store *s, const char *remote, const char *key, int64_t *at_ns);
+int store_used_set(struct store *s, const char *remote, const char *key, int64_t at_ns);
 
 /* Objects this large start their writeback when put (see store_object_put). */
 #define STORE_WRITE_BEHIND (256u << 10)

@@ -99,6 +99,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_umount(int argc, char **argv);

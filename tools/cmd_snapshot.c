@@ -245,6 +245,7 @@ int cmd_restore(int argc, char **argv)
 	long v;
 	const char *key = NULL;
 	struct key_rec rec;
+	struct used_mark mark = { 0 };
 	struct snap_stats st;
 	struct catalog *cat = NULL;
 	enum hit_kind hit = HIT_MISS;
@@ -323,6 +324,7 @@ int cmd_restore(int argc, char **argv)
 		ret = fail_on_miss ? 1 : 0;
 		goto out;
 	}
+	keys_mark_used_begin(&r, &rec, &mark); /* on its way while the snapshot comes */
 	rc = repo_catalog(&r, &rec.catalog, &cat);
 	if (rc)
 		goto out;
@@ -364,6 +366,7 @@ int cmd_restore(int argc, char **argv)
 		print_summary_json("restore", key, hit, rec.key, &st, secs);
 	ret = 0;
 out:
+	keys_mark_used_end(&r, &mark);
 	catalog_close(cat);
 	common_auto_gc(&c, &r);
 	repo_close(&r);
@@ -374,10 +377,24 @@ out:
 static const char ls_help[] =
 	"usage: stashfs ls [PREFIX] [OPTIONS]\n\n"
 	"Keys starting with PREFIX (all keys without one), newest first, with\n"
-	"their size, file count and age.\n\n" COMMON_HELP;
+	"their size, file count, age and last use (a restore or mount; shown\n"
+	"where the remote can be listed).\n\n" COMMON_HELP;
+
+/* A key's last use: its mark, or its publish when that is later; -1:
+ * unknown (no marks could be listed). */
+static int64_t last_use(const struct key_rec *k, const struct key_used *used, size_t nused)
+{
+	int64_t at = keys_used_at(used, nused, k->key), pub = k->time_ns / 1000000000LL;
+
+	if (!used)
+		return -1;
+	return at > pub ? at : pub;
+}
 
 int cmd_ls(int argc, char **argv)
 {
+	struct key_used *used = NULL;
+	size_t nused = 0;
 	static const struct option longopts[] = { COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *prefix = "";
 	struct key_rec *v = NULL;
@@ -414,6 +431,18 @@ int cmd_ls(int argc, char **argv)
 		log_err("ls: cannot list keys: %s", strerror(-rc));
 		goto out;
 	}
+	if (n) {
+		/* last uses, where the primary can list them (a plain HTTP
+		 * server without autoindex cannot: ls shows none then) */
+		int fd = log_fd;
+
+		log_fd = -1;
+		if (keys_used_list(r.primary, &used, &nused))
+			nused = 0;
+		else if (!used) /* listed: no marks at all */
+			used = calloc(1, sizeof(*used));
+		log_fd = fd;
+	}
 	if (c.json) {
 		printf("[");
 		for (i = 0; i < n; i++) {
@@ -423,27 +452,36 @@ int cmd_ls(int argc, char **argv)
 			printf("%s{\"key\":", i ? "," : "");
 			json_str(stdout, v[i].key);
 			printf(",\"snapshot\":\"%s\",\"bytes\":%" PRIu64 ",\"files\":%" PRIu64
-			       ",\"published_ns\":%" PRId64 ",\"age_seconds\":%.0f}",
+			       ",\"published_ns\":%" PRId64 ",\"age_seconds\":%.0f",
 			       hex, v[i].bytes, v[i].files, v[i].time_ns,
 			       (double)(now - v[i].time_ns) / 1e9);
+			if (last_use(&v[i], used, nused) >= 0)
+				printf(",\"used_age_seconds\":%.0f",
+				       (double)now / 1e9 - (double)last_use(&v[i], used, nused));
+			printf("}");
 		}
 		printf("]\n");
 	} else {
 		/* the key last: keys run to 512 characters */
 		if (n)
-			printf("%10s %8s %6s  %s\n", "SIZE", "FILES", "AGE", "KEY");
+			printf("%10s %8s %6s %6s  %s\n", "SIZE", "FILES", "AGE", "USED", "KEY");
 		for (i = 0; i < n; i++) {
-			char sz[32], age[32];
+			char sz[32], age[32], use[32] = "-";
+			int64_t u = last_use(&v[i], used, nused);
 
 			fmt_size(sz, sizeof(sz), v[i].bytes);
 			fmt_age(age, sizeof(age), (double)(now - v[i].time_ns) / 1e9);
-			printf("%10s %8" PRIu64 " %6s  %s\n", sz, v[i].files, age, v[i].key);
+			if (u >= 0)
+				fmt_age(use, sizeof(use), (double)now / 1e9 - (double)u);
+			printf("%10s %8" PRIu64 " %6s %6s  %s\n", sz, v[i].files, age, use,
+			       v[i].key);
 		}
 	}
 	log_info("ls: %zu keys%s%s%s", n, *prefix ? " starting with '" : "", prefix,
 		 *prefix ? "'" : "");
 out:
 	free(v);
+	free(used);
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;

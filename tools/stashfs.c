@@ -271,6 +271,7 @@ static const struct {
 	{ "key", cmd_key, "a key from file contents (like hashFiles)" },
 	{ "touch-sources", cmd_touch_sources, "give unchanged sources their recorded mtimes" },
 	{ "gc", cmd_gc, "trim the local object cache, least recently used first" },
+	{ "prune", cmd_prune, "drop old keys from the remote, delete what none uses" },
 };
 
 static void usage(FILE *f)
