@@ -550,8 +550,8 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 	if (o->keep_last >= 0 && nk) {
 		int64_t rank = 0;
 
-		snprintf(why_last, sizeof(why_last), "not among the newest %" PRId64 " of its prefix",
-			 o->keep_last);
+		snprintf(why_last, sizeof(why_last),
+			 "not among the newest %" PRId64 " of its prefix", o->keep_last);
 		qsort(order, nk, sizeof(*order), by_group);
 		for (i = 0; i < nk; i++) {
 			size_t g = group_len(order[i]->rec.key);

@@ -683,8 +683,9 @@ int store_used_set(struct store *s, const char *remote, const char *key, int64_t
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO used(remote, key, at_ns)"
-				       " VALUES(?1, ?2, ?3)",
+	rc = sqlite3_prepare_v2(s->db,
+				"INSERT OR REPLACE INTO used(remote, key, at_ns)"
+				" VALUES(?1, ?2, ?3)",
 				-1, &st, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, remote, -1, SQLITE_STATIC);

@@ -106,15 +106,15 @@ int cmd_prune(int argc, char **argv)
 			errno = 0;
 			po.keep_last = strtoll(optarg, &end, 10);
 			if (errno || end == optarg || *end || po.keep_last < 0)
-				return usage_error("prune",
-						   "--keep-last wants a count such as 5, not '%.40s'",
-						   optarg);
+				return usage_error(
+					"prune", "--keep-last wants a count such as 5, not '%.40s'",
+					optarg);
 			break;
 		case OPT_MAX_SIZE:
 			if (parse_size(optarg, &po.max_size))
-				return usage_error("prune",
-						   "--max-size wants a size such as 50G, not '%.40s'",
-						   optarg);
+				return usage_error(
+					"prune", "--max-size wants a size such as 50G, not '%.40s'",
+					optarg);
 			break;
 		case OPT_DRY_RUN: po.dry_run = 1; break;
 		case OPT_HELP: fputs(prune_help, stdout); return 0;
