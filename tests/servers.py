@@ -37,7 +37,7 @@ def wait_port(port, proc=None, timeout=20):
 class Nginx:
     """nginx serving root with GET/HEAD/Range and WebDAV PUT/DELETE."""
 
-    def __init__(self, workdir, root, netns=None, port=None, access_log=False):
+    def __init__(self, workdir, root, netns=None, port=None, access_log=False, autoindex=False):
         self.dir = str(workdir)
         self.root = str(root)
         self.netns = netns
@@ -51,6 +51,8 @@ class Nginx:
                f"  access_log {self.access_log} sent") if access_log else "access_log off"
         open(self.access_log, "a").close()
         user = "user root;" if os.geteuid() == 0 else ""
+        # directories listed as JSON: what prune needs of a plain HTTP server
+        index = "\n      autoindex on;\n      autoindex_format json;" if autoindex else ""
         with open(conf, "w") as f:
             f.write(f"""{user}
 worker_processes 2;
@@ -71,7 +73,7 @@ http {{
     root {self.root};
     location / {{
       dav_methods PUT DELETE MKCOL;
-      create_full_put_path on;
+      create_full_put_path on;{index}
       client_max_body_size 0;
       dav_access user:rw group:r all:r;
     }}
