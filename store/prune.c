@@ -108,15 +108,16 @@ static int parse_list(const struct buf *b, struct condvec *cv)
 		const char *nl = memchr(line, '\n', b->len - pos);
 		size_t len = nl ? (size_t)(nl - line) : b->len - pos;
 		struct cond c;
-		char *end;
-		long long at;
+		const char *end = line + 2;
+		int64_t at = 0;
 
 		pos += len + 1;
 		if (len < 4 || (line[0] != 'c' && line[0] != 'd') || line[1] != ' ')
 			continue;
-		errno = 0;
-		at = strtoll(line + 2, &end, 10);
-		if (errno || end == line + 2 || end >= line + len || *end != ' ')
+		/* the time: up to 18 digits (the line is not NUL-terminated) */
+		while (end < line + len && *end >= '0' && *end <= '9' && end - line < 20)
+			at = at * 10 + (*end++ - '0');
+		if (end == line + 2 || end >= line + len || *end != ' ')
 			continue;
 		if (parse_oname(end + 1, (size_t)(line + len - end - 1), &c.n))
 			continue;
@@ -193,6 +194,18 @@ static int key_refs(struct repo *r, const struct key_rec *rec, struct onamevec *
 	for (i = 0; i < np && !rc; i++)
 		rc = onv_add(out, K_PACK, catalog_pack(cat, (uint32_t)i));
 	catalog_close(cat);
+	return rc;
+}
+
+int prune_list_normalize(const struct buf *in, struct buf *out, size_t *n)
+{
+	struct condvec cv = { NULL, 0, 0 };
+	int rc = parse_list(in, &cv);
+
+	if (!rc)
+		format_list(out, cv.v, cv.n);
+	*n = cv.n;
+	free(cv.v);
 	return rc;
 }
 

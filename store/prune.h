@@ -50,4 +50,8 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
  * deleting an object rec's snapshot uses; logged), or -errno. */
 int prune_guard(struct repo *r, const struct key_rec *rec);
 
+/* The list of condemned objects as this code reads it (lines it cannot
+ * read left out), written out again; *n lines.  For the fuzz target. */
+int prune_list_normalize(const struct buf *in, struct buf *out, size_t *n);
+
 #endif

@@ -73,7 +73,28 @@ static void start(void)
 	pthread_create(&th, NULL, serve, &ls);
 	/* a failure is retried while the budget lasts: 0.1 s leaves one try */
 	setenv("STASHFS_TIMEOUT", "0.1", 1);
+	{
+		char ep[64];
+
+		snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
+		setenv("STASHFS_S3_ENDPOINT", ep, 1);
+		setenv("AWS_ACCESS_KEY_ID", "k", 1);
+		setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
+	}
 	log_fd = -1;
+}
+
+/* What a listing may hand on: a name of plain characters, no '/'. */
+static int listed(const char *name, uint64_t size, int64_t mtime, void *arg)
+{
+	size_t n = strlen(name);
+
+	(void)size;
+	(void)mtime;
+	(void)arg;
+	if (n == 0 || n > 255 || strchr(name, '/') || strchr(name, '"'))
+		abort();
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -103,6 +124,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	remote_exists(r, "packs/p");
 	buf_free(&out);
+	remote_free(r);
+	/* a directory listing, as nginx's autoindex JSON and as S3's XML */
+	if (remote_open(url, 0, &r))
+		abort();
+	remote_list(r, "packs", listed, NULL);
+	remote_free(r);
+	snprintf(url, sizeof(url), "s3://b/p");
+	if (remote_open(url, 0, &r))
+		abort();
+	remote_list(r, "packs", listed, NULL);
 	remote_free(r);
 	return 0;
 }
