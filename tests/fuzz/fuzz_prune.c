@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* each kept line: "c|d TIME NAME\n", NAME at most 73 bytes */
 		if (once.len > strlen("stashfs-condemned 1\n") + n1 * (2 + 21 + 9 + 65 + 1))
 			abort();
-		if (prune_list_normalize(&once, &twice, &n2) || n2 != n1 ||
-		    twice.len != once.len || memcmp(twice.p, once.p, once.len))
+		if (prune_list_normalize(&once, &twice, &n2) || n2 != n1 || twice.len != once.len ||
+		    memcmp(twice.p, once.p, once.len))
 			abort();
 	}
 	buf_free(&in);
