@@ -379,8 +379,10 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	 * lies in no other, so no directory lists a stranger */
 	if (members != h->n_entries - 1)
 		return bad(why, whylen, "overlapping directories");
-	return validate_xattrs(h, e, (const void *)((const uint8_t *)p + h->off_xattrs), s, why,
-			       whylen);
+	/* off_xattrs is checked only when there are xattrs: no pointer from it otherwise */
+	return validate_xattrs(
+		h, e, h->n_xattrs ? (const void *)((const uint8_t *)p + h->off_xattrs) : NULL, s,
+		why, whylen);
 }
 
 int catalog_validate(const void *p, size_t n, char *why, size_t whylen)
@@ -401,7 +403,7 @@ static void fill(struct catalog *c)
 	c->c = (const void *)(c->base + c->h->off_chunks);
 	c->p = (const void *)(c->base + c->h->off_packs);
 	c->rd = (const void *)(c->base + c->h->off_reads);
-	c->x = (const void *)(c->base + c->h->off_xattrs);
+	c->x = c->h->n_xattrs ? (const void *)(c->base + c->h->off_xattrs) : NULL;
 	c->s = (const char *)c->base + c->h->off_strings;
 }
 
@@ -531,6 +533,9 @@ const struct cat_xattr *catalog_xattrs(const struct catalog *c, uint32_t idx, ui
 {
 	uint64_t lo = 0, hi = c->h->n_xattrs, end;
 
+	*n = 0;
+	if (!c->x)
+		return NULL;
 	while (lo < hi) { /* first with entry >= idx */
 		uint64_t mid = lo + (hi - lo) / 2;
 
