@@ -1079,7 +1079,7 @@ static int s3_list(struct remote *r, const char *dir, remote_list_fn fn, void *a
 		end = p + page.len;
 		while (!rc && (t = xml_tag(p, end, "Contents", &tl))) {
 			const char *k, *sz, *lm;
-			size_t kl, szl, lml;
+			size_t kl = 0, szl = 0, lml = 0;
 			char name[256];
 			uint64_t size;
 			int64_t mt;

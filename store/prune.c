@@ -513,12 +513,20 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 		struct pkey *pk = &keys[nk];
 
 		rc = keys_get_named(rem, names.v[i], &pk->rec);
-		if (rc == -ENOENT || rc == -EBADMSG) {
-			rc = 0; /* gone meanwhile, or not a record this code would touch */
+		if (rc == -ENOENT) {
+			rc = 0; /* gone meanwhile */
 			continue;
 		}
-		if (rc)
+		if (rc) {
+			/* what a record this code cannot read uses is unknown: a
+			 * newer version's, or damage; nothing may be deleted */
+			log_err("prune: keys/%s on %s: %s; nothing was pruned (remove it, or prune "
+				"with the stashfs that wrote it)",
+				names.v[i], rem->url,
+				rc == -EBADMSG ? "not a key record this version reads"
+					       : strerror(-rc));
 			goto out;
+		}
 		pk->used = keys_used_at(used, nused, pk->rec.key);
 		pk->first = refs.n;
 		rc = key_refs(r, &pk->rec, &refs);

@@ -346,3 +346,20 @@ def test_prune_needs_a_listing(tmp_path):
         assert remote_files(tmp_path / "www") == before
     finally:
         srv.stop()
+
+
+def test_a_record_it_cannot_read_stops_the_prune(tmp_path):
+    """What an unreadable key record (a newer version's, or damage) uses is
+    unknown: the prune deletes nothing and says which record."""
+    root = tmp_path / "remote"
+    st = Stash(tmp_path)
+    src = make_tree(tmp_path / "src", 1)
+    st.run("save", src, "--key", "keep-1")
+    age_objects(root, DAY)
+    bad = root / "keys" / ("ab" * 32)
+    bad.write_text("stashfs-key 9\nsomething newer\n")
+    before = remote_files(root)
+    p = st.run("prune", "--keep-last", "0", "--grace", "0s", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "ab" * 32 in err and "nothing was pruned" in err, err
+    assert remote_files(root) == before

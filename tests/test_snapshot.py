@@ -204,12 +204,12 @@ def test_ls(stash, tmp_path):
     assert v[0]["bytes"] == 1000 and v[0]["files"] == 1
     r = stash.run("ls", "a")
     lines = r.stdout.decode().splitlines()
-    assert lines[0].split() == ["SIZE", "FILES", "AGE", "KEY"]
+    assert lines[0].split() == ["SIZE", "FILES", "AGE", "USED", "KEY"]
     assert len(lines) == 3
     # the key last, so a long one does not push the columns
     stash.run("save", d, "--key", "a-" + "x" * 200)
     lines = stash.run("ls", "a").stdout.decode().splitlines()
-    assert len({ln.index(ln.split()[3]) for ln in lines[1:]}) == 1, lines
+    assert len({ln.index(ln.split()[4]) for ln in lines[1:]}) == 1, lines
 
 
 def test_restore_refuses_non_empty_dir(stash, tmp_path):
