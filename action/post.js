@@ -1,32 +1,42 @@
-// Post step (runs always): commit unless told not to, then unmount.
+// Post step (runs always): commit each mount unless told not to, then
+// unmount it.
 'use strict';
 const lib = require('./lib');
 
 function post() {
-  if (lib.getState('mounted') !== 'true') return; // main did not mount
-  const dir = lib.getState('path');
-  const key = lib.getState('key');
+  let mounts = [];
+  try {
+    mounts = JSON.parse(lib.getState('mounts') || '[]');
+  } catch (e) {
+    return lib.fail('the main step left unreadable state');
+  }
+  if (!mounts.length) return; // main mounted nothing (or only looked up)
   const bin = lib.getState('bin');
   const sources = lib.getState('sources');
   const failed = process.env.STASHFS_JOB_FAILED === '1';
+  // commit (save-if in rust-cache's words) takes an expression's result
   let commit = lib.input('commit') !== 'false';
   if (failed && lib.input('commit-on-failure') !== 'true') {
-    process.stdout.write('stashfs: the job failed; not committing (commit-on-failure is off)\n');
+    lib.log('the job failed; not committing (commit-on-failure is off)');
     commit = false;
   }
-  const args = ['umount', dir];
-  if (commit) {
-    args.push('--commit', key);
-    if (sources) args.push('--sources', sources);
-  } else {
-    args.push('--discard'); // a self-hosted runner must not resume a failed job's changes
+  let bad = [];
+  for (const m of mounts) {
+    const args = ['umount', m.path];
+    if (commit) {
+      args.push('--commit', m.key);
+      if (sources) args.push('--sources', sources);
+    } else {
+      args.push('--discard'); // a self-hosted runner must not resume a failed job's changes
+    }
+    const r = lib.run(bin, args);
+    if (r.status !== 0) {
+      // never leave a mount behind: detach it, keep the error
+      lib.run(bin, ['umount', m.path, '--lazy']);
+      bad.push(m.path);
+    }
   }
-  const r = lib.run(bin, args);
-  if (r.status !== 0) {
-    // never leave a mount behind: detach it, keep the error
-    lib.run(bin, ['umount', dir]);
-    return lib.fail(`${commit ? 'commit and ' : ''}unmount of ${dir} failed`);
-  }
+  if (bad.length) lib.fail(`${commit ? 'commit and ' : ''}unmount of ${bad.join(', ')} failed`);
 }
 
 try {

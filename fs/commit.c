@@ -116,6 +116,30 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 	return add_xattrs(w, a.ino, *idx);
 }
 
+/*
+ * The view's root lost everything its snapshot had and holds one new
+ * directory: that is what `rm -rf DIR; mv NEW DIR` does to a mount point
+ * (BuildKit's cache rotation): the rm cannot remove DIR, the mv nests NEW
+ * inside it.  The commit goes on; the user hears about it.
+ */
+static void warn_rotation(const struct catalog *cat, const struct snap_tree *t, const char *real)
+{
+	const struct cat_entry *root = catalog_entry(cat, 0), *e;
+	const char *name;
+	uint32_t idx;
+
+	if (!root->count || t->n < 2 || t->e[0].count != 1)
+		return;
+	e = &t->e[t->e[0].first];
+	name = (const char *)t->strings.p + e->name_off;
+	if (!S_ISDIR(e->mode) || catalog_lookup(cat, 0, name, e->name_len, &idx) == 0)
+		return;
+	log_warn("commit: '%s' lost everything its snapshot had and now holds one new directory, "
+		 "'%.*s': a rotation onto the mount point (rm -rf DIR; mv NEW DIR) puts NEW "
+		 "inside DIR; mount the parent and rotate inside it (docs/recipes.md, BuildKit)",
+		 qpath(real), (int)e->name_len, name);
+}
+
 /* Lay the view out like save does: each directory's children a block. */
 static int walk_view(struct walker *w)
 {
@@ -322,6 +346,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 		log_err("commit: reading the view of '%s': %s", qpath(real), strerror(-rc));
 		goto out;
 	}
+	warn_rotation(cat, &t, real);
 	snprintf(path, sizeof(path), "%s/reads.log", statedir);
 	if (read_file(path, &reads, 1u << 30) != 0)
 		buf_reset(&reads);
