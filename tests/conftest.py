@@ -214,6 +214,19 @@ def watchdog(request, tmp_path_factory):
                     "(where the threads waited is on stderr)")
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """One throwaway Ceph RADOS Gateway for the session (tests use prefixes
+    of their own in its bucket)."""
+    from servers import RadosGateway
+    try:
+        s = RadosGateway(tmp_path_factory.mktemp("s3"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    yield s
+    s.stop()
+
+
 @pytest.fixture
 def stash(tmp_path):
     return Stash(tmp_path)

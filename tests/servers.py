@@ -145,6 +145,8 @@ paxos_propose_interval = 0.01
 osd_data = {d}/osd
 [client.rgw.t]
 rgw_frontends = beast endpoint=127.0.0.1:{self.port}
+# BUCKET.localhost is virtual-hosted style (curl resolves *.localhost itself)
+rgw_dns_name = localhost
 rgw_data = {d}/rgw
 """)
         c = ["-c", self.conf]

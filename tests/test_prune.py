@@ -12,20 +12,10 @@ import time
 
 import pytest
 from conftest import Stash
-from servers import Nginx, RadosGateway
+from servers import Nginx
 import treeutil
 
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    try:
-        s = RadosGateway(tmp_path_factory.mktemp("s3"))
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    yield s
-    s.stop()
 
 
 def make_tree(path, seed, shared=b"", nfiles=6, size=30_000):

@@ -209,7 +209,7 @@ def test_ls(stash, tmp_path):
     # the key last, so a long one does not push the columns
     stash.run("save", d, "--key", "a-" + "x" * 200)
     lines = stash.run("ls", "a").stdout.decode().splitlines()
-    assert len({ln.index(ln.split()[4]) for ln in lines[1:]}) == 1, lines
+    assert len({ln.rindex(ln.split()[-1]) for ln in lines[1:]}) == 1, lines
 
 
 def test_restore_refuses_non_empty_dir(stash, tmp_path):
