@@ -30,6 +30,8 @@ async function main() {
   const owner = lib.input('owner');
   if (owner) extra.push('--owner', owner);
   if (failOnMiss) extra.push('--fail-on-miss');
+  // prune-unread: the mount notes what the job uses; the commit keeps only that
+  if (lib.input('prune-unread') === 'true') extra.push('--track-use');
   const sources = lib.input('sources');
   const done = [];
   const infos = [];

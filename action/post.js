@@ -26,6 +26,7 @@ function post() {
     if (commit) {
       args.push('--commit', m.key);
       if (sources) args.push('--sources', sources);
+      if (lib.input('prune-unread') === 'true') args.push('--prune-unread');
     } else {
       args.push('--discard'); // a self-hosted runner must not resume a failed job's changes
     }

@@ -24,6 +24,10 @@ struct walker {
 	struct idmap *links; /* inode -> first entry index */
 	uint32_t *members; /* per entry: hard-link group size (leaders) */
 	uint64_t xattrs_dropped; /* names a snapshot does not keep */
+	const struct catalog *cat; /* the snapshot mounted */
+	const uint64_t *used; /* --prune-unread: the catalog entries the job used */
+	uint64_t n_used; /* bits in used */
+	uint64_t pruned, pruned_bytes; /* files left out as unused */
 };
 
 /* The xattrs of inode ino for entry idx of the tree. */
@@ -66,6 +70,34 @@ static void ino_key(uint64_t ino, struct cas_id *k)
 	memcpy(k->b, &ino, sizeof(ino));
 }
 
+/* Count the regular files below snapshot directory dir as left out; 1. */
+static int subtree_out(struct walker *w, uint32_t dir)
+{
+	uint32_t *stack, sp = 0, n = catalog_count(w->cat);
+
+	stack = malloc((size_t)n * sizeof(*stack));
+	if (!stack)
+		return -ENOMEM;
+	stack[sp++] = dir;
+	while (sp) {
+		const struct cat_entry *d = catalog_entry(w->cat, stack[--sp]);
+		uint64_t i;
+
+		for (i = d->first; i < d->first + d->count; i++) {
+			const struct cat_entry *e = catalog_entry(w->cat, (uint32_t)i);
+
+			if (S_ISDIR(e->mode) && sp < n)
+				stack[sp++] = (uint32_t)i;
+			else if (S_ISREG(e->mode)) {
+				w->pruned++;
+				w->pruned_bytes += e->size;
+			}
+		}
+	}
+	free(stack);
+	return 1;
+}
+
 static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *d, uint32_t *idx)
 {
 	struct ov_attr a;
@@ -77,6 +109,19 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 	rc = ov_getattr(w->ov, d->ino, &a);
 	if (rc)
 		return rc;
+	/*
+	 * --prune-unread: a snapshot entry the job never looked up stays out;
+	 * a directory with all below it (nothing below it can have been used
+	 * or written: a path is looked up a component at a time)
+	 */
+	if (w->used && !a.upper && a.cat_idx != OV_NONE &&
+	    (a.cat_idx >= w->n_used || !((w->used[a.cat_idx / 64] >> (a.cat_idx % 64)) & 1))) {
+		if (S_ISDIR(a.mode))
+			return subtree_out(w, a.cat_idx);
+		w->pruned += S_ISREG(a.mode) ? 1 : 0;
+		w->pruned_bytes += S_ISREG(a.mode) ? a.size : 0;
+		return 1;
+	}
 	ov_attr_stat(&a, &st);
 	rc = snap_tree_add(w->t, parent, d->name, d->len, &st, NULL, idx);
 	if (rc)
@@ -182,8 +227,22 @@ static int walk_view(struct walker *w)
 		if (rc)
 			break;
 		first = w->t->n;
-		for (i = 0; i < n && !rc; i++)
-			rc = add_child(w, dir, &v[i], &idx);
+		{
+			size_t k = 0; /* the children kept, in v's first k */
+
+			for (i = 0; i < n && !rc; i++) {
+				rc = add_child(w, dir, &v[i], &idx);
+				if (rc == 1) {
+					rc = 0;
+					free(v[i].name);
+					continue;
+				}
+				v[k++] = v[i];
+			}
+			for (; i < n; i++)
+				v[k++] = v[i];
+			n = k;
+		}
 		if (!rc) {
 			w->t->e[dir].first = first;
 			w->t->e[dir].count = (uint32_t)n;
@@ -295,7 +354,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	struct walker w;
 	struct save_opts so;
 	struct cas_id base;
-	struct buf reads = BUF_INIT;
+	struct buf reads = BUF_INIT, used = BUF_INIT;
 	struct mount_stats *stats = NULL;
 	int rc, fd;
 
@@ -335,7 +394,21 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	if (rc)
 		goto out;
 	w.ov = ov;
+	w.cat = cat;
 	w.t = &t;
+	if (o->prune_unread) {
+		snprintf(path, sizeof(path), "%s/used.bits", statedir);
+		rc = read_file(path, &used, 1u << 30);
+		if (rc) {
+			log_err("commit: --prune-unread needs a mount made with --track-use; '%s' "
+				"was not (or was mounted again without it since)",
+				qpath(real));
+			rc = -EINVAL;
+			goto out;
+		}
+		w.used = (const uint64_t *)used.p;
+		w.n_used = (uint64_t)(used.len / 8) * 64;
+	}
 	w.links = idmap_new();
 	if (!w.links) {
 		rc = -ENOMEM;
@@ -386,7 +459,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 		reads.len = k * 4;
 	}
 	/* nothing written, and read what the snapshot's record says */
-	if (ov_changes(ov) == 0 && ov_peek_meta(statedir, "hit", v, sizeof(v)) == 0 &&
+	if (ov_changes(ov) == 0 && !w.pruned && ov_peek_meta(statedir, "hit", v, sizeof(v)) == 0 &&
 	    strcmp(v, "miss") && reads_same(cat, &reads)) {
 		rc = commit_unchanged(r, statedir, cat, &base, key_out, o, st);
 		goto out;
@@ -401,6 +474,8 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	if (rc)
 		goto out;
 	st->xattrs_dropped = w.xattrs_dropped;
+	st->pruned = w.pruned;
+	st->pruned_bytes = w.pruned_bytes;
 	{
 		char hex[CAS_HEX_LEN + 1];
 
@@ -415,6 +490,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	}
 out:
 	buf_free(&reads);
+	buf_free(&used);
 	idmap_free(w.links);
 	snap_tree_release(&t);
 	ov_close(ov);

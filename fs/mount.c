@@ -405,6 +405,7 @@ struct daemon_args {
 	int foreground;
 	int no_prefetch;
 	int no_uring;
+	int track_use;
 	int ready_fd;
 	int pre[PRECONNECT]; /* connections to the remote opened ahead */
 	int npre;
@@ -426,9 +427,10 @@ static int run_daemon(struct daemon_args *d)
 	struct mount_stats *stats = NULL;
 	struct ov_opts oo;
 	struct serve_opts so;
-	char path[PATH_MAX];
+	char path[PATH_MAX], used[PATH_MAX + 16];
 	int rc, lock;
 
+	memset(&so, 0, sizeof(so));
 	lock = daemon_lock(d->statedir);
 	if (lock < 0) {
 		log_err("mount: %s: %s", d->statedir,
@@ -483,8 +485,13 @@ static int run_daemon(struct daemon_args *d)
 	so.ready_fd = d->ready_fd;
 	so.foreground = d->foreground;
 	so.uring = !d->no_uring;
-	so.lookup_ahead = !d->no_prefetch;
+	/* looking names up ahead would hide from --track-use which ones the job uses */
+	so.lookup_ahead = !d->no_prefetch && !d->track_use;
 	so.log_path = path;
+	if (d->track_use) {
+		snprintf(used, sizeof(used), "%s/used.bits", d->statedir);
+		so.used_path = used;
+	}
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 out:
 	close_pre(d);
@@ -744,6 +751,14 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		return rc;
 	}
 
+	if (!o->track_use) {
+		/* a mount without --track-use sees uses it does not note: what an
+		 * earlier one noted would tell commit --prune-unread too little */
+		char ub[PATH_MAX + 16];
+
+		snprintf(ub, sizeof(ub), "%s/used.bits", statedir);
+		unlink(ub);
+	}
 	d.real = real;
 	d.statedir = statedir;
 	d.store_path = store_path;
@@ -757,6 +772,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	d.foreground = o->foreground;
 	d.no_prefetch = o->no_prefetch;
 	d.no_uring = o->no_uring;
+	d.track_use = o->track_use;
 	d.ready_fd = -1;
 
 	{

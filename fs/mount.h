@@ -60,6 +60,7 @@ struct mount_opts {
 	int fail_on_miss;
 	int no_prefetch;
 	int no_uring;
+	int track_use; /* note which snapshot files the job uses (commit --prune-unread) */
 	int json;
 };
 
@@ -84,6 +85,7 @@ struct commit_opts {
 	const struct cas_id *sources; /* a sources manifest for the key record */
 	struct snap_progress *progress; /* may be NULL */
 	int json;
+	int prune_unread; /* leave out snapshot files the job did not use (--track-use) */
 };
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
 	      size_t key_len);
@@ -114,6 +116,7 @@ struct serve_opts {
 	int foreground;
 	int uring; /* answer requests through io_uring when the kernel offers it */
 	int lookup_ahead; /* look up the read record's files ahead of the job */
+	const char *used_path; /* --track-use: the names the job looks up, kept here */
 	const char *log_path; /* stderr once a daemon */
 };
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,

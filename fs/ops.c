@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
@@ -73,6 +74,9 @@ struct fs_ctx {
 	uint64_t *pushed; /* bit per snapshot inode: its bytes are in the kernel's cache */
 	uint64_t *ahead; /* bit per snapshot inode: pushed ahead, no open seen since */
 	uint64_t n_pushed; /* bits, in each */
+	uint64_t *used; /* --track-use: bit per catalog entry the job looked up
+			 * (STATE/used.bits, mapped shared); NULL: not kept */
+	uint64_t n_used, used_bytes;
 	pthread_mutex_t fd_lock;
 	struct fd_slot slots[1u << FD_SLOTS_BITS];
 };
@@ -137,6 +141,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
+	/* --track-use: every name the job resolves comes as a LOOKUP, none
+	 * as a READDIRPLUS entry the kernel then answers stat() from */
+	if (c->used)
+		conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -161,10 +169,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
-	if (rc)
+	if (rc) {
 		reply_err(req, rc);
-	else
-		reply_entry(req, &a);
+		return;
+	}
+	if (ctx_of(req)->used && a.cat_idx != OV_NONE && a.cat_idx < ctx_of(req)->n_used)
+		__atomic_fetch_or(&ctx_of(req)->used[a.cat_idx / 64], 1ull << (a.cat_idx % 64),
+				  __ATOMIC_RELAXED);
+	reply_entry(req, &a);
 }
 
 /* Inode ino's bit in bits (pushed or ahead): set it, or clear it (set 0); 1 if it was set. */
@@ -1285,6 +1297,33 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.pushed = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	c.ahead = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	snprintf(c.store, sizeof(c.store), "%s", store_path);
+	if (so->used_path) {
+		/* kept across remounts of this state: the bits add up */
+		int fd = open(so->used_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		struct stat ust;
+
+		c.n_used = catalog_header(cat)->n_entries;
+		c.used_bytes = (c.n_used + 63) / 64 * 8 + 8;
+		if (fd < 0 || fstat(fd, &ust) < 0 ||
+		    ((uint64_t)ust.st_size != c.used_bytes &&
+		     ftruncate(fd, (off_t)c.used_bytes) < 0)) {
+			rc = -errno;
+			log_err("mount: %s: %s", so->used_path, strerror(-rc));
+			if (fd >= 0)
+				close(fd);
+			free(c.pushed);
+			free(c.ahead);
+			return rc;
+		}
+		c.used = mmap(NULL, c.used_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		if (c.used == MAP_FAILED) {
+			rc = -errno;
+			free(c.pushed);
+			free(c.ahead);
+			return rc;
+		}
+	}
 	/* the source the mount table shows is the store (',' and '\\'
 	 * escaped for libfuse's option parser): commit, umount and status
 	 * of DIR find the store there */
@@ -1413,5 +1452,7 @@ out:
 	pthread_mutex_destroy(&c.fd_lock);
 	free(c.pushed);
 	free(c.ahead);
+	if (c.used)
+		munmap(c.used, c.used_bytes);
 	return rc;
 }

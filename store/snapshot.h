@@ -23,6 +23,7 @@ struct snap_stats {
 	uint64_t bytes_fetched; /* restore: stored bytes read from remotes */
 	uint64_t setid_dropped; /* restore: files whose set-id bits were dropped */
 	int unchanged; /* commit: the mounted snapshot itself, nothing uploaded */
+	uint64_t pruned, pruned_bytes; /* commit --prune-unread: files left out */
 	struct cas_id catalog;
 };
 

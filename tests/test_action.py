@@ -314,3 +314,24 @@ def test_action_sources_without_a_record_is_a_warning(stash, mounts, tmp_path, n
                        stash=stash)
     assert r.returncode == 0
     mounts.dirs.clear()
+
+
+def test_action_prune_unread(stash, mounts, tmp_path, node):
+    """prune-unread: the mount notes what the job uses, the commit keeps that."""
+    src = tmp_path / "src"
+    (src / "old").mkdir(parents=True)
+    (src / "used.o").write_text("used")
+    (src / "old" / "stale.o").write_text("stale")
+    stash.run("save", src, "--key", "pu-1")
+    cache = tmp_path / "cache"
+    inputs = {"path": str(cache), "key": "pu-2", "restore-keys": "pu-",
+              "remote": stash.remote, "prune-unread": "true"}
+    r, out, state = run_step("main.js", inputs, tmp_path, stash=stash)
+    assert r.returncode == 0, r.stdout
+    mounts.dirs.append(str(cache))
+    assert (cache / "used.o").read_text() == "used"
+    r, _, _ = run_step("post.js", inputs, tmp_path, state=state, stash=stash)
+    assert r.returncode == 0 and "did not use" in r.stdout, r.stdout
+    mounts.dirs.clear()
+    stash.run("restore", tmp_path / "out", "--key", "pu-2")
+    assert sorted(os.listdir(tmp_path / "out")) == ["used.o"]

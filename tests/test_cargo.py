@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import Stash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGISTRY = "/usr/share/cargo/registry"
@@ -114,3 +115,78 @@ def test_cargo_rebuilds_exactly_what_changed(stash, mounts, tmp_path):
     with open(os.path.join(ROOT, "build", "cargo-scenario.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
     print("\n".join(report))
+
+
+def deps_named(target, crate):
+    """The artifacts of crate in target/debug/deps, and its fingerprint dirs."""
+    deps = target / "debug" / "deps"
+    fp = target / "debug" / ".fingerprint"
+    return (sorted(n for n in os.listdir(deps) if n.startswith(f"lib{crate}-") or
+                   n.startswith(f"{crate}-")),
+            sorted(n for n in os.listdir(fp) if n.startswith(f"{crate}-")))
+
+
+def test_prune_unread_after_a_dependency_bump(stash, mounts, tmp_path):
+    """A job that bumps a dependency commits with --prune-unread: the new
+    snapshot holds no artifact of the old version, and the next build on it
+    compiles nothing."""
+    if not cargo_bin():
+        pytest.skip("no cargo on this machine (install rustup or Debian's cargo)")
+    if not os.path.isdir(REGISTRY) or not any(d.startswith("memchr-") for d in os.listdir(REGISTRY)):
+        pytest.skip("Debian's librust-memchr-dev is not installed (tools/install-deps installs it)")
+    env = dict(os.environ, CARGO_HOME=str(tmp_path / "cargo-home"), CARGO_TERM_COLOR="never")
+    ws = tmp_path / "ws"
+    write_workspace(ws)
+    target = ws / "target"
+    target.mkdir()
+    mounts.mount(stash, target, "dep-1")
+    assert build(ws, env) == ["app", "core_lib", "memchr", "util"]
+    old_deps, old_fp = deps_named(target, "util")
+    assert old_deps and old_fp
+    stash.run("umount", target, "--commit", "dep-1", "--sources", ws)
+
+    # the bump: util 0.1.0 -> 0.2.0 (new metadata hash, new artifact names)
+    toml = ws / "util" / "Cargo.toml"
+    toml.write_text(toml.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    mounts.mount(stash, target, "dep-2", "--restore-key", "dep-", "--track-use")
+    stash.run("touch-sources", ws, "--key", "dep-2", "--restore-key", "dep-")
+    assert build(ws, env) == ["app", "core_lib", "util"]
+    assert set(old_deps) <= set(deps_named(target, "util")[0]), "the old version is still there"
+    r = stash.run("umount", target, "--commit", "dep-2", "--sources", ws, "--prune-unread",
+                  json_out=True)
+    assert r.json["pruned_files"] > 0
+
+    # what no cargo or rustc step of the job touched is gone: the old
+    # version's .rmeta, dep-info and fingerprint; its .rlib stays when
+    # rustc's crate search looked into it (it reads every libutil-* in
+    # deps/ while resolving core_lib's dependency on util)
+    out = tmp_path / "restored"
+    stash.run("restore", out, "--key", "dep-2")
+    new_deps, new_fp = deps_named(out, "util")
+    assert new_fp and not set(new_fp) & set(old_fp), (old_fp, new_fp)
+    left = set(new_deps) & set(old_deps)
+    assert left <= {n for n in old_deps if n.endswith(".rlib")}, left
+    assert any(n not in old_deps for n in new_deps)
+
+    # the next job, pruning too, on a fresh store: nothing to compile, and
+    # what it commits holds nothing of the old version
+    def next_job(name, key, new_key):
+        other = Stash(tmp_path, name)
+        other.remote = stash.remote
+        shutil.rmtree(target)
+        target.mkdir()
+        mounts.mount(other, target, key, "--track-use")
+        other.run("touch-sources", ws, "--key", key)
+        assert build(ws, env) == []
+        r = subprocess.run([str(target / "debug" / "app")], capture_output=True, text=True)
+        assert r.stdout.strip() == "2"
+        other.run("umount", target, "--commit", new_key, "--sources", ws, "--prune-unread")
+        dest = tmp_path / f"restored-{new_key}"
+        other.run("restore", dest, "--key", new_key)
+        return deps_named(dest, "util")
+
+    deps3, fp3 = next_job("next", "dep-2", "dep-3")
+    assert deps3 and not set(deps3) & set(old_deps), (old_deps, deps3)
+    assert fp3 == new_fp
+    # and the build after that still compiles nothing
+    assert next_job("after", "dep-3", "dep-4") == (deps3, fp3)

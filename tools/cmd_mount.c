@@ -25,7 +25,9 @@ enum {
 	OPT_OWNER,
 	OPT_SOURCES,
 	OPT_DISCARD,
-	OPT_LAZY
+	OPT_LAZY,
+	OPT_TRACK_USE,
+	OPT_PRUNE_UNREAD
 };
 
 static const char mount_help[] =
@@ -46,7 +48,10 @@ static const char mount_help[] =
 	"  --fail-on-miss       exit 1 when no key matched\n"
 	"  --no-prefetch        do not fetch what the last job read ahead of time\n"
 	"  --no-uring           answer requests through /dev/fuse even when the\n"
-	"                       kernel offers io_uring (fuse.enable_uring=1)\n" COMMON_HELP;
+	"                       kernel offers io_uring (fuse.enable_uring=1)\n"
+	"  --track-use          note which snapshot files the job looks up, for\n"
+	"                       'commit --prune-unread' (names are then not looked\n"
+	"                       up ahead of the job, nor listed with attributes)\n" COMMON_HELP;
 
 int cmd_mount(int argc, char **argv)
 {
@@ -60,6 +65,7 @@ int cmd_mount(int argc, char **argv)
 		{ "fail-on-miss", no_argument, NULL, OPT_FAIL_ON_MISS },
 		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
 		{ "no-uring", no_argument, NULL, OPT_NO_URING },
+		{ "track-use", no_argument, NULL, OPT_TRACK_USE },
 		{ "owner", required_argument, NULL, OPT_OWNER },
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
@@ -94,6 +100,7 @@ int cmd_mount(int argc, char **argv)
 		case OPT_FAIL_ON_MISS: mo.fail_on_miss = 1; break;
 		case OPT_NO_PREFETCH: mo.no_prefetch = 1; break;
 		case OPT_NO_URING: mo.no_uring = 1; break;
+		case OPT_TRACK_USE: mo.track_use = 1; break;
 		case OPT_OWNER: {
 			char *colon = strchr(optarg, ':');
 			long u, g = -1;
@@ -158,6 +165,13 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 			 cmd, key, st->files, st->dirs, total, st->chunks_new, up,
 			 st->packs_uploaded, secs);
 	snap_warn_dropped(cmd, st);
+	if (st->pruned) {
+		char pb[32];
+
+		fmt_size(pb, sizeof(pb), st->pruned_bytes);
+		log_info("%s: left out %" PRIu64 " files (%s) the job did not use (--prune-unread)",
+			 cmd, st->pruned, pb);
+	}
 	if (json) {
 		cas_id_hex(&st->catalog, hex);
 		printf("{\"command\":\"%s\",\"key\":", cmd);
@@ -165,9 +179,11 @@ static void commit_summary(const char *cmd, const char *key, const struct snap_s
 		printf(",\"snapshot\":\"%s\",\"files\":%" PRIu64 ",\"dirs\":%" PRIu64
 		       ",\"bytes\":%" PRIu64 ",\"chunks_new\":%" PRIu64
 		       ",\"bytes_uploaded\":%" PRIu64 ",\"packs_uploaded\":%" PRIu64
-		       ",\"unchanged\":%s,\"seconds\":%.3f}\n",
+		       ",\"unchanged\":%s,\"pruned_files\":%" PRIu64 ",\"pruned_bytes\":%" PRIu64
+		       ",\"seconds\":%.3f}\n",
 		       hex, st->files, st->dirs, st->bytes, st->chunks_new, st->bytes_uploaded,
-		       st->packs_uploaded, st->unchanged ? "true" : "false", secs);
+		       st->packs_uploaded, st->unchanged ? "true" : "false", st->pruned,
+		       st->pruned_bytes, secs);
 	}
 }
 
@@ -201,15 +217,19 @@ static const char commit_help[] =
 	"it was mounted with).  Unchanged files are not read again; only content\n"
 	"the remote lacks is uploaded.  The mount stays up.\n\n"
 	"  --key KEY            key to publish\n"
-	"  --sources SRC        also record the source tree SRC for touch-sources\n" COMMON_HELP;
+	"  --sources SRC        also record the source tree SRC for touch-sources\n"
+	"  --prune-unread       leave out every snapshot file the job neither looked\n"
+	"                       up nor wrote (DIR mounted with --track-use)\n" COMMON_HELP;
 
 int cmd_commit(int argc, char **argv)
 {
-	static const struct option longopts[] = { { "key", required_argument, NULL, OPT_KEY },
-						  { "sources", required_argument, NULL,
-						    OPT_SOURCES },
-						  COMMON_LONGOPTS,
-						  { NULL, 0, NULL, 0 } };
+	static const struct option longopts[] = {
+		{ "key", required_argument, NULL, OPT_KEY },
+		{ "sources", required_argument, NULL, OPT_SOURCES },
+		{ "prune-unread", no_argument, NULL, OPT_PRUNE_UNREAD },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
 	struct commit_opts co;
 	struct snap_stats st;
 	char key[KEY_MAX + 1];
@@ -231,6 +251,7 @@ int cmd_commit(int argc, char **argv)
 		switch (opt) {
 		case OPT_KEY: co.key = optarg; break;
 		case OPT_SOURCES: sources = optarg; break;
+		case OPT_PRUNE_UNREAD: co.prune_unread = 1; break;
 		case OPT_HELP: fputs(commit_help, stdout); return 0;
 		default: return bad_option("commit", argv);
 		}
@@ -262,6 +283,8 @@ static const char umount_help[] =
 	"after a commit they are published and the local state is dropped.\n\n"
 	"  --commit KEY         commit as KEY first\n"
 	"  --sources SRC        with --commit: record the source tree SRC too\n"
+	"  --prune-unread       with --commit: leave out the snapshot files the job\n"
+	"                       did not use (DIR mounted with --track-use)\n"
 	"  --discard            drop the uncommitted changes instead of keeping them\n"
 	"  --lazy               detach DIR now even if it is busy; its daemon finishes\n"
 	"                       when the last user leaves (with --commit: what they\n"
@@ -271,13 +294,15 @@ static const char umount_help[] =
 
 int cmd_umount(int argc, char **argv)
 {
-	static const struct option longopts[] = { { "commit", required_argument, NULL, OPT_COMMIT },
-						  { "sources", required_argument, NULL,
-						    OPT_SOURCES },
-						  { "discard", no_argument, NULL, OPT_DISCARD },
-						  { "lazy", no_argument, NULL, OPT_LAZY },
-						  COMMON_LONGOPTS,
-						  { NULL, 0, NULL, 0 } };
+	static const struct option longopts[] = {
+		{ "commit", required_argument, NULL, OPT_COMMIT },
+		{ "sources", required_argument, NULL, OPT_SOURCES },
+		{ "discard", no_argument, NULL, OPT_DISCARD },
+		{ "prune-unread", no_argument, NULL, OPT_PRUNE_UNREAD },
+		{ "lazy", no_argument, NULL, OPT_LAZY },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 }
+	};
 	struct commit_opts co;
 	struct snap_stats st;
 	char key[KEY_MAX + 1];
@@ -300,6 +325,7 @@ int cmd_umount(int argc, char **argv)
 		case OPT_COMMIT: co.key = optarg; break;
 		case OPT_SOURCES: sources = optarg; break;
 		case OPT_DISCARD: discard = 1; break;
+		case OPT_PRUNE_UNREAD: co.prune_unread = 1; break;
 		case OPT_LAZY: lazy = 1; break;
 		case OPT_HELP: fputs(umount_help, stdout); return 0;
 		default: return bad_option("umount", argv);
@@ -316,8 +342,8 @@ int cmd_umount(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
-	if (sources && !co.key) {
-		rc = usage_error("umount", "--sources goes with --commit");
+	if ((sources || co.prune_unread) && !co.key) {
+		rc = usage_error("umount", "--sources and --prune-unread go with --commit");
 		goto out2;
 	}
 	if (discard && (lazy || co.key)) {
