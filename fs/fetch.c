@@ -36,6 +36,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define FAILED_RING 64
+#define FAILED_HOLD_NS (2 * 1000000000LL) /* a failed fetch answers repeats this long */
 #define NEIGHBOUR_BYTES (1u << 20)
 #define PREFETCH_BATCH (4u << 20)
 #define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
@@ -90,6 +92,17 @@ struct fetcher {
 	uint8_t *wanted; /* per chunk: in the read record */
 	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
 	pthread_mutex_t lock;
+	/*
+	 * Chunks whose fetch failed lately, and when (under lock): the kernel
+	 * repeats a read whose readahead failed, and readers waiting on the
+	 * same fetch come back; within FAILED_HOLD_NS they fail at once
+	 * instead of paying another --timeout each.
+	 */
+	struct {
+		uint32_t c;
+		int64_t at;
+	} failed[FAILED_RING];
+	unsigned failed_next;
 	pthread_mutex_t pick; /* one prefetcher at a time chooses its batch; before lock */
 	pthread_cond_t done;
 	/* background queue, under lock */
@@ -976,6 +989,19 @@ static int mostly_read(struct fetcher *f, uint32_t lo, uint32_t hi)
 	return read * 2 >= hi - lo;
 }
 
+/* Did c's fetch fail within FAILED_HOLD_NS?  Under lock. */
+static int failed_lately(struct fetcher *f, uint32_t c)
+{
+	int64_t now = now_ns();
+	unsigned i;
+
+	for (i = 0; i < FAILED_RING; i++)
+		if (f->failed[i].at && f->failed[i].c == c &&
+		    now - f->failed[i].at < FAILED_HOLD_NS)
+			return 1;
+	return 0;
+}
+
 int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 {
 	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
@@ -1017,6 +1043,10 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 			pthread_mutex_unlock(&f->lock);
 			continue;
 		}
+		if (failed_lately(f, c)) {
+			pthread_mutex_unlock(&f->lock);
+			return -EIO;
+		}
 		f->have[c] = 0;
 		if (ch->raw_len >= CHUNK_MIN) {
 			/* a large file's chunk: alone (streaming readers get read-ahead) */
@@ -1057,8 +1087,14 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t c)
 		pthread_mutex_unlock(&f->lock);
 		rc = fetch_batch(f, batch, n, 0);
 		/* a GET that failed after c's bytes came still cached c */
-		if (rc && !__atomic_load_n(&f->have[c], __ATOMIC_RELAXED))
+		if (rc && !__atomic_load_n(&f->have[c], __ATOMIC_RELAXED)) {
+			pthread_mutex_lock(&f->lock);
+			f->failed[f->failed_next % FAILED_RING].c = c;
+			f->failed[f->failed_next % FAILED_RING].at = now_ns();
+			f->failed_next++;
+			pthread_mutex_unlock(&f->lock);
 			return rc;
+		}
 	}
 	return -EIO;
 }

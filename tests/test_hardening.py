@@ -1,5 +1,6 @@
 """Hostile local users, servers and catalogs: what restore and the client
 must never do, whatever they are given."""
+import errno
 import os
 import pwd
 import stat
@@ -383,6 +384,30 @@ def test_a_body_that_drips_for_ever_ends_inside_the_timeout(tmp_path, faulty):
     assert took < 4 + 3, f"restore took {took:.1f} s with --timeout 4"
     assert "timed out" in p.stderr.decode().lower() or "timeout" in p.stderr.decode().lower(), \
         p.stderr.decode()
+
+
+def test_a_mount_read_from_a_dripping_server_ends_inside_the_timeout(tmp_path, faulty, mounts):
+    """The kernel repeats a read whose readahead failed, and readers waiting
+    on the same fetch come back: none of them pays another --timeout."""
+    import random
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(random.Random(i).randbytes(300_000))
+    Stash(tmp_path, "a", faulty.url).run("save", src, "--key", "k")
+    faulty.add("packs/", "drip", count=100)
+    b = Stash(tmp_path, "b", faulty.url)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.mount(b, mnt, "k", "--timeout", "4")
+    mounts.allowed_log += ["Timeout was reached", "Connection timed out"]
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as e:
+        (mnt / "f1").read_bytes()
+    took = time.monotonic() - t0
+    assert e.value.errno == errno.EIO
+    assert took < 4 + 1.5, f"a read took {took:.1f} s with --timeout 4"
+    b.run("umount", mnt)
 
 
 def test_tera_bytes_of_references_to_one_zero_chunk_cost_one_check(tmp_path):
