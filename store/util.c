@@ -86,12 +86,15 @@ void buf_free(struct buf *b)
 }
 
 int log_fd = 2;
+__thread int log_muted;
 
 static void vlog(const char *tag, const char *fmt, va_list ap)
 {
 	char line[4096];
 	int n;
 
+	if (log_muted && !log_verbose)
+		return;
 	n = snprintf(line, sizeof(line), "stashfs: %s", tag);
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	/* one write so lines from threads do not interleave */

@@ -35,6 +35,9 @@ void buf_free(struct buf *b);
 extern int log_quiet;
 extern int log_fd; /* where lines go; -1: nowhere (the fuzz targets) */
 extern int log_verbose;
+/* Set on a thread whose failures are not the user's business (a use
+ * mark the remote refuses): its lines show only with --verbose. */
+extern __thread int log_muted;
 void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

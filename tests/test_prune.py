@@ -353,3 +353,21 @@ def test_a_record_it_cannot_read_stops_the_prune(tmp_path):
     err = p.stderr.decode()
     assert p.returncode == 1 and "ab" * 32 in err and "nothing was pruned" in err, err
     assert remote_files(root) == before
+
+
+def test_a_refused_use_mark_is_no_error(tmp_path):
+    """A job whose token may only read its scope: the use mark is refused,
+    the restore says nothing about it."""
+    from servers import FaultServer
+    srv = FaultServer(tmp_path / "faulty")
+    try:
+        st = Stash(tmp_path, "a", srv.url)
+        src = make_tree(tmp_path / "src", 1)
+        st.run("save", src, "--key", "ro-1")
+        srv.add("used/", "deny", count=10, method="PUT")
+        p = Stash(tmp_path, "b", srv.url).run("restore", tmp_path / "out", "--key", "ro-1")
+        err = p.stderr.decode()
+        assert "used/" not in err and "403" not in err, err
+        assert srv.requests("used/"), "no use mark was tried"
+    finally:
+        srv.stop()

@@ -434,14 +434,12 @@ int cmd_ls(int argc, char **argv)
 	if (n) {
 		/* last uses, where the primary can list them (a plain HTTP
 		 * server without autoindex cannot: ls shows none then) */
-		int fd = log_fd;
-
-		log_fd = -1;
+		log_muted = 1;
 		if (keys_used_list(r.primary, &used, &nused))
 			nused = 0;
 		else if (!used) /* listed: no marks at all */
 			used = calloc(1, sizeof(*used));
-		log_fd = fd;
+		log_muted = 0;
 	}
 	if (c.json) {
 		printf("[");
