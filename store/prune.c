@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -355,6 +356,50 @@ static int name_add(const char *name, uint64_t size, int64_t mtime, void *arg)
 	return 0;
 }
 
+/* Key records read READERS at a time: a team's remote holds thousands. */
+#define READERS 8
+
+struct reader {
+	struct remote *rem;
+	const struct namevec *names;
+	struct key_rec *recs;
+	int *rcs;
+	size_t next; /* atomic: the next name to read */
+};
+
+static void *read_some(void *arg)
+{
+	struct reader *rd = arg;
+	size_t i;
+
+	while ((i = __atomic_fetch_add(&rd->next, 1, __ATOMIC_RELAXED)) < rd->names->n)
+		rd->rcs[i] = keys_get_named(rd->rem, rd->names->v[i], &rd->recs[i]);
+	return NULL;
+}
+
+/* Every record of names: (*recs)[i] and (*rcs)[i] its 0 or -errno. */
+static int read_records(struct remote *rem, const struct namevec *names, struct key_rec **recs,
+			int **rcs)
+{
+	struct reader rd = { rem, names, NULL, NULL, 0 };
+	pthread_t t[READERS];
+	int n = 0;
+
+	rd.recs = calloc(names->n ? names->n : 1, sizeof(*rd.recs));
+	rd.rcs = calloc(names->n ? names->n : 1, sizeof(*rd.rcs));
+	*recs = rd.recs;
+	*rcs = rd.rcs;
+	if (!rd.recs || !rd.rcs)
+		return -ENOMEM;
+	while (n < READERS && (size_t)n < names->n &&
+	       pthread_create(&t[n], NULL, read_some, &rd) == 0)
+		n++;
+	read_some(&rd); /* and this thread, which also covers a failed create */
+	while (n > 0)
+		pthread_join(t[--n], NULL);
+	return 0;
+}
+
 static int64_t key_used(const struct pkey *k)
 {
 	int64_t pub = k->rec.time_ns / 1000000000LL;
@@ -483,6 +528,8 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 	struct remote *rem = r->primary;
 	struct namevec names = { NULL, 0, 0 };
 	struct key_used *used = NULL;
+	struct key_rec *recs = NULL;
+	int *rcs = NULL;
 	size_t nused = 0, nk = 0, i, j;
 	struct pkey *keys = NULL, **order = NULL;
 	struct onamevec refs = { NULL, 0, 0 }, kept = { NULL, 0, 0 };
@@ -509,10 +556,14 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 		rc = -ENOMEM;
 		goto out;
 	}
+	rc = read_records(rem, &names, &recs, &rcs);
+	if (rc)
+		goto out;
 	for (i = 0; i < names.n; i++) {
 		struct pkey *pk = &keys[nk];
 
-		rc = keys_get_named(rem, names.v[i], &pk->rec);
+		rc = rcs[i];
+		pk->rec = recs[i];
 		if (rc == -ENOENT) {
 			rc = 0; /* gone meanwhile */
 			continue;
@@ -756,6 +807,8 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 	}
 out:
 	free(names.v);
+	free(recs);
+	free(rcs);
 	free(used);
 	free(keys);
 	free(order);
