@@ -70,32 +70,23 @@ static void ino_key(uint64_t ino, struct cas_id *k)
 	memcpy(k->b, &ino, sizeof(ino));
 }
 
-/* Count the regular files below snapshot directory dir as left out; 1. */
-static int subtree_out(struct walker *w, uint32_t dir)
+/* Count the regular files below snapshot directory dir as left out (the
+ * catalog's depth is capped at validation, so recursion is bounded). */
+static void subtree_out(struct walker *w, uint32_t dir)
 {
-	uint32_t *stack, sp = 0, n = catalog_count(w->cat);
+	const struct cat_entry *d = catalog_entry(w->cat, dir);
+	uint64_t i;
 
-	stack = malloc((size_t)n * sizeof(*stack));
-	if (!stack)
-		return -ENOMEM;
-	stack[sp++] = dir;
-	while (sp) {
-		const struct cat_entry *d = catalog_entry(w->cat, stack[--sp]);
-		uint64_t i;
+	for (i = d->first; i < d->first + d->count; i++) {
+		const struct cat_entry *e = catalog_entry(w->cat, (uint32_t)i);
 
-		for (i = d->first; i < d->first + d->count; i++) {
-			const struct cat_entry *e = catalog_entry(w->cat, (uint32_t)i);
-
-			if (S_ISDIR(e->mode) && sp < n)
-				stack[sp++] = (uint32_t)i;
-			else if (S_ISREG(e->mode)) {
-				w->pruned++;
-				w->pruned_bytes += e->size;
-			}
+		if (S_ISDIR(e->mode)) {
+			subtree_out(w, (uint32_t)i);
+		} else if (S_ISREG(e->mode)) {
+			w->pruned++;
+			w->pruned_bytes += e->size;
 		}
 	}
-	free(stack);
-	return 1;
 }
 
 static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *d, uint32_t *idx)
@@ -116,10 +107,12 @@ static int add_child(struct walker *w, uint32_t parent, const struct ov_dirent *
 	 */
 	if (w->used && !a.upper && a.cat_idx != OV_NONE &&
 	    (a.cat_idx >= w->n_used || !((w->used[a.cat_idx / 64] >> (a.cat_idx % 64)) & 1))) {
-		if (S_ISDIR(a.mode))
-			return subtree_out(w, a.cat_idx);
-		w->pruned += S_ISREG(a.mode) ? 1 : 0;
-		w->pruned_bytes += S_ISREG(a.mode) ? a.size : 0;
+		if (S_ISDIR(a.mode)) {
+			subtree_out(w, a.cat_idx);
+		} else if (S_ISREG(a.mode)) {
+			w->pruned++;
+			w->pruned_bytes += a.size;
+		}
 		return 1;
 	}
 	ov_attr_stat(&a, &st);

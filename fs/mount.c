@@ -406,6 +406,7 @@ struct daemon_args {
 	int no_prefetch;
 	int no_uring;
 	int track_use;
+	const struct key_rec *used; /* the key to mark used (NULL: none), by the daemon */
 	int ready_fd;
 	int pre[PRECONNECT]; /* connections to the remote opened ahead */
 	int npre;
@@ -428,9 +429,11 @@ static int run_daemon(struct daemon_args *d)
 	struct ov_opts oo;
 	struct serve_opts so;
 	char path[PATH_MAX], used[PATH_MAX + 16];
+	struct used_mark mark;
 	int rc, lock;
 
 	memset(&so, 0, sizeof(so));
+	memset(&mark, 0, sizeof(mark));
 	lock = daemon_lock(d->statedir);
 	if (lock < 0) {
 		log_err("mount: %s: %s", d->statedir,
@@ -492,7 +495,11 @@ static int run_daemon(struct daemon_args *d)
 		snprintf(used, sizeof(used), "%s/used.bits", d->statedir);
 		so.used_path = used;
 	}
+	/* the key's use mark goes out while the daemon serves: no job waits for it */
+	if (d->used)
+		keys_mark_used_begin(&r, d->used, &mark);
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
+	keys_mark_used_end(&mark);
 out:
 	close_pre(d);
 	/*
@@ -568,7 +575,6 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 		dbpath[PATH_MAX + 16];
 	struct daemon_args d;
 	struct key_rec rec;
-	struct used_mark mark;
 	enum hit_kind hit = HIT_MISS;
 	struct catalog *cat = NULL;
 	struct stat st;
@@ -698,15 +704,10 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 			return rc;
 		}
 	}
-	/* the daemon's first connections, opened while the catalog comes,
-	 * and the key's use mark on its way meanwhile */
+	/* the daemon's first connections, opened while the catalog comes */
 	if (hit != HIT_MISS && !o->no_prefetch)
 		d.npre = remote_preconnect(r->primary, PRECONNECT, d.pre);
-	memset(&mark, 0, sizeof(mark));
-	if (hit != HIT_MISS)
-		keys_mark_used_begin(r, &rec, &mark);
 	rc = repo_catalog(r, &d.catalog, &cat);
-	keys_mark_used_end(r, &mark);
 	if (rc) {
 		close_pre(&d);
 		return rc;
@@ -773,6 +774,7 @@ int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path,
 	d.no_prefetch = o->no_prefetch;
 	d.no_uring = o->no_uring;
 	d.track_use = o->track_use;
+	d.used = hit != HIT_MISS ? &rec : NULL;
 	d.ready_fd = -1;
 
 	{

@@ -407,22 +407,11 @@ static int64_t key_used(const struct pkey *k)
 	return k->used > pub ? k->used : pub;
 }
 
-static size_t group_len(const char *key)
-{
-	static const char sep[] = "-_/.:@+=,";
-	size_t i, cut = 0;
-
-	for (i = 0; key[i]; i++)
-		if (strchr(sep, key[i]))
-			cut = i + 1;
-	return cut;
-}
-
 /* newest published first within a group */
 static int by_group(const void *a, const void *b)
 {
 	const struct pkey *x = *(struct pkey *const *)a, *y = *(struct pkey *const *)b;
-	size_t gx = group_len(x->rec.key), gy = group_len(y->rec.key);
+	size_t gx = key_indexed_len(x->rec.key), gy = key_indexed_len(y->rec.key);
 	int c = gx != gy ? (gx < gy ? -1 : 1) : memcmp(x->rec.key, y->rec.key, gx);
 
 	if (c)
@@ -626,9 +615,9 @@ int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *s
 			 "not among the newest %" PRId64 " of its prefix", o->keep_last);
 		qsort(order, nk, sizeof(*order), by_group);
 		for (i = 0; i < nk; i++) {
-			size_t g = group_len(order[i]->rec.key);
+			size_t g = key_indexed_len(order[i]->rec.key);
 
-			if (i && (g != group_len(order[i - 1]->rec.key) ||
+			if (i && (g != key_indexed_len(order[i - 1]->rec.key) ||
 				  memcmp(order[i]->rec.key, order[i - 1]->rec.key, g)))
 				rank = 0;
 			if (order[i]->why)

@@ -16,6 +16,16 @@
 
 static const char separators[] = "-_/.:@+=,";
 
+size_t key_indexed_len(const char *s)
+{
+	size_t i, cut = 0;
+
+	for (i = 0; s[i]; i++)
+		if (strchr(separators, s[i]))
+			cut = i + 1;
+	return cut;
+}
+
 int repo_open(struct repo *r, const char *store_path, const char *remote_url,
 	      char *const *read_urls, int n_reads)
 {
@@ -543,12 +553,13 @@ static void *mark_used(void *arg)
 
 	/* a scope this job may only read refuses it: that is no error of the job's */
 	log_muted = 1;
-	rc = remote_put_buf(m->rem, m->name, USED_MAGIC, strlen(USED_MAGIC));
+	rc = remote_put_buf(m->r->primary, m->name, USED_MAGIC, strlen(USED_MAGIC));
 	log_muted = 0;
-
 	if (rc)
-		log_debug("%s on %s: not marked used: %s", m->name, m->rem->url, strerror(-rc));
-	m->rc = rc;
+		log_debug("%s on %s: not marked used: %s", m->name, m->r->primary->url,
+			  strerror(-rc));
+	else
+		store_used_set(m->r->store, m->r->primary->url, m->key, now_ns());
 	return NULL;
 }
 
@@ -563,26 +574,19 @@ void keys_mark_used_begin(struct repo *r, const struct key_rec *rec, struct used
 	if (store_used_get(r->store, r->primary->url, rec->key, &at) == 0 &&
 	    now_ns() - at < USED_EVERY_NS)
 		return;
-	m->rem = r->primary;
+	m->r = r;
 	snprintf(m->key, sizeof(m->key), "%s", rec->key);
 	used_name(rec->key, m->name, sizeof(m->name));
 	m->started = pthread_create(&m->t, NULL, mark_used, m) == 0;
 	if (!m->started)
 		mark_used(m);
-	else
-		return;
-	if (!m->rc)
-		store_used_set(r->store, r->primary->url, m->key, now_ns());
 }
 
-void keys_mark_used_end(struct repo *r, struct used_mark *m)
+void keys_mark_used_end(struct used_mark *m)
 {
-	if (!m->started)
-		return;
-	pthread_join(m->t, NULL);
+	if (m->started)
+		pthread_join(m->t, NULL);
 	m->started = 0;
-	if (!m->rc)
-		store_used_set(r->store, m->rem->url, m->key, now_ns());
 }
 
 struct used_scan {
@@ -647,15 +651,11 @@ int64_t keys_used_at(const struct key_used *v, size_t n, const char *key)
 static int newest_with_prefix(struct remote *rem, const char *prefix, struct key_rec *out)
 {
 	struct recvec rv = { NULL, 0, 0, prefix };
-	size_t plen = strlen(prefix), cut = 0, i;
 	int rc;
 
 	/* the index of the longest indexed prefix of prefix holds every
 	 * key that starts with prefix (up to INDEX_KEEP of them) */
-	for (i = 0; i < plen; i++)
-		if (strchr(separators, prefix[i]))
-			cut = i + 1;
-	rc = read_index(rem, prefix, cut, &rv);
+	rc = read_index(rem, prefix, key_indexed_len(prefix), &rv);
 	if (rc)
 		goto out;
 	if (rv.n == 0) {
@@ -756,12 +756,9 @@ int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_re
 int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *n)
 {
 	struct recvec rv = { NULL, 0, 0, prefix };
-	size_t plen = strlen(prefix), cut = 0, k;
+	size_t cut = key_indexed_len(prefix);
 	int i, rc = 0;
 
-	for (k = 0; k < plen; k++)
-		if (strchr(separators, prefix[k]))
-			cut = k + 1;
 	for (i = 0; i <= r->n_reads && !rc; i++)
 		rc = read_index(nth_remote(r, i), prefix, cut, &rv);
 	if (rc) {

@@ -55,6 +55,10 @@ int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t l
 enum hit_kind { HIT_MISS = 0, HIT_EXACT, HIT_PARTIAL };
 const char *hit_kind_name(enum hit_kind k);
 
+/* The length of the longest prefix of s that has an index: up to its last
+ * separator (- _ / . : @ + = ,); 0 for none.  Prune's key groups too. */
+size_t key_indexed_len(const char *s);
+
 /* 0 if key is 1..512 printable ASCII bytes, else -EINVAL. */
 int key_valid(const char *key);
 
@@ -83,18 +87,19 @@ int keys_get_named(struct remote *rem, const char *hex, struct key_rec *out);
 /*
  * Use marks: restore, mount and touch-sources put used/<sha256(key)> on
  * the primary when the key came from it (at most once an hour per machine,
- * on a thread of its own between begin and end); the object's write time
+ * on a thread of its own between begin and end; the mount's daemon sends
+ * it while it serves); the object's write time
  * is the key's last use, which ls shows and prune's --keep-within reads.
  */
 struct used_mark {
 	pthread_t t;
-	int started, rc;
-	struct remote *rem;
+	int started;
+	struct repo *r;
 	char name[128];
 	char key[KEY_MAX + 1];
 };
 void keys_mark_used_begin(struct repo *r, const struct key_rec *rec, struct used_mark *m);
-void keys_mark_used_end(struct repo *r, struct used_mark *m);
+void keys_mark_used_end(struct used_mark *m);
 
 /* When each key was last used, from a listing of used/ (sorted by id). */
 struct key_used {

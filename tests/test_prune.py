@@ -173,6 +173,12 @@ def test_a_commit_takes_back_what_a_prune_condemned(stash, mounts, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     mounts.mount(stash, mnt, "job-1")
+    # the daemon marks the key used while it serves
+    for _ in range(100):
+        if os.path.exists(used_file(root, "job-1")):
+            break
+        time.sleep(0.05)
+    assert os.path.exists(used_file(root, "job-1")), "a mount marks its key used"
     (mnt / "dir00" / "file00000").write_bytes(b"changed by the job\n")
     age_objects(root, DAY)
     p = prune(stash, "--keep-last", "0", "--grace", "2s")

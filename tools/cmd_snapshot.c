@@ -366,7 +366,7 @@ int cmd_restore(int argc, char **argv)
 		print_summary_json("restore", key, hit, rec.key, &st, secs);
 	ret = 0;
 out:
-	keys_mark_used_end(&r, &mark);
+	keys_mark_used_end(&mark);
 	catalog_close(cat);
 	common_auto_gc(&c, &r);
 	repo_close(&r);
