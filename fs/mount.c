@@ -430,6 +430,8 @@ static int run_daemon(struct daemon_args *d)
 	struct serve_opts so;
 	char path[PATH_MAX], used[PATH_MAX + 16];
 	struct used_mark mark;
+	struct repo mr; /* r, with a remote of its own for the use mark */
+	struct remote *mrem = NULL;
 	int rc, lock;
 
 	memset(&so, 0, sizeof(so));
@@ -495,11 +497,20 @@ static int run_daemon(struct daemon_args *d)
 		snprintf(used, sizeof(used), "%s/used.bits", d->statedir);
 		so.used_path = used;
 	}
-	/* the key's use mark goes out while the daemon serves: no job waits for it */
-	if (d->used)
-		keys_mark_used_begin(&r, d->used, &mark);
+	/*
+	 * The key's use mark goes out while the daemon serves, so no job waits
+	 * for it, over a connection of its own: the ones opened ahead are for
+	 * the job's first reads.
+	 */
+	if (d->used) {
+		mr = r;
+		if (d->remote && *d->remote && remote_open(d->remote, 0, &mrem) == 0)
+			mr.primary = mrem;
+		keys_mark_used_begin(&mr, d->used, &mark);
+	}
 	rc = fs_serve(d->real, ov, f, cat, stats, d->store_path, &so);
 	keys_mark_used_end(&mark);
+	remote_free(mrem);
 out:
 	close_pre(d);
 	/*
