@@ -18,7 +18,11 @@
  * is verified and its cache file is written behind, by a thread of its own
  * at idle priority, or at once by whoever needs the file first: creating
  * a file per small object cost the fetchers more time than everything
- * else they do for it, on the CPUs the job needs for its own reads.
+ * else they do for it, on the CPUs the job needs for its own reads.  The
+ * writer starts once fetching has paused for WRITE_QUIET_NS, memory is
+ * half full, or the mount is leaving: while a job keeps fetching, even an
+ * idle-priority writer took kernel time from it (the read-all job on the
+ * small-file tree 2.55 -> 2.37 s with the writer held back).
  */
 #define _GNU_SOURCE
 #include "fetch.h"
@@ -58,6 +62,7 @@
  */
 #define MEM_BYTES_MAX ((size_t)256 << 20)
 #define INDEX_BATCH 256 /* objects written behind per index transaction */
+#define WRITE_QUIET_NS (1000LL * 1000000) /* no chunk kept for this long: the writer starts */
 #define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 #define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
 
@@ -133,6 +138,7 @@ struct fetcher {
 	pthread_t writer;
 	int writer_on; /* started */
 	int writer_stop;
+	int64_t kept_at; /* mono_ns() of the last chunk kept dirty */
 	int no_mem_reads; /* STASHFS_NO_MEM_READS: serve from the cache files only */
 	/* told of each chunk cached from now on (fetch_on_landed) */
 	pthread_mutex_t landed_lock;
@@ -706,6 +712,7 @@ static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
 	*p = NULL;
 	f->mflags[c] = M_DIRTY;
 	f->mem_bytes += len;
+	f->kept_at = mono_ns();
 	pthread_cond_signal(&f->wq_cond);
 out:
 	pthread_mutex_unlock(&f->mem_lock);
@@ -741,6 +748,13 @@ static int write_one(struct fetcher *f, uint32_t c)
 	return 1;
 }
 
+/* The idle writer may write now (see the top of this file).  Under mem_lock. */
+static int writer_may(struct fetcher *f)
+{
+	return f->writer_stop || __atomic_load_n(&f->stats->leaving, __ATOMIC_RELAXED) ||
+	       f->mem_bytes >= f->mem_cap / 2 || mono_ns() - f->kept_at >= WRITE_QUIET_NS;
+}
+
 /*
  * Write the queued cache files, indexing them in batches.  idle: the
  * writer thread, waiting for more until told to stop; else until the
@@ -767,6 +781,14 @@ static void write_queued(struct fetcher *f, int idle)
 			if (!idle || f->writer_stop)
 				break;
 			pthread_cond_wait(&f->wq_cond, &f->mem_lock);
+			continue;
+		}
+		if (idle && !writer_may(f)) {
+			/* polled: a job fetching keeps it waiting, and the
+			 * mount leaving sets no condition of ours */
+			pthread_mutex_unlock(&f->mem_lock);
+			usleep(50000);
+			pthread_mutex_lock(&f->mem_lock);
 			continue;
 		}
 		c = ring_pop(&f->wq);

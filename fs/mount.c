@@ -965,13 +965,13 @@ static void status_one(const char *statedir, int json, int *first)
 		       ",\"lookups\":%" PRIu64 ",\"lookups_ahead\":%" PRIu64
 		       ",\"pushed_ahead\":%" PRIu64 ",\"written_behind\":%" PRIu64
 		       ",\"ring_light\":%" PRIu64 ",\"connections_ahead\":%" PRIu64
-		       ",\"pid\":%" PRId64 "}",
+		       ",\"dirs_ahead\":%" PRIu64 ",\"pid\":%" PRId64 "}",
 		       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched,
 		       s->bytes_read, s->bytes_written, s->copy_ups, s->fetch_errors,
 		       s->bytes_uploaded, s->commits, s->bytes_prefetched, s->prefetch_queued,
 		       s->prefetch_done, s->bytes_pushed, s->ring_threads, s->ring_requests,
 		       s->lookups, s->lookups_ahead, s->pushed_ahead, s->written_behind,
-		       s->ring_light, s->conns_ahead, alive ? s->pid : (int64_t)0);
+		       s->ring_light, s->conns_ahead, s->dirs_ahead, alive ? s->pid : (int64_t)0);
 	} else {
 		char fetched[32], total[32], written[32], up[32];
 

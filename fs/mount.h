@@ -44,7 +44,8 @@ struct mount_stats {
 	uint64_t written_behind; /* small fetched objects cached after they were served */
 	uint64_t ring_light; /* answered at idle priority, no policy switch (fs/uring.c) */
 	uint64_t conns_ahead; /* connections the command opened for us, taken (fs/mount.c) */
-	uint64_t reserved[3];
+	uint64_t dirs_ahead; /* directories listed ahead of the job (fs/lister.c) */
+	uint64_t reserved[2];
 };
 
 struct mount_opts {

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 312
 #include "fetch.h"
+#include "lister.h"
 #include "mount.h"
 #include "overlay.h"
 #include "uring.h"
@@ -74,6 +75,7 @@ struct fs_ctx {
 	uint64_t *pushed; /* bit per snapshot inode: its bytes are in the kernel's cache */
 	uint64_t *ahead; /* bit per snapshot inode: pushed ahead, no open seen since */
 	uint64_t n_pushed; /* bits, in each */
+	struct lister *lister; /* NULL: no directories listed ahead */
 	uint64_t *used; /* --track-use: bit per catalog entry the job looked up
 			 * (STATE/used.bits, mapped shared); NULL: not kept */
 	uint64_t n_used, used_bytes;
@@ -173,6 +175,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_err(req, rc);
 		return;
 	}
+	if (a.cat_idx != OV_NONE)
+		lister_note(ctx_of(req)->lister, a.cat_idx);
 	if (ctx_of(req)->used && a.cat_idx != OV_NONE && a.cat_idx < ctx_of(req)->n_used)
 		__atomic_fetch_or(&ctx_of(req)->used[a.cat_idx / 64], 1ull << (a.cat_idx % 64),
 				  __ATOMIC_RELAXED);
@@ -1407,6 +1411,9 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 			}
 		}
 
+		/* with --track-use every name must come as a LOOKUP */
+		if (!so->used_path)
+			c.lister = lister_start(mountpoint, cat, stats);
 		cfg = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_max_threads(cfg, 32);
 		fuse_loop_cfg_set_idle_threads(cfg, 8);
@@ -1442,6 +1449,8 @@ out:
 		__atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
 		pthread_join(wth, NULL);
 	}
+	/* after the session too, for the same reason */
+	lister_stop(c.lister);
 	if (have_pusher)
 		pthread_join(pth, NULL);
 	if (push_init)

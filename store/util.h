@@ -47,6 +47,8 @@ void hex_encode(char *out, const uint8_t *in, size_t n);
 int hex_decode(uint8_t *out, const char *in, size_t n);
 
 int64_t now_ns(void);
+/* CLOCK_MONOTONIC in nanoseconds: for intervals. */
+int64_t mono_ns(void);
 /* An age in seconds as ls shows it: 42s, 17m, 5h, 3d. */
 void fmt_age(char *out, size_t n, double secs);
 double mono_sec(void);
