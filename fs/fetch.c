@@ -618,7 +618,7 @@ static int fetch_batch(struct fetcher *f, const uint32_t *cs, size_t n, int back
 	int rc;
 
 	cas_id_hex(catalog_pack(f->cat, first->pack), hex);
-	snprintf(name, sizeof(name), "packs/%s", hex);
+	repo_object_name(name, "packs", catalog_pack(f->cat, first->pack));
 	a.pc = pack_codec_new(1);
 	a.ids = malloc(n * sizeof(*a.ids));
 	a.lens = malloc(n * sizeof(*a.lens));

@@ -137,6 +137,14 @@ static void key_name(const char *key, char *out, size_t n)
 	snprintf(out, n, "keys/%s", hex);
 }
 
+void repo_object_name(char *out, const char *dir, const struct cas_id *id)
+{
+	char hex[CAS_HEX_LEN + 1];
+
+	cas_id_hex(id, hex);
+	snprintf(out, REPO_NAME_MAX, "%s/%s", dir, hex);
+}
+
 static void used_name(const char *key, char *out, size_t n)
 {
 	struct cas_id h;

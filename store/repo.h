@@ -52,6 +52,11 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struc
 int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 		      size_t cap, const struct remote_progress *pr);
 
+/* The remote's name of object id in dir ("packs", "catalogs", "sources"):
+ * DIR/HEX, in out of REPO_NAME_MAX bytes.  The remote layout's one spelling. */
+#define REPO_NAME_MAX 96
+void repo_object_name(char *out, const char *dir, const struct cas_id *id);
+
 enum hit_kind { HIT_MISS = 0, HIT_EXACT, HIT_PARTIAL };
 const char *hit_kind_name(enum hit_kind k);
 

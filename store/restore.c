@@ -476,8 +476,7 @@ static int do_batch(struct restorer *s, const struct batch *b, struct pack_codec
 	uint64_t k;
 	int rc;
 
-	cas_id_hex(pid, hex);
-	snprintf(name, sizeof(name), "packs/%s", hex);
+	repo_object_name(name, "packs", pid);
 	buf_reset(in);
 	rc = repo_get(s->r, name, b->off, b->len, in, b->len);
 	if (rc) {

@@ -624,7 +624,7 @@ static int seal_and_upload(struct saver *s, struct pack_writer *w, uint32_t idx)
 		return rc;
 	}
 	cas_id_hex(&id, hex);
-	snprintf(name, sizeof(name), "packs/%s", hex);
+	repo_object_name(name, "packs", &id);
 	rc = remote_exists(s->r->primary, name);
 	if (rc == 0)
 		rc = remote_put_file(s->r->primary, name, tmp, 1);
@@ -651,7 +651,7 @@ static int known_location(struct saver *s, const struct cas_id *id, uint32_t *ou
 {
 	struct store_loc loc;
 	uint32_t pidx;
-	char name[128], hex[CAS_HEX_LEN + 1];
+	char name[REPO_NAME_MAX];
 	int rc;
 
 	rc = store_loc_get(s->r->store, s->r->primary->url, id, &loc);
@@ -661,8 +661,7 @@ static int known_location(struct saver *s, const struct cas_id *id, uint32_t *ou
 	if (rc)
 		return rc;
 	if (s->packs[pidx].state == 0) {
-		cas_id_hex(&loc.pack, hex);
-		snprintf(name, sizeof(name), "packs/%s", hex);
+		repo_object_name(name, "packs", &loc.pack);
 		rc = remote_exists(s->r->primary, name);
 		s->packs[pidx].state = rc == 1 ? 1 : 2;
 		if (rc == 0)
@@ -978,7 +977,7 @@ static int seed_from_base(struct saver *s, const struct catalog *base)
 		if (p->state != 0)
 			continue;
 		cas_id_hex(&p->id, hex);
-		snprintf(name, sizeof(name), "packs/%s", hex);
+		repo_object_name(name, "packs", &p->id);
 		rc = remote_exists(s->r->primary, name);
 		if (rc < 0)
 			goto out;
