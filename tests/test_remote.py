@@ -496,8 +496,11 @@ def test_fetch_follows_how_much_of_a_batch_was_read(tmp_path, faulty, mounts):
     fetched, gets = got["all"]
     # 1, 2, then 4 MiB windows.  A window's range spans gaps of up to 64 KiB
     # (fs/fetch.c MAX_GAP), which may hold a chunk a single read fetched
-    # a moment before: those bytes come twice, by design
-    assert total <= fetched <= total + (64 << 10) and gets <= 12, got
+    # a moment before: those bytes come twice, by design.  Usually 8-12
+    # GETs; on a loaded machine a reader that overtakes the background
+    # window makes a foreground GET of its own (14 seen once in a full
+    # run); a GET per directory would be 100
+    assert total <= fetched <= total + (64 << 10) and gets <= 20, got
     fetched, gets = got["scattered"]
     # a miss brings its directory (here all of it: the file read is its
     # first), not the 4 MiB windows that streamed 99% of the tree before
