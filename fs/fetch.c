@@ -195,9 +195,6 @@ int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 
 		f->mem_cap = ram && ram / 16 < MEM_BYTES_MAX ? ram / 16 : MEM_BYTES_MAX;
 	}
-	/* a debugging aid, and how the tests have every cache file written
-	 * when first needed instead of behind */
-	f->no_mem_reads = getenv("STASHFS_NO_MEM_READS") != NULL;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->pick, NULL);
 	pthread_mutex_init(&f->mem_lock, NULL);
@@ -293,6 +290,11 @@ void fetcher_close_logs(struct fetcher *f)
 	if (f->pushed_fd >= 0)
 		close(f->pushed_fd);
 	f->reads_fd = f->pushed_fd = -1;
+}
+
+void fetcher_no_mem_reads(struct fetcher *f)
+{
+	f->no_mem_reads = 1;
 }
 
 void fetcher_free(struct fetcher *f)

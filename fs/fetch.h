@@ -23,6 +23,9 @@ struct mount_stats;
 int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
 		struct mount_stats *stats, struct fetcher **out);
 void fetcher_free(struct fetcher *f);
+/* A debugging knob, and how the tests have every cache file written when
+ * first needed instead of behind: no copies kept in memory. */
+void fetcher_no_mem_reads(struct fetcher *f);
 /*
  * Close reads.log and pushed.log: the record is complete.  Call it once
  * nothing reads through the fetcher any more (the FUSE loop has ended);

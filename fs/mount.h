@@ -63,13 +63,17 @@ struct mount_opts {
 	int no_uring;
 	int track_use; /* note which snapshot files the job uses (commit --prune-unread) */
 	int json;
+	/* debugging knobs (tools/cli.c reads them from STASHFS_* variables) */
+	int no_mem_reads; /* every fetched object cached on disk when first needed */
+	int writeback; /* ask the kernel for its writeback cache */
+	int fuse_debug; /* libfuse's request trace on stderr (with --foreground) */
 };
 
 /* Everything the daemon needs; fs/ops.c. */
 struct fs_ctx;
 
-int fs_mount(struct repo *r, const struct mount_opts *o, const char *store_path, const char *remote,
-	     char *const *reads, int n_reads);
+/* Mount o->key at o->dir: the daemon (a fork) opens its own repo on r->spec. */
+int fs_mount(struct repo *r, const struct mount_opts *o);
 
 /*
  * The store a live mount of DIR serves from (its FUSE source in the mount
@@ -97,9 +101,17 @@ int fs_umount(struct repo *r, const char *dir, int lazy);
 /* Remove the state of DIR's mount (after a commit that published it). */
 int fs_discard_state(struct repo *r, const char *dir);
 int fs_stats_map(const char *statedir, int create, struct mount_stats **out);
-/* Print the status of DIR's mount (every mount of the store without DIR);
- * *first starts at 1 and is kept between calls (JSON commas). */
-int fs_status(struct repo *r, const char *dir, int json, int *first);
+/* What `stashfs status` tells of one mount. */
+struct mount_info {
+	char dir[PATH_MAX], statedir[PATH_MAX];
+	char key[KEY_MAX + 1], hit[16], matched[KEY_MAX + 1];
+	struct mount_stats stats; /* a copy; zero if it has none */
+	int alive; /* its daemon runs */
+};
+typedef void (*fs_status_fn)(const struct mount_info *mi, void *arg);
+/* fn on DIR's mount (every mount of the store without DIR): 0, or -ENOENT
+ * (told) when DIR is no mount of this store. */
+int fs_status(struct repo *r, const char *dir, fs_status_fn fn, void *arg);
 /* How many entries DIR's writable layer holds (its uncommitted changes). */
 int fs_changes(struct repo *r, const char *dir, uint64_t *n);
 /* The stores of the live stashfs mounts in this mount namespace: their count. */
@@ -119,6 +131,7 @@ struct serve_opts {
 	int lookup_ahead; /* look up the read record's files ahead of the job */
 	const char *used_path; /* --track-use: the names the job looks up, kept here */
 	const char *log_path; /* stderr once a daemon */
+	int writeback, fuse_debug; /* mount_opts' knobs */
 };
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
 	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so);

@@ -21,7 +21,7 @@
  * the URL's secrets removed.
  */
 #define _GNU_SOURCE
-#include "remote.h"
+#include "http.h"
 #include "../store/cas.h"
 
 #include <curl/curl.h>
@@ -38,39 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL_MAX 16
 #define MAX_TRIES 5
-#define ERR_BODY_MAX 512 /* bytes of an error answer kept to name it */
 #define EXPECT_WAIT_MS 200 /* S3 PUTs over 1 MiB: the longest wait for a 100 Continue */
-#define AHEAD_MAX 8
 #define AHEAD_TTL 5.0 /* seconds an adopted, unused connection is worth taking */
-
-struct http_remote {
-	char *base; /* URL prefix ending without '/' */
-	char *bucket_url; /* S3: the bucket's URL, for listings */
-	char *key_prefix; /* S3: what names are below in the bucket ("" or "p/") */
-	char *shown; /* for messages: no credentials */
-	int s3;
-	char *sigv4; /* "aws:amz:REGION:s3" */
-	char *userpwd; /* S3 key:secret (never logged) */
-	struct curl_slist *auth_headers; /* bearer token, S3 session token */
-	double timeout; /* seconds for one operation, retries included */
-	int insecure;
-	int https; /* the base URL is https: nothing goes over plain http */
-	int etag_bare; /* atomic: the server matches If-Match without quotes */
-	pthread_mutex_t lock;
-	CURL *pool[POOL_MAX];
-	int npool;
-	/* under lock: where the first request went (for remote_preconnect) */
-	struct sockaddr_storage peer;
-	socklen_t peer_len;
-	/* under lock: adopted sockets (remote_adopt), for new connections */
-	int ahead[AHEAD_MAX];
-	int nahead;
-	int adopting;
-	double ahead_at;
-	uint64_t *ahead_used;
-};
 
 /* The adopted socket curl is opening on this thread, till its sockopt call. */
 static __thread int ahead_fd = -1;
@@ -80,6 +50,11 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void http_global_init(void)
+{
+	pthread_once(&curl_once, curl_init_once);
 }
 
 static double now_s(void)
@@ -117,7 +92,6 @@ static void give(struct http_remote *h, CURL *c)
 		curl_easy_cleanup(c);
 }
 
-struct request;
 static size_t on_err_body(char *p, size_t sz, size_t n, void *arg);
 
 struct sink {
@@ -204,26 +178,6 @@ static int file_sha256_hex(const char *path, char *hex)
 		cas_id_hex(&id, hex);
 	return rc;
 }
-
-enum method { M_GET, M_HEAD, M_PUT, M_DELETE };
-
-struct request {
-	enum method m;
-	const char *name;
-	const char *url; /* NULL: base/name (a listing's URL, with its query) */
-	uint64_t off, len; /* GET range; len REMOTE_WHOLE: all */
-	struct buf *out; /* GET body */
-	size_t cap;
-	const struct remote_progress *pr; /* GET: told as the body arrives */
-	const void *body; /* PUT from memory */
-	size_t body_len;
-	const char *path; /* PUT from a file */
-	char payload_sha[65]; /* for S3 */
-	char err[ERR_BODY_MAX]; /* the start of the last error answer's body */
-	char *etag; /* GET: the answer's ETag goes here (ETAG_MAX), if not NULL */
-	const char *cond; /* PUT: an If-Match or If-None-Match header line */
-	size_t err_len;
-};
 
 /* An error answer's body (or a PUT's answer): its start kept only to name the error. */
 static size_t on_err_body(char *p, size_t sz, size_t n, void *arg)
@@ -493,18 +447,18 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	}
 	curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
-	if (getenv("NETRC"))
-		curl_easy_setopt(c, CURLOPT_NETRC_FILE, getenv("NETRC"));
+	if (h->netrc)
+		curl_easy_setopt(c, CURLOPT_NETRC_FILE, h->netrc);
 	if (h->insecure) {
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
-	if (getenv("STASHFS_CA_BUNDLE"))
-		curl_easy_setopt(c, CURLOPT_CAINFO, getenv("STASHFS_CA_BUNDLE"));
-	if (getenv("STASHFS_CLIENT_CERT"))
-		curl_easy_setopt(c, CURLOPT_SSLCERT, getenv("STASHFS_CLIENT_CERT"));
-	if (getenv("STASHFS_CLIENT_KEY"))
-		curl_easy_setopt(c, CURLOPT_SSLKEY, getenv("STASHFS_CLIENT_KEY"));
+	if (h->ca_bundle)
+		curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_bundle);
+	if (h->client_cert)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, h->client_cert);
+	if (h->client_key)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, h->client_key);
 	for (it = h->auth_headers; it; it = it->next)
 		hl = curl_slist_append(hl, it->data);
 	if (h->s3) {
@@ -607,7 +561,7 @@ out:
 	return rc;
 }
 
-static int do_request(struct remote *r, struct request *rq)
+int do_request(struct remote *r, struct request *rq)
 {
 	struct http_remote *h = r->priv;
 	double deadline = now_s() + h->timeout, backoff = 0.1;
@@ -701,7 +655,7 @@ static int do_request(struct remote *r, struct request *rq)
 	return -EIO;
 }
 
-static const char empty_sha[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const char empty_sha[65] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 static int http_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 		    size_t cap, const struct remote_progress *pr)
@@ -820,7 +774,7 @@ static void http_adopt(struct remote *r, const int *fds, int n, uint64_t *used)
 	pthread_mutex_unlock(&h->lock);
 }
 
-static void http_free(struct remote *r)
+void http_free(struct remote *r)
 {
 	struct http_remote *h = r->priv;
 	int i;
@@ -922,10 +876,6 @@ static int http_update(struct remote *r, const char *name, size_t cap, remote_up
 
 /* ---- listings and deletes ---- */
 
-#define LIST_PAGE_CAP (16u << 20) /* one ListObjectsV2 page (1000 keys: ~300 kB) */
-#define LIST_DIR_CAP (256u << 20) /* one autoindex answer: a million names */
-#define LIST_MAX_PAGES 100000
-
 static int http_del(struct remote *r, const char *name)
 {
 	struct request rq;
@@ -937,287 +887,7 @@ static int http_del(struct remote *r, const char *name)
 	return do_request(r, &rq);
 }
 
-/* Percent-encoding as SigV4's canonical query wants it: all but A-Za-z0-9-_.~ */
-static void query_enc(struct buf *b, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-			buf_append(b, s + i, 1);
-		} else {
-			char e[3] = { '%', hex[ch >> 4], hex[ch & 15] };
-
-			buf_append(b, e, 3);
-		}
-	}
-}
-
-/* The text of the first <tag>...</tag> in [p, end), or NULL. */
-static const char *xml_tag(const char *p, const char *end, const char *tag, size_t *len)
-{
-	char open[64], close[64];
-	size_t ol, cl;
-	const char *a, *b;
-
-	ol = (size_t)snprintf(open, sizeof(open), "<%s>", tag);
-	cl = (size_t)snprintf(close, sizeof(close), "</%s>", tag);
-	a = memmem(p, (size_t)(end - p), open, ol);
-	if (!a)
-		return NULL;
-	a += ol;
-	b = memmem(a, (size_t)(end - a), close, cl);
-	if (!b)
-		return NULL;
-	*len = (size_t)(b - a);
-	return a;
-}
-
-/* "2026-12-05T07:50:39.000Z" (S3) or "Sat, 05 Dec 2026 07:50:39 GMT" (HTTP). */
-static int64_t parse_time(const char *p, size_t n)
-{
-	char t[64];
-	struct tm tm;
-	const char *end;
-
-	if (n == 0 || n >= sizeof(t))
-		return -1;
-	memcpy(t, p, n);
-	t[n] = '\0';
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!end)
-		end = strptime(t, "%a, %d %b %Y %H:%M:%S", &tm);
-	if (!end)
-		return -1;
-	return (int64_t)timegm(&tm);
-}
-
-static int parse_u64(const char *p, size_t n, uint64_t *v)
-{
-	uint64_t x = 0;
-	size_t i;
-
-	if (n == 0 || n > 19)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return -1;
-		x = x * 10 + (uint64_t)(p[i] - '0');
-	}
-	*v = x;
-	return 0;
-}
-
-/*
- * One name below the listed directory: plain characters, no '/' and no
- * XML or JSON escapes (stashfs names are hex; anything else is not ours).
- */
-static int plain_name(const char *p, size_t n, char *out, size_t on)
-{
-	size_t i;
-
-	if (n == 0 || n >= on)
-		return -1;
-	for (i = 0; i < n; i++)
-		if (p[i] == '/' || p[i] == '&' || p[i] == '\\' || p[i] == '"' ||
-		    (unsigned char)p[i] < 0x21 || (unsigned char)p[i] > 0x7e)
-			return -1;
-	memcpy(out, p, n);
-	out[n] = '\0';
-	return 0;
-}
-
-/* S3 ListObjectsV2 of KEY_PREFIX + dir + "/", page by page. */
-static int s3_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg)
-{
-	struct http_remote *h = r->priv;
-	struct buf url = BUF_INIT, page = BUF_INIT, token = BUF_INIT, want = BUF_INIT;
-	char shown[PATH_MAX];
-	int rc = 0, pages;
-
-	buf_printf(&want, "%s%s/", h->key_prefix, dir);
-	snprintf(shown, sizeof(shown), "%s/ (ListObjectsV2)", dir);
-	for (pages = 0; !rc; pages++) {
-		struct request rq;
-		const char *p, *end, *t;
-		size_t tl;
-
-		if (pages == LIST_MAX_PAGES) {
-			log_err("%s/%s: more than %d pages", h->shown, shown, LIST_MAX_PAGES);
-			rc = -EIO;
-			break;
-		}
-		/* the query sorted and encoded as SigV4 signs it */
-		buf_reset(&url);
-		buf_printf(&url, "%s/?", h->bucket_url);
-		if (token.len) {
-			buf_append(&url, "continuation-token=", 19);
-			query_enc(&url, (const char *)token.p, token.len);
-			buf_append(&url, "&", 1);
-		}
-		buf_append(&url, "list-type=2&prefix=", 19);
-		query_enc(&url, (const char *)want.p, want.len);
-		buf_append(&url, "", 1);
-		buf_reset(&page);
-		memset(&rq, 0, sizeof(rq));
-		rq.m = M_GET;
-		rq.name = shown;
-		rq.url = (const char *)url.p;
-		rq.len = REMOTE_WHOLE;
-		rq.out = &page;
-		rq.cap = LIST_PAGE_CAP;
-		memcpy(rq.payload_sha, empty_sha, sizeof(empty_sha));
-		rc = do_request(r, &rq);
-		if (rc)
-			break;
-		p = page.p ? (const char *)page.p : "";
-		end = p + page.len;
-		while (!rc && (t = xml_tag(p, end, "Contents", &tl))) {
-			const char *k, *sz, *lm;
-			size_t kl = 0, szl = 0, lml = 0;
-			char name[256];
-			uint64_t size;
-			int64_t mt;
-
-			p = t + tl;
-			k = xml_tag(t, t + tl, "Key", &kl);
-			sz = xml_tag(t, t + tl, "Size", &szl);
-			lm = xml_tag(t, t + tl, "LastModified", &lml);
-			if (!k || !sz || !lm || kl <= want.len || memcmp(k, want.p, want.len) ||
-			    plain_name(k + want.len, kl - want.len, name, sizeof(name)) ||
-			    parse_u64(sz, szl, &size) || (mt = parse_time(lm, lml)) < 0)
-				continue; /* not one of ours */
-			rc = fn(name, size, mt, arg);
-		}
-		if (rc)
-			break;
-		t = xml_tag(page.p ? (const char *)page.p : "", end, "IsTruncated", &tl);
-		if (!t || tl != 4 || memcmp(t, "true", 4))
-			break;
-		t = xml_tag((const char *)page.p, end, "NextContinuationToken", &tl);
-		if (!t || tl == 0 || tl > 4096 || (tl == token.len && !memcmp(t, token.p, tl))) {
-			log_err("%s/%s: a truncated listing without a new continuation token",
-				h->shown, shown);
-			rc = -EIO;
-			break;
-		}
-		buf_reset(&token);
-		buf_append(&token, t, tl);
-	}
-	buf_free(&url);
-	buf_free(&page);
-	buf_free(&token);
-	buf_free(&want);
-	return rc;
-}
-
-/* The value of "field": in one JSON object [p, end): a string's or a number's text. */
-static const char *json_field(const char *p, const char *end, const char *field, size_t *len)
-{
-	char k[32];
-	size_t kl = (size_t)snprintf(k, sizeof(k), "\"%s\"", field);
-	const char *a = memmem(p, (size_t)(end - p), k, kl), *b;
-
-	if (!a)
-		return NULL;
-	a += kl;
-	while (a < end && (*a == ' ' || *a == ':' || *a == '\t'))
-		a++;
-	if (a < end && *a == '"') {
-		a++;
-		b = memchr(a, '"', (size_t)(end - a));
-	} else {
-		for (b = a; b < end && *b >= '0' && *b <= '9'; b++)
-			;
-	}
-	if (!b)
-		return NULL;
-	*len = (size_t)(b - a);
-	return a;
-}
-
-/*
- * Plain HTTP: a directory answered as nginx's autoindex JSON
- * (autoindex on; autoindex_format json;), one array of
- * {"name", "type", "mtime", "size"}.
- */
-static int autoindex_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg)
-{
-	struct http_remote *h = r->priv;
-	struct buf page = BUF_INIT;
-	struct request rq;
-	char name[PATH_MAX];
-	const char *p, *end;
-	int rc;
-
-	snprintf(name, sizeof(name), "%s/", dir);
-	memset(&rq, 0, sizeof(rq));
-	rq.m = M_GET;
-	rq.name = name;
-	rq.len = REMOTE_WHOLE;
-	rq.out = &page;
-	rq.cap = LIST_DIR_CAP;
-	rc = do_request(r, &rq);
-	if (rc == -ENOENT) {
-		rc = 0; /* nothing there yet */
-		goto out;
-	}
-	p = page.p ? (const char *)page.p : "";
-	end = p + page.len;
-	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-		p++;
-	if (rc == -EACCES || (!rc && (p == end || *p != '['))) {
-		log_err("%s/%s: the server does not list directories as JSON (nginx: "
-			"autoindex on; autoindex_format json;)",
-			h->shown, name);
-		rc = -EOPNOTSUPP;
-		goto out;
-	}
-	while (!rc && p < end) {
-		const char *o = memchr(p, '{', (size_t)(end - p)), *c, *v;
-		char n[256];
-		size_t vl;
-		uint64_t size;
-		int64_t mt;
-
-		if (!o)
-			break;
-		c = memchr(o, '}', (size_t)(end - o));
-		if (!c)
-			break;
-		p = c + 1;
-		v = json_field(o, c, "type", &vl);
-		if (!v || vl != 4 || memcmp(v, "file", 4))
-			continue;
-		v = json_field(o, c, "name", &vl);
-		if (!v || plain_name(v, vl, n, sizeof(n)))
-			continue;
-		v = json_field(o, c, "size", &vl);
-		if (!v || parse_u64(v, vl, &size))
-			continue;
-		v = json_field(o, c, "mtime", &vl);
-		if (!v || (mt = parse_time(v, vl)) < 0)
-			continue;
-		rc = fn(n, size, mt, arg);
-	}
-out:
-	buf_free(&page);
-	return rc;
-}
-
-static int http_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg)
-{
-	struct http_remote *h = r->priv;
-
-	return h->s3 ? s3_list(r, dir, fn, arg) : autoindex_list(r, dir, fn, arg);
-}
-
-static const struct remote_ops http_ops = {
+const struct remote_ops http_ops = {
 	.scheme = "http",
 	.get = http_get,
 	.put_file = http_put_file,
@@ -1230,263 +900,3 @@ static const struct remote_ops http_ops = {
 	.list = http_list,
 	.del = http_del,
 };
-
-/* "scheme://user:pass@host/..." shown as "scheme://host/...". */
-static double env_timeout(void)
-{
-	double v;
-
-	return parse_seconds(getenv("STASHFS_TIMEOUT"), &v) ? 60.0 : v;
-}
-
-/*
- * Add "name: [scheme ]value" to the headers every request sends.  The
- * formatted copy holds a secret: it is wiped before it is freed.
- */
-static int add_auth_header(struct http_remote *h, const char *name, const char *scheme,
-			   const char *value)
-{
-	struct curl_slist *l;
-	char *hd;
-
-	if (asprintf(&hd, "%s: %s%s%s", name, scheme ? scheme : "", scheme ? " " : "", value) < 0)
-		return -ENOMEM;
-	l = curl_slist_append(h->auth_headers, hd);
-	explicit_bzero(hd, strlen(hd));
-	free(hd);
-	if (!l)
-		return -ENOMEM;
-	h->auth_headers = l;
-	return 0;
-}
-
-static const char *profile_name(void)
-{
-	const char *p = getenv("AWS_PROFILE");
-
-	if (!p || !*p)
-		p = getenv("AWS_DEFAULT_PROFILE");
-	return p && *p ? p : "default";
-}
-
-/* The AWS CLI's credentials (config 0) or config (1) file. */
-static const char *aws_file(int config, char *out, size_t n)
-{
-	const char *e = getenv(config ? "AWS_CONFIG_FILE" : "AWS_SHARED_CREDENTIALS_FILE");
-	const char *home = getenv("HOME");
-
-	if (e && *e)
-		snprintf(out, n, "%s", e);
-	else
-		snprintf(out, n, "%s/.aws/%s", home ? home : "", config ? "config" : "credentials");
-	return out;
-}
-
-/*
- * name's value in the profile's section of the credentials file ([NAME])
- * or the config file ([profile NAME], [default]).  0, or -ENOENT.
- */
-static int aws_profile(int config, const char *name, char *out, size_t n)
-{
-	char path[PATH_MAX], want[300], line[4096];
-	const char *prof = profile_name();
-	int in = 0, rc = -ENOENT;
-	FILE *f = fopen(aws_file(config, path, sizeof(path)), "re");
-
-	if (!f)
-		return -ENOENT;
-	if (config && strcmp(prof, "default"))
-		snprintf(want, sizeof(want), "profile %s", prof);
-	else
-		snprintf(want, sizeof(want), "%s", prof);
-	while (rc && fgets(line, sizeof(line), f)) {
-		char *p = line, *end, *eq;
-
-		while (*p == ' ' || *p == '\t')
-			p++;
-		end = p + strlen(p);
-		while (end > p &&
-		       (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		if (*p == '[') {
-			char *q = strchr(p, ']');
-
-			if (q) {
-				*q = '\0';
-				p++;
-				while (*p == ' ')
-					p++;
-				for (q--; q > p && *q == ' '; q--)
-					*q = '\0';
-				in = !strcmp(p, want);
-			}
-			continue;
-		}
-		if (!in || *p == '#' || *p == ';' || !(eq = strchr(p, '=')))
-			continue;
-		*eq = '\0';
-		for (end = eq; end > p && (end[-1] == ' ' || end[-1] == '\t'); end--)
-			end[-1] = '\0';
-		if (strcmp(p, name))
-			continue;
-		for (p = eq + 1; *p == ' ' || *p == '\t'; p++)
-			;
-		if (*p && strlen(p) < n) {
-			memcpy(out, p, strlen(p) + 1);
-			rc = 0;
-		}
-	}
-	fclose(f);
-	return rc;
-}
-
-int remote_http_open(const char *url, struct remote *r)
-{
-	struct http_remote *h = calloc(1, sizeof(*h));
-	/* a read remote may be another server: it gets STASHFS_READ_TOKEN
-	 * when that is set (empty: none), never the write token */
-	const char *tok = r->read_only && getenv("STASHFS_READ_TOKEN")
-				  ? getenv("STASHFS_READ_TOKEN")
-				  : getenv("STASHFS_TOKEN");
-	size_t len;
-	int rc = -ENOMEM;
-
-	if (!h)
-		return -ENOMEM;
-	pthread_once(&curl_once, curl_init_once);
-	pthread_mutex_init(&h->lock, NULL);
-	h->timeout = env_timeout();
-	h->insecure = getenv("STASHFS_INSECURE") && *getenv("STASHFS_INSECURE") == '1';
-	if (strncmp(url, "s3://", 5) == 0) {
-		const char *bucket = url + 5, *slash = strchr(bucket, '/');
-		const char *ep = getenv("STASHFS_S3_ENDPOINT");
-		const char *region = getenv("AWS_REGION");
-		const char *key = getenv("AWS_ACCESS_KEY_ID"),
-			   *secret = getenv("AWS_SECRET_ACCESS_KEY");
-		const char *session = getenv("AWS_SESSION_TOKEN");
-		const char *ps = getenv("STASHFS_S3_PATH_STYLE");
-		char f_key[256], f_secret[256], f_session[4096], f_region[64], f_ep[512],
-			f_path[PATH_MAX];
-		size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
-		const char *prefix = slash ? slash + 1 : "";
-		int path_style;
-
-		if (!ep || !*ep)
-			ep = getenv("AWS_ENDPOINT_URL");
-		if (!region || !*region)
-			region = getenv("AWS_DEFAULT_REGION");
-		/* then the AWS CLI's files, as it reads them: the environment wins */
-		if (!key || !*key || !secret || !*secret) {
-			if (!aws_profile(0, "aws_access_key_id", f_key, sizeof(f_key)) &&
-			    !aws_profile(0, "aws_secret_access_key", f_secret, sizeof(f_secret))) {
-				key = f_key;
-				secret = f_secret;
-				if (!aws_profile(0, "aws_session_token", f_session,
-						 sizeof(f_session)))
-					session = f_session;
-			}
-		}
-		if ((!region || !*region) && !aws_profile(1, "region", f_region, sizeof(f_region)))
-			region = f_region;
-		if ((!ep || !*ep) && !aws_profile(1, "endpoint_url", f_ep, sizeof(f_ep)))
-			ep = f_ep;
-		if (!region || !*region)
-			region = "us-east-1";
-		if (blen == 0) {
-			log_err("remote '%s': no bucket (use s3://bucket/prefix)", url);
-			rc = -EINVAL;
-			goto fail;
-		}
-		if (!key || !secret) {
-			log_err("remote '%s': no credentials: set AWS_ACCESS_KEY_ID and "
-				"AWS_SECRET_ACCESS_KEY, or give profile '%s' keys in %s",
-				url, profile_name(), aws_file(0, f_path, sizeof(f_path)));
-			rc = -EINVAL;
-			goto fail;
-		}
-		/* a custom endpoint (MinIO, Ceph RGW, R2...) means path style unless told */
-		path_style = ps ? *ps == '1' : (ep && *ep);
-		while (*prefix == '/')
-			prefix++;
-		len = strlen(prefix);
-		while (len && prefix[len - 1] == '/')
-			len--;
-		if (ep && *ep) {
-			size_t el = strlen(ep);
-
-			while (el && ep[el - 1] == '/')
-				el--;
-			if (path_style)
-				rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen,
-					      bucket, len ? "/" : "", (int)len, prefix);
-			else {
-				const char *sch = strstr(ep, "://");
-				const char *host = sch ? sch + 3 : ep;
-
-				rc = asprintf(&h->base, "%.*s%.*s.%.*s%s%.*s", (int)(host - ep), ep,
-					      (int)blen, bucket, (int)(el - (size_t)(host - ep)),
-					      host, len ? "/" : "", (int)len, prefix);
-			}
-		} else {
-			rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen,
-				      bucket, region, len ? "/" : "", (int)len, prefix);
-		}
-		if (rc < 0) {
-			h->base = NULL;
-			rc = -ENOMEM;
-			goto fail;
-		}
-		h->s3 = 1;
-		{
-			/* the bucket's URL is base without the prefix */
-			size_t bl = strlen(h->base) - (len ? len + 1 : 0);
-
-			h->bucket_url = strndup(h->base, bl);
-			if (asprintf(&h->key_prefix, "%.*s%s", (int)len, prefix, len ? "/" : "") <
-			    0)
-				h->key_prefix = NULL;
-			if (!h->bucket_url || !h->key_prefix) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-		}
-		if (asprintf(&h->sigv4, "aws:amz:%s:s3", region) < 0 ||
-		    asprintf(&h->userpwd, "%s:%s", key, secret) < 0) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		if (session && *session &&
-		    add_auth_header(h, "x-amz-security-token", NULL, session))
-			goto fail;
-		explicit_bzero(f_secret, sizeof(f_secret));
-		explicit_bzero(f_session, sizeof(f_session));
-	} else {
-		len = strlen(url);
-		while (len > 8 && url[len - 1] == '/')
-			len--;
-		h->base = strndup(url, len);
-		if (!h->base)
-			goto fail;
-		if (tok && *tok && add_auth_header(h, "Authorization", "Bearer", tok))
-			goto fail;
-	}
-	h->https = strncasecmp(h->base, "https://", 8) == 0;
-	h->shown = remote_redact(h->base);
-	if (!h->shown)
-		goto fail;
-	if (h->insecure)
-		log_warn("TLS verification is OFF for %s (STASHFS_INSECURE/--insecure): "
-			 "anyone on the path can read and change what is transferred",
-			 h->shown);
-	r->ops = &http_ops;
-	r->priv = h;
-	/* messages show the redacted URL */
-	free(r->url);
-	r->url = strdup(h->shown);
-	return r->url ? 0 : -ENOMEM;
-fail:
-	r->priv = h;
-	http_free(r);
-	r->priv = NULL;
-	return rc < 0 ? rc : -ENOMEM;
-}

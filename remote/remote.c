@@ -29,11 +29,16 @@ char *remote_redact(const char *url)
 	return out;
 }
 
-int remote_open(const char *url, int read_only, struct remote **out)
+int remote_open(const char *url, int read_only, const struct remote_config *cfg,
+		struct remote **out)
 {
+	static const struct remote_config none = { 0 };
+
 	struct remote *r = calloc(1, sizeof(*r));
 	int rc;
 
+	if (!cfg)
+		cfg = &none;
 	if (!r)
 		return -ENOMEM;
 	r->url = remote_redact(url); /* what messages show */
@@ -46,7 +51,7 @@ int remote_open(const char *url, int read_only, struct remote **out)
 		rc = remote_file_open(url, r);
 	} else if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0 ||
 		   strncmp(url, "s3://", 5) == 0) {
-		rc = remote_http_open(url, r);
+		rc = remote_http_open(url, cfg, r);
 	} else {
 		log_err("remote '%s': unsupported scheme (use file:///dir, http(s)://host/path "
 			"or s3://bucket/prefix)",
@@ -55,8 +60,7 @@ int remote_open(const char *url, int read_only, struct remote **out)
 	}
 	if (rc)
 		goto fail;
-	r->offline = strncmp(url, "file://", 7) != 0 && getenv("STASHFS_OFFLINE") &&
-		     !strcmp(getenv("STASHFS_OFFLINE"), "1");
+	r->offline = strncmp(url, "file://", 7) != 0 && cfg->offline;
 	*out = r;
 	return 0;
 fail:

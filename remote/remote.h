@@ -73,23 +73,43 @@ struct remote {
 	const struct remote_ops *ops;
 	char *url; /* as given, for messages (never holds secrets) */
 	int read_only;
-	int offline; /* STASHFS_OFFLINE=1 (--offline): a network remote is not used */
+	int offline; /* remote_config.offline on a network remote: not used */
 	void *priv;
 };
 
 /*
- * Open by URL: file:///abs/dir, http(s)://host/path, s3://bucket/prefix.
- * HTTP settings come from the environment: STASHFS_TIMEOUT (seconds for
- * one operation, retries included; default 60), STASHFS_TOKEN (bearer; read remotes get STASHFS_READ_TOKEN instead when it is set),
- * NETRC, STASHFS_INSECURE=1, STASHFS_CA_BUNDLE, STASHFS_CLIENT_CERT/KEY;
- * S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
- * AWS_REGION, STASHFS_S3_ENDPOINT (or AWS_ENDPOINT_URL),
- * STASHFS_S3_PATH_STYLE.  -EINVAL with a logged reason.
+ * What a remote is opened with besides its URL.  The remote reads no
+ * environment: the command fills this in (tools/cli.c, from the
+ * environment, the config file and its options) and passes it down.
+ * Strings are borrowed (they must outlive the remote); NULL or "" is unset.
  */
+struct remote_config {
+	double timeout; /* seconds for one operation, retries included; 0: 60 */
+	int insecure; /* TLS certificates not verified (said loudly at open) */
+	int offline; /* a network remote is not used: keys and content local */
+	const char *token; /* bearer token for http(s) */
+	const char *read_token; /* for read remotes instead of token; "" none */
+	int read_token_set; /* read_token was given (even empty) */
+	const char *netrc; /* curl's netrc file; NULL: ~/.netrc */
+	const char *ca_bundle, *client_cert, *client_key;
+	/* S3 */
+	const char *key_id, *secret, *session_token, *region, *endpoint;
+	int path_style; /* 1 path style, -1 virtual-hosted, 0 path style exactly
+			 * when an endpoint is given */
+	/* the AWS CLI's files, read for what the fields above leave unset */
+	const char *aws_profile; /* NULL: "default" */
+	const char *aws_credentials, *aws_config; /* their paths; NULL: not read */
+};
+
 /* url without its user and password, for messages; malloc'd, NULL: ENOMEM. */
 char *remote_redact(const char *url);
 
-int remote_open(const char *url, int read_only, struct remote **out);
+/*
+ * Open by URL: file:///abs/dir, http(s)://host/path, s3://bucket/prefix,
+ * with cfg (NULL: the defaults).  -EINVAL with a logged reason.
+ */
+int remote_open(const char *url, int read_only, const struct remote_config *cfg,
+		struct remote **out);
 void remote_free(struct remote *r);
 
 int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
@@ -138,6 +158,6 @@ void remote_adopt(struct remote *r, const int *fds, int n, uint64_t *used);
 
 /* Backends, for remote.c: file:// and http(s):// / s3:// (remote/http.c). */
 int remote_file_open(const char *url, struct remote *r);
-int remote_http_open(const char *url, struct remote *r);
+int remote_http_open(const char *url, const struct remote_config *cfg, struct remote *r);
 
 #endif

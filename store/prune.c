@@ -512,300 +512,386 @@ static void json_key_why(FILE *f, const struct pkey *k, int first)
 	fprintf(f, ",\"last_used\":%" PRId64 "}", key_used(k));
 }
 
-int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *st)
-{
-	struct remote *rem = r->primary;
-	struct namevec names = { NULL, 0, 0 };
-	struct key_used *used = NULL;
-	struct key_rec *recs = NULL;
-	int *rcs = NULL;
-	size_t nused = 0, nk = 0, i, j;
-	struct pkey *keys = NULL, **order = NULL;
-	struct onamevec refs = { NULL, 0, 0 }, kept = { NULL, 0, 0 };
-	struct objvec objs = { NULL, 0, 0, 0 };
+/* One prune's state, through its steps. */
+struct pruning {
+	struct repo *r;
+	struct remote *rem;
+	const struct prune_opts *o;
+	struct prune_stats *st;
+	int64_t now;
+	struct namevec names; /* keys/ */
+	struct key_used *used; /* used/ */
+	size_t nused;
+	struct key_rec *recs;
+	int *rcs;
+	struct pkey *keys, **order;
+	size_t nk;
+	struct onamevec refs, kept;
+	struct objvec objs;
 	struct sweep sw;
-	uint8_t *counted = NULL;
-	int64_t now = (int64_t)time(NULL);
-	int rc, k;
+	uint8_t *counted;
 	char why_within[96], why_last[96], why_size[96];
+};
 
-	memset(st, 0, sizeof(*st));
-	memset(&sw, 0, sizeof(sw));
-	if (rem->read_only)
-		return -EROFS;
-	/* every key and when it was last used */
-	rc = remote_list(rem, "keys", name_add, &names);
+/* Every key, when it was last used, and what its snapshot references. */
+static int gather_keys(struct pruning *p)
+{
+	size_t i;
+	int rc;
+
+	rc = remote_list(p->rem, "keys", name_add, &p->names);
 	if (!rc)
-		rc = keys_used_list(rem, &used, &nused);
+		rc = keys_used_list(p->rem, &p->used, &p->nused);
 	if (rc)
-		goto out;
-	keys = calloc(names.n ? names.n : 1, sizeof(*keys));
-	order = calloc(names.n ? names.n : 1, sizeof(*order));
-	if (!keys || !order) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	rc = read_records(rem, &names, &recs, &rcs);
+		return rc;
+	p->keys = calloc(p->names.n ? p->names.n : 1, sizeof(*p->keys));
+	p->order = calloc(p->names.n ? p->names.n : 1, sizeof(*p->order));
+	if (!p->keys || !p->order)
+		return -ENOMEM;
+	rc = read_records(p->rem, &p->names, &p->recs, &p->rcs);
 	if (rc)
-		goto out;
-	for (i = 0; i < names.n; i++) {
-		struct pkey *pk = &keys[nk];
+		return rc;
+	for (i = 0; i < p->names.n; i++) {
+		struct pkey *pk = &p->keys[p->nk];
 
-		rc = rcs[i];
-		pk->rec = recs[i];
-		if (rc == -ENOENT) {
-			rc = 0; /* gone meanwhile */
-			continue;
-		}
+		rc = p->rcs[i];
+		pk->rec = p->recs[i];
+		if (rc == -ENOENT)
+			continue; /* gone meanwhile */
 		if (rc) {
 			/* what a record this code cannot read uses is unknown: a
 			 * newer version's, or damage; nothing may be deleted */
 			log_err("prune: keys/%s on %s: %s; nothing was pruned (remove it, or prune "
 				"with the stashfs that wrote it)",
-				names.v[i], rem->url,
+				p->names.v[i], p->rem->url,
 				rc == -EBADMSG ? "not a key record this version reads"
 					       : strerror(-rc));
-			goto out;
+			return rc;
 		}
-		pk->used = keys_used_at(used, nused, pk->rec.key);
-		pk->first = refs.n;
-		rc = key_refs(r, &pk->rec, &refs);
+		pk->used = keys_used_at(p->used, p->nused, pk->rec.key);
+		pk->first = p->refs.n;
+		rc = key_refs(p->r, &pk->rec, &p->refs);
 		if (rc == -ENOENT) {
-			refs.n = pk->first;
+			p->refs.n = pk->first;
 			pk->why = "its catalog is missing";
 			rc = 0;
 		}
 		if (rc) {
 			log_err("prune: reading the snapshot of '%s': %s", pk->rec.key,
 				strerror(-rc));
-			goto out;
+			return rc;
 		}
-		pk->n = refs.n - pk->first;
-		order[nk] = pk;
-		nk++;
+		pk->n = p->refs.n - pk->first;
+		p->order[p->nk++] = pk;
 	}
-	st->keys = nk;
-	/* every content object, with its size and age */
+	p->st->keys = p->nk;
+	return 0;
+}
+
+/* Every content object, with its size and age. */
+static int gather_objects(struct pruning *p)
+{
+	size_t i;
+	int k, rc = 0;
+
 	for (k = 0; k < K_N && !rc; k++) {
-		objs.kind = (uint8_t)k;
-		rc = remote_list(rem, kdir[k], obj_add, &objs);
+		p->objs.kind = (uint8_t)k;
+		rc = remote_list(p->rem, kdir[k], obj_add, &p->objs);
 	}
 	if (rc)
-		goto out;
-	if (objs.n)
-		qsort(objs.v, objs.n, sizeof(*objs.v), oname_cmp);
-	st->objects = objs.n;
-	for (i = 0; i < objs.n; i++)
-		st->bytes += objs.v[i].size;
+		return rc;
+	if (p->objs.n)
+		qsort(p->objs.v, p->objs.n, sizeof(*p->objs.v), oname_cmp);
+	p->st->objects = p->objs.n;
+	for (i = 0; i < p->objs.n; i++)
+		p->st->bytes += p->objs.v[i].size;
+	return 0;
+}
 
-	/* the policies */
+/* --keep-within and --keep-last: say why each key they drop goes. */
+static void keep_within_last(struct pruning *p)
+{
+	const struct prune_opts *o = p->o;
+	size_t i;
+
 	if (o->keep_within >= 0) {
 		char d[32];
 
 		fmt_age(d, sizeof(d), (double)o->keep_within);
-		snprintf(why_within, sizeof(why_within), "not used within %s", d);
-		for (i = 0; i < nk; i++)
-			if (!keys[i].why && now - key_used(&keys[i]) > o->keep_within)
-				keys[i].why = why_within;
+		snprintf(p->why_within, sizeof(p->why_within), "not used within %s", d);
+		for (i = 0; i < p->nk; i++)
+			if (!p->keys[i].why && p->now - key_used(&p->keys[i]) > o->keep_within)
+				p->keys[i].why = p->why_within;
 	}
-	if (o->keep_last >= 0 && nk) {
+	if (o->keep_last >= 0 && p->nk) {
 		int64_t rank = 0;
 
-		snprintf(why_last, sizeof(why_last),
+		snprintf(p->why_last, sizeof(p->why_last),
 			 "not among the newest %" PRId64 " of its prefix", o->keep_last);
-		qsort(order, nk, sizeof(*order), by_group);
-		for (i = 0; i < nk; i++) {
-			size_t g = key_indexed_len(order[i]->rec.key);
+		qsort(p->order, p->nk, sizeof(*p->order), by_group);
+		for (i = 0; i < p->nk; i++) {
+			struct pkey *pk = p->order[i];
+			size_t g = key_indexed_len(pk->rec.key);
 
-			if (i && (g != key_indexed_len(order[i - 1]->rec.key) ||
-				  memcmp(order[i]->rec.key, order[i - 1]->rec.key, g)))
+			if (i && (g != key_indexed_len(p->order[i - 1]->rec.key) ||
+				  memcmp(pk->rec.key, p->order[i - 1]->rec.key, g)))
 				rank = 0;
-			if (order[i]->why)
-				continue;
-			if (rank++ >= o->keep_last)
-				order[i]->why = why_last;
-		}
-	}
-	if (o->max_size != UINT64_MAX && nk) {
-		uint64_t total = 0;
-		int over = 0;
-		char sz[32];
-
-		fmt_size(sz, sizeof(sz), o->max_size);
-		snprintf(why_size, sizeof(why_size), "over --max-size %s, least recently used", sz);
-		counted = calloc(objs.n ? objs.n : 1, 1);
-		if (!counted) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		qsort(order, nk, sizeof(*order), by_use);
-		for (i = 0; i < nk; i++) {
-			struct pkey *pk = order[i];
-			uint64_t add = 0;
-
 			if (pk->why)
 				continue;
-			for (j = 0; !over && j < pk->n; j++) {
-				struct obj *ob = obj_find(&objs, &refs.v[pk->first + j]);
-
-				if (ob && !counted[ob - objs.v])
-					add += ob->size;
-			}
-			if (over || total + add > o->max_size) {
-				over = 1;
-				pk->why = why_size;
-				continue;
-			}
-			for (j = 0; j < pk->n; j++) {
-				struct obj *ob = obj_find(&objs, &refs.v[pk->first + j]);
-
-				if (ob)
-					counted[ob - objs.v] = 1;
-			}
-			total += add;
+			if (rank++ >= o->keep_last)
+				pk->why = p->why_last;
 		}
 	}
+}
 
-	/* the dropped keys go */
-	for (i = 0; i < nk; i++) {
-		struct pkey *pk = &keys[i];
+/* --max-size: the most recently used keys are kept while what they
+ * reference fits; from the first that does not, the rest go. */
+static int keep_max_size(struct pruning *p)
+{
+	uint64_t total = 0;
+	int over = 0;
+	size_t i, j;
+	char sz[32];
+
+	if (p->o->max_size == UINT64_MAX || !p->nk)
+		return 0;
+	fmt_size(sz, sizeof(sz), p->o->max_size);
+	snprintf(p->why_size, sizeof(p->why_size), "over --max-size %s, least recently used", sz);
+	p->counted = calloc(p->objs.n ? p->objs.n : 1, 1);
+	if (!p->counted)
+		return -ENOMEM;
+	qsort(p->order, p->nk, sizeof(*p->order), by_use);
+	for (i = 0; i < p->nk; i++) {
+		struct pkey *pk = p->order[i];
+		uint64_t add = 0;
+
+		if (pk->why)
+			continue;
+		for (j = 0; !over && j < pk->n; j++) {
+			struct obj *ob = obj_find(&p->objs, &p->refs.v[pk->first + j]);
+
+			if (ob && !p->counted[ob - p->objs.v])
+				add += ob->size;
+		}
+		if (over || total + add > p->o->max_size) {
+			over = 1;
+			pk->why = p->why_size;
+			continue;
+		}
+		for (j = 0; j < pk->n; j++) {
+			struct obj *ob = obj_find(&p->objs, &p->refs.v[pk->first + j]);
+
+			if (ob)
+				p->counted[ob - p->objs.v] = 1;
+		}
+		total += add;
+	}
+	return 0;
+}
+
+/* The dropped keys go (a key published again meanwhile is kept). */
+static int drop_keys(struct pruning *p)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < p->nk; i++) {
+		struct pkey *pk = &p->keys[i];
 		char age[32];
+		int again = 0;
 
 		if (!pk->why)
 			continue;
-		fmt_age(age, sizeof(age), (double)(now - key_used(pk)));
+		fmt_age(age, sizeof(age), (double)(p->now - key_used(pk)));
 		log_info("prune: %s '%s' (%s; last used %s ago)",
-			 o->dry_run ? "would drop" : "dropping", pk->rec.key, pk->why, age);
-		st->keys_dropped++;
-		if (!o->dry_run) {
-			int again = 0;
-
-			rc = keys_withdraw(r, &pk->rec, &again);
-			if (rc)
-				goto out;
-			if (again) {
-				log_info("prune: '%s' was published again meanwhile: kept",
-					 pk->rec.key);
-				st->keys_dropped--;
-				st->keys_republished++;
-				pk->why = NULL; /* its new snapshot went through the guard */
-			}
-		}
-	}
-	/* what the kept keys reference stays */
-	for (i = 0; i < nk; i++) {
-		if (keys[i].why)
+			 p->o->dry_run ? "would drop" : "dropping", pk->rec.key, pk->why, age);
+		p->st->keys_dropped++;
+		if (p->o->dry_run)
 			continue;
-		for (j = 0; j < keys[i].n; j++) {
-			rc = onv_add(&kept, refs.v[keys[i].first + j].kind,
-				     &refs.v[keys[i].first + j].id);
-			if (rc)
-				goto out;
+		rc = keys_withdraw(p->r, &pk->rec, &again);
+		if (rc)
+			return rc;
+		if (again) {
+			log_info("prune: '%s' was published again meanwhile: kept", pk->rec.key);
+			p->st->keys_dropped--;
+			p->st->keys_republished++;
+			pk->why = NULL; /* its new snapshot went through the guard */
 		}
 	}
-	onv_sort(&kept);
-	for (i = 0; i < objs.n; i++) {
-		if (onv_has(&kept, &objs.v[i].n)) {
-			st->kept_objects++;
-			st->kept_bytes += objs.v[i].size;
-		}
-	}
+	return 0;
+}
 
-	/* condemn, and delete what was condemned a grace ago */
-	sw.objs = &objs;
-	sw.kept = &kept;
-	sw.now = now;
-	sw.grace = o->grace;
-	sw.listed = malloc(objs.n ? objs.n : 1);
-	if (!sw.listed) {
-		rc = -ENOMEM;
-		goto out;
+/* What the kept keys reference stays. */
+static int note_kept(struct pruning *p)
+{
+	size_t i, j;
+	int rc;
+
+	for (i = 0; i < p->nk; i++) {
+		if (p->keys[i].why)
+			continue;
+		for (j = 0; j < p->keys[i].n; j++) {
+			const struct oname *ref = &p->refs.v[p->keys[i].first + j];
+
+			rc = onv_add(&p->kept, ref->kind, &ref->id);
+			if (rc)
+				return rc;
+		}
 	}
-	if (o->dry_run) {
+	onv_sort(&p->kept);
+	for (i = 0; i < p->objs.n; i++) {
+		if (onv_has(&p->kept, &p->objs.v[i].n)) {
+			p->st->kept_objects++;
+			p->st->kept_bytes += p->objs.v[i].size;
+		}
+	}
+	return 0;
+}
+
+/* Condemn, and delete what was condemned a grace ago. */
+static int sweep(struct pruning *p)
+{
+	struct sweep *sw = &p->sw;
+	size_t i;
+	int rc;
+
+	sw->objs = &p->objs;
+	sw->kept = &p->kept;
+	sw->now = p->now;
+	sw->grace = p->o->grace;
+	sw->listed = malloc(p->objs.n ? p->objs.n : 1);
+	if (!sw->listed)
+		return -ENOMEM;
+	if (p->o->dry_run) {
 		struct buf cur = BUF_INIT, out = BUF_INIT;
 
-		rc = remote_get(rem, PRUNE_LIST, 0, REMOTE_WHOLE, &cur, PRUNE_LIST_CAP);
+		rc = remote_get(p->rem, PRUNE_LIST, 0, REMOTE_WHOLE, &cur, PRUNE_LIST_CAP);
 		if (rc == 0 || rc == -ENOENT)
-			rc = sweep_fn(&cur, rc == 0, &out, &sw);
+			rc = sweep_fn(&cur, rc == 0, &out, sw);
 		buf_free(&cur);
 		buf_free(&out);
 	} else {
-		rc = remote_update(rem, PRUNE_LIST, PRUNE_LIST_CAP, sweep_fn, &sw);
+		rc = remote_update(p->rem, PRUNE_LIST, PRUNE_LIST_CAP, sweep_fn, sw);
 	}
 	if (rc) {
-		log_err("prune: %s on %s: %s", PRUNE_LIST, rem->url, strerror(-rc));
-		goto out;
+		log_err("prune: %s on %s: %s", PRUNE_LIST, p->rem->url, strerror(-rc));
+		return rc;
 	}
-	st->condemned = sw.st.condemned;
-	st->condemned_bytes = sw.st.condemned_bytes;
-	st->rescued = sw.st.rescued;
-	st->young_objects = sw.st.young_objects;
-	for (i = 0; i < sw.del.n; i++) {
-		struct obj *ob = obj_find(&objs, &sw.del.v[i]);
+	p->st->condemned = sw->st.condemned;
+	p->st->condemned_bytes = sw->st.condemned_bytes;
+	p->st->rescued = sw->st.rescued;
+	p->st->young_objects = sw->st.young_objects;
+	for (i = 0; i < sw->del.n; i++) {
+		struct obj *ob = obj_find(&p->objs, &sw->del.v[i]);
 		char name[128];
 
-		format_oname(&sw.del.v[i], name, sizeof(name));
-		if (!o->dry_run) {
-			rc = remote_delete(rem, name);
+		format_oname(&sw->del.v[i], name, sizeof(name));
+		if (!p->o->dry_run) {
+			rc = remote_delete(p->rem, name);
 			if (rc) {
-				log_err("prune: deleting %s on %s: %s", name, rem->url,
+				log_err("prune: deleting %s on %s: %s", name, p->rem->url,
 					strerror(-rc));
-				goto out;
+				return rc;
 			}
 		}
-		st->deleted++;
-		st->deleted_bytes += ob ? ob->size : 0;
+		p->st->deleted++;
+		p->st->deleted_bytes += ob ? ob->size : 0;
 	}
-	/* use marks of keys that are gone (and were not used since) */
-	for (i = 0; i < nused; i++) {
+	return 0;
+}
+
+/* Use marks of keys that are gone (and were not used since). */
+static int drop_marks(struct pruning *p)
+{
+	size_t i, j;
+	int rc;
+
+	for (i = 0; i < p->nused; i++) {
 		char hex[CAS_HEX_LEN + 1], name[128];
 		int has = 0;
 
-		if (now - used[i].at < o->grace)
+		if (p->now - p->used[i].at < p->o->grace)
 			continue;
-		cas_id_hex(&used[i].id, hex);
-		for (j = 0; j < names.n && !has; j++)
-			has = !strcmp(names.v[j], hex);
+		cas_id_hex(&p->used[i].id, hex);
+		for (j = 0; j < p->names.n && !has; j++)
+			has = !strcmp(p->names.v[j], hex);
 		if (has)
 			continue;
 		snprintf(name, sizeof(name), "used/%s", hex);
-		if (!o->dry_run && (rc = remote_delete(rem, name)) != 0)
-			goto out;
-		st->marks_deleted++;
+		if (!p->o->dry_run && (rc = remote_delete(p->rem, name)) != 0)
+			return rc;
+		p->st->marks_deleted++;
 	}
-	if (o->json) {
-		int first = 1;
+	return 0;
+}
 
-		fprintf(o->json, "{\"dry_run\":%s,\"keys\":%" PRIu64 ",\"dropped\":[",
-			o->dry_run ? "true" : "false", st->keys);
-		for (i = 0; i < nk; i++)
-			if (keys[i].why) {
-				json_key_why(o->json, &keys[i], first);
-				first = 0;
-			}
-		fprintf(o->json,
-			"],\"republished\":%" PRIu64 ",\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64
-			",\"kept_objects\":%" PRIu64 ",\"kept_bytes\":%" PRIu64
-			",\"young_objects\":%" PRIu64 ",\"condemned\":%" PRIu64
-			",\"condemned_bytes\":%" PRIu64 ",\"deleted\":%" PRIu64
-			",\"deleted_bytes\":%" PRIu64 ",\"rescued\":%" PRIu64
-			",\"marks_deleted\":%" PRIu64 ",\"grace_seconds\":%" PRId64 "}\n",
-			st->keys_republished, st->objects, st->bytes, st->kept_objects,
-			st->kept_bytes, st->young_objects, st->condemned, st->condemned_bytes,
-			st->deleted, st->deleted_bytes, st->rescued, st->marks_deleted, o->grace);
+static void print_json(const struct pruning *p, FILE *f)
+{
+	const struct prune_stats *st = p->st;
+	size_t i;
+	int first = 1;
+
+	fprintf(f, "{\"dry_run\":%s,\"keys\":%" PRIu64 ",\"dropped\":[",
+		p->o->dry_run ? "true" : "false", st->keys);
+	for (i = 0; i < p->nk; i++)
+		if (p->keys[i].why) {
+			json_key_why(f, &p->keys[i], first);
+			first = 0;
+		}
+	fprintf(f,
+		"],\"republished\":%" PRIu64 ",\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64
+		",\"kept_objects\":%" PRIu64 ",\"kept_bytes\":%" PRIu64
+		",\"young_objects\":%" PRIu64 ",\"condemned\":%" PRIu64
+		",\"condemned_bytes\":%" PRIu64 ",\"deleted\":%" PRIu64
+		",\"deleted_bytes\":%" PRIu64 ",\"rescued\":%" PRIu64 ",\"marks_deleted\":%" PRIu64
+		",\"grace_seconds\":%" PRId64 "}\n",
+		st->keys_republished, st->objects, st->bytes, st->kept_objects, st->kept_bytes,
+		st->young_objects, st->condemned, st->condemned_bytes, st->deleted,
+		st->deleted_bytes, st->rescued, st->marks_deleted, p->o->grace);
+}
+
+int repo_prune(struct repo *r, const struct prune_opts *o, struct prune_stats *st)
+{
+	struct pruning p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	memset(st, 0, sizeof(*st));
+	p.r = r;
+	p.rem = r->primary;
+	p.o = o;
+	p.st = st;
+	p.now = (int64_t)time(NULL);
+	if (p.rem->read_only)
+		return -EROFS;
+	rc = gather_keys(&p);
+	if (!rc)
+		rc = gather_objects(&p);
+	if (!rc) {
+		keep_within_last(&p);
+		rc = keep_max_size(&p);
 	}
-out:
-	free(names.v);
-	free(recs);
-	free(rcs);
-	free(used);
-	free(keys);
-	free(order);
-	free(refs.v);
-	free(kept.v);
-	free(objs.v);
-	free(counted);
-	free(sw.listed);
-	free(sw.del.v);
+	if (!rc)
+		rc = drop_keys(&p);
+	if (!rc)
+		rc = note_kept(&p);
+	if (!rc)
+		rc = sweep(&p);
+	if (!rc)
+		rc = drop_marks(&p);
+	if (!rc && o->json)
+		print_json(&p, o->json);
+	free(p.names.v);
+	free(p.recs);
+	free(p.rcs);
+	free(p.used);
+	free(p.keys);
+	free(p.order);
+	free(p.refs.v);
+	free(p.kept.v);
+	free(p.objs.v);
+	free(p.counted);
+	free(p.sw.listed);
+	free(p.sw.del.v);
 	return rc;
 }

@@ -26,39 +26,49 @@ size_t key_indexed_len(const char *s)
 	return cut;
 }
 
-int repo_open(struct repo *r, const char *store_path, const char *remote_url,
-	      char *const *read_urls, int n_reads)
+/* The primary's URL: the spec's, or file://STORE/remote (in def). */
+static int primary_url(const struct repo_spec *spec, char *def, size_t n, const char **url)
+{
+	char cwd[PATH_MAX];
+
+	*url = spec->remote;
+	if (*url && **url)
+		return 0;
+	if (spec->store_path[0] == '/') {
+		snprintf(def, n, "file://%s/remote", spec->store_path);
+	} else {
+		if (!getcwd(cwd, sizeof(cwd)))
+			return -errno;
+		snprintf(def, n, "file://%s/%s/remote", cwd, spec->store_path);
+	}
+	*url = def;
+	return 0;
+}
+
+int repo_open(struct repo *r, const struct repo_spec *spec)
 {
 	char def[PATH_MAX + 32];
+	const char *remote_url;
 	int rc, i;
 
 	memset(r, 0, sizeof(*r));
-	rc = store_open(store_path, &r->store);
+	r->spec = spec;
+	rc = store_open(spec->store_path, &r->store);
 	if (rc)
 		return rc;
-	if (!remote_url || !*remote_url) {
-		snprintf(def, sizeof(def), "file://%s/remote", store_path);
-		if (store_path[0] != '/') {
-			char cwd[PATH_MAX];
-
-			if (!getcwd(cwd, sizeof(cwd))) {
-				rc = -errno;
-				goto fail;
-			}
-			snprintf(def, sizeof(def), "file://%s/%s/remote", cwd, store_path);
-		}
-		remote_url = def;
-	}
-	rc = remote_open(remote_url, 0, &r->primary);
+	rc = primary_url(spec, def, sizeof(def), &remote_url);
 	if (rc)
 		goto fail;
-	if (n_reads > REPO_MAX_READS) {
-		log_err("too many read remotes (%d, at most %d)", n_reads, REPO_MAX_READS);
+	rc = remote_open(remote_url, 0, spec->cfg, &r->primary);
+	if (rc)
+		goto fail;
+	if (spec->n_reads > REPO_MAX_READS) {
+		log_err("too many read remotes (%d, at most %d)", spec->n_reads, REPO_MAX_READS);
 		rc = -EINVAL;
 		goto fail;
 	}
-	for (i = 0; i < n_reads; i++) {
-		rc = remote_open(read_urls[i], 1, &r->reads[i]);
+	for (i = 0; i < spec->n_reads; i++) {
+		rc = remote_open(spec->reads[i], 1, spec->cfg, &r->reads[i]);
 		if (rc)
 			goto fail;
 		r->n_reads++;
@@ -73,11 +83,40 @@ void repo_close(struct repo *r)
 {
 	int i;
 
-	for (i = 0; i < r->n_reads; i++)
-		remote_free(r->reads[i]);
 	remote_free(r->primary);
-	store_close(r->store);
+	if (!r->shares) {
+		for (i = 0; i < r->n_reads; i++)
+			remote_free(r->reads[i]);
+		store_close(r->store);
+	}
 	memset(r, 0, sizeof(*r));
+}
+
+int repo_split(const struct repo *r, struct repo *out)
+{
+	char def[PATH_MAX + 32];
+	const char *url;
+	int rc;
+
+	*out = *r;
+	out->shares = 1;
+	out->primary = NULL;
+	rc = primary_url(r->spec, def, sizeof(def), &url);
+	if (!rc)
+		rc = remote_open(url, 0, r->spec->cfg, &out->primary);
+	if (rc)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+int repo_preconnect(struct repo *r, int n, int *fds)
+{
+	return remote_preconnect(r->primary, n, fds);
+}
+
+void repo_adopt(struct repo *r, const int *fds, int n, uint64_t *used)
+{
+	remote_adopt(r->primary, fds, n, used);
 }
 
 static struct remote *nth_remote(struct repo *r, int i)

@@ -33,17 +33,45 @@
  * 28:1); a frame claiming more is refused before it is unpacked. */
 #define CATALOG_MAX_RATIO 1000
 
+/*
+ * What a repo is opened on.  Borrowed by the repo, so it must outlive it:
+ * a mount's daemon (a fork of the command) opens its own repo on the same
+ * spec.
+ */
+struct repo_spec {
+	const char *store_path;
+	const char *remote; /* NULL or "": file://STORE/remote */
+	char *const *reads; /* read remotes' URLs */
+	int n_reads;
+	const struct remote_config *cfg; /* NULL: the defaults */
+};
+
 struct repo {
 	struct store *store;
 	struct remote *primary;
 	struct remote *reads[REPO_MAX_READS];
 	int n_reads;
+	const struct repo_spec *spec; /* what it was opened on */
+	int shares; /* a repo_split: store and read remotes are another's */
 };
 
-/* remote_url NULL: file://STORE/remote.  0 or -errno (logged). */
-int repo_open(struct repo *r, const char *store_path, const char *remote_url,
-	      char *const *read_urls, int n_reads);
+/* 0 or -errno (logged). */
+int repo_open(struct repo *r, const struct repo_spec *spec);
 void repo_close(struct repo *r);
+/*
+ * out: r's store and read remotes with a primary connection of its own, for
+ * work that must not wait behind r's requests (a mount's use mark).  r must
+ * outlive it; repo_close(out) closes only that connection.  0 or -errno.
+ */
+int repo_split(const struct repo *r, struct repo *out);
+
+/*
+ * Connections to the primary opened ahead, for a process forked after this
+ * call (see remote_preconnect), and that process's repo taking them (see
+ * remote_adopt; *used counts those taken).
+ */
+int repo_preconnect(struct repo *r, int n, int *fds);
+void repo_adopt(struct repo *r, const int *fds, int n, uint64_t *used);
 
 /* Get from the primary, then each read remote; -ENOENT when none has it. */
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,

@@ -119,27 +119,6 @@ int store_db_open(const char *path, const char *sql, const char *what, sqlite3 *
 	return 0;
 }
 
-int store_default_path(char *out, size_t n)
-{
-	const char *e = getenv("STASHFS_STORE");
-	const char *home;
-
-	if (e && *e) {
-		snprintf(out, n, "%s", e);
-		return 0;
-	}
-	e = getenv("XDG_CACHE_HOME");
-	if (e && *e) {
-		snprintf(out, n, "%s/stashfs", e);
-		return 0;
-	}
-	home = getenv("HOME");
-	if (!home || !*home)
-		return -ENOENT;
-	snprintf(out, n, "%s/.cache/stashfs", home);
-	return 0;
-}
-
 static int prep(struct store *s, sqlite3_stmt **st, const char *sql)
 {
 	return sql_err(s, sqlite3_prepare_v2(s->db, sql, -1, st, NULL), "prepare");

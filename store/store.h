@@ -78,10 +78,6 @@ struct sqlite3;
  */
 int store_db_open(const char *path, const char *schema, const char *what, struct sqlite3 **out);
 
-/* Default path: $STASHFS_STORE, else $XDG_CACHE_HOME/stashfs, else
- * ~/.cache/stashfs.  0 or -errno. */
-int store_default_path(char *out, size_t n);
-
 /* Create if needed and open.  0 or -errno (a clear error is logged). */
 int store_open(const char *path, struct store **out);
 /* Remove what killed writers left in STORE/tmp (store_open does). */

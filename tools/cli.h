@@ -1,4 +1,8 @@
-/* Shared pieces of the stashfs command: common options, output helpers. */
+/*
+ * Shared pieces of the stashfs command (tools/cli.c): the environment and the
+ * config file, read once by common_init into struct common and passed down
+ * from there; the common options; output helpers.
+ */
 #ifndef STASH_CLI_H
 #define STASH_CLI_H
 
@@ -18,7 +22,8 @@ struct common {
 	int json;
 	int quiet;
 	char *reads_env; /* owned copy of STASHFS_READ_REMOTES */
-	char store_buf[4096];
+	const char *store_env; /* STASHFS_STORE */
+	char default_store[4096]; /* STASHFS_STORE, else the user's cache dir; "" none */
 	uint64_t cache_size; /* 0: no automatic limit */
 	char err[160]; /* why common_opt refused an option */
 	int store_given, remote_given, reads_given; /* on the command line */
@@ -26,6 +31,12 @@ struct common {
 	char *origin_store, *origin_remote, *origin_reads;
 	/* from the config file, owned */
 	char *cfg_remote, *cfg_store, *cfg_reads;
+	/* what the remotes are opened with, and the repo (common_open_repo) */
+	struct remote_config rcfg;
+	char aws_credentials[4096], aws_config[4096];
+	struct repo_spec spec;
+	/* the mount's debugging knobs (STASHFS_NO_MEM_READS, _WRITEBACK, _FUSE_DEBUG) */
+	int no_mem_reads, writeback, fuse_debug;
 };
 
 /* Options every command takes; ids >= 1000 so commands can add theirs. */

@@ -137,12 +137,15 @@ int cmd_mount(int argc, char **argv)
 		return usage_error("mount", "DIR is empty");
 	mo.restore = restore;
 	mo.json = c.json;
+	mo.no_mem_reads = c.no_mem_reads;
+	mo.writeback = c.writeback;
+	mo.fuse_debug = c.fuse_debug;
 	if (common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
 	}
 	common_auto_gc(&c, &r);
-	rc = fs_mount(&r, &mo, c.store, c.remote, c.reads, c.n_reads);
+	rc = fs_mount(&r, &mo);
 	repo_close(&r);
 	common_free(&c);
 	return rc ? 1 : 0;
@@ -407,6 +410,73 @@ out2:
 	return rc;
 }
 
+struct status_out {
+	int json;
+	int first; /* no JSON comma yet */
+};
+
+static void status_json(const struct mount_info *mi)
+{
+	const struct mount_stats *s = &mi->stats;
+
+	printf("{\"dir\":");
+	json_str(stdout, mi->dir);
+	printf(",\"mounted\":%s,\"key\":", mi->alive ? "true" : "false");
+	json_str(stdout, mi->key);
+	printf(",\"hit\":\"%s\",\"matched_key\":", mi->hit);
+	json_str(stdout, mi->matched);
+	printf(",\"files\":%" PRIu64 ",\"bytes_total\":%" PRIu64 ",\"bytes_fetched\":%" PRIu64
+	       ",\"objects_fetched\":%" PRIu64 ",\"bytes_read\":%" PRIu64
+	       ",\"bytes_written\":%" PRIu64 ",\"copy_ups\":%" PRIu64 ",\"fetch_errors\":%" PRIu64
+	       ",\"bytes_uploaded\":%" PRIu64 ",\"commits\":%" PRIu64
+	       ",\"bytes_prefetched\":%" PRIu64 ",\"prefetch_queued\":%" PRIu64
+	       ",\"prefetch_done\":%" PRIu64 ",\"bytes_pushed\":%" PRIu64
+	       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64 ",\"lookups\":%" PRIu64
+	       ",\"lookups_ahead\":%" PRIu64 ",\"pushed_ahead\":%" PRIu64
+	       ",\"written_behind\":%" PRIu64 ",\"ring_light\":%" PRIu64
+	       ",\"connections_ahead\":%" PRIu64 ",\"dirs_ahead\":%" PRIu64 ",\"pid\":%" PRId64 "}",
+	       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched, s->bytes_read,
+	       s->bytes_written, s->copy_ups, s->fetch_errors, s->bytes_uploaded, s->commits,
+	       s->bytes_prefetched, s->prefetch_queued, s->prefetch_done, s->bytes_pushed,
+	       s->ring_threads, s->ring_requests, s->lookups, s->lookups_ahead, s->pushed_ahead,
+	       s->written_behind, s->ring_light, s->conns_ahead, s->dirs_ahead,
+	       mi->alive ? s->pid : (int64_t)0);
+}
+
+static void status_line(const struct mount_info *mi)
+{
+	const struct mount_stats *s = &mi->stats;
+	char fetched[32], total[32], written[32], up[32], pre[32];
+
+	fmt_size(fetched, sizeof(fetched), s->bytes_fetched);
+	fmt_size(total, sizeof(total), s->bytes_total);
+	fmt_size(written, sizeof(written), s->bytes_written);
+	fmt_size(up, sizeof(up), s->bytes_uploaded);
+	fmt_size(pre, sizeof(pre), s->bytes_prefetched);
+	printf("%s: %s, key '%s' (%s%s%s%s), %" PRIu64 " files; fetched %s of %s in %" PRIu64
+	       " objects (%s ahead; prefetch %" PRIu64 "/%" PRIu64
+	       "); wrote %s; uploaded %s in %" PRIu64 " commits%s%s%s\n",
+	       mi->dir, mi->alive ? "mounted" : "not mounted", mi->key, mi->hit,
+	       *mi->matched ? " hit '" : "", mi->matched, *mi->matched ? "'" : "", s->files_total,
+	       fetched, total, s->objects_fetched, pre, s->prefetch_done, s->prefetch_queued,
+	       written, up, s->commits, s->fetch_errors ? "; FETCH ERRORS (see " : "",
+	       s->fetch_errors ? mi->statedir : "", s->fetch_errors ? "/daemon.log)" : "");
+}
+
+static void status_print(const struct mount_info *mi, void *arg)
+{
+	struct status_out *so = arg;
+
+	if (so->json) {
+		if (!so->first)
+			printf(",");
+		status_json(mi);
+	} else {
+		status_line(mi);
+	}
+	so->first = 0;
+}
+
 static const char status_help[] =
 	"usage: stashfs status [DIR] [--json]\n\n"
 	"What a mount (every mount of the store without DIR) fetched, wrote and\n"
@@ -417,7 +487,8 @@ int cmd_status(int argc, char **argv)
 	static const struct option longopts[] = { COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	struct common c;
 	struct repo r;
-	int opt, rc, first = 1;
+	struct status_out so = { 0, 1 };
+	int opt, rc;
 
 	common_init(&c);
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -439,11 +510,9 @@ int cmd_status(int argc, char **argv)
 		common_free(&c);
 		return 1;
 	}
-	if (!c.store && !getenv("STASHFS_STORE") &&
-	    store_default_path(c.store_buf, sizeof(c.store_buf)) >= 0 &&
-	    access(c.store_buf, F_OK) != 0) {
+	if (!c.store && !c.store_env && *c.default_store && access(c.default_store, F_OK) != 0) {
 		/* no store here yet: status does not make one */
-		c.store = c.store_buf;
+		c.store = c.default_store;
 		rc = 0;
 		if (c.json)
 			printf("[");
@@ -458,10 +527,11 @@ int cmd_status(int argc, char **argv)
 		}
 		if (c.json)
 			printf("[");
-		rc = fs_status(&r, optind < argc ? argv[optind] : NULL, c.json, &first);
+		so.json = c.json;
+		rc = fs_status(&r, optind < argc ? argv[optind] : NULL, status_print, &so);
 		repo_close(&r);
 	}
-	if (optind == argc && !c.store_given && !getenv("STASHFS_STORE")) {
+	if (optind == argc && !c.store_given && !c.store_env) {
 		/* and every live mount of the other stores the user mounted from */
 		static char stores[16][PATH_MAX];
 		char mine[PATH_MAX];
@@ -479,7 +549,7 @@ int cmd_status(int argc, char **argv)
 			o.remote = NULL;
 			o.n_reads = 0;
 			if (common_open_repo(&o, &r) == 0) {
-				fs_status(&r, NULL, c.json, &first);
+				fs_status(&r, NULL, status_print, &so);
 				repo_close(&r);
 			}
 			common_free(&o);

@@ -22,6 +22,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *answer;
 static size_t answer_len;
 static int port;
+static struct remote_config cfg;
+static char endpoint[64];
 
 static void *serve(void *arg)
 {
@@ -72,15 +74,11 @@ static void start(void)
 	port = ntohs(a.sin_port);
 	pthread_create(&th, NULL, serve, &ls);
 	/* a failure is retried while the budget lasts: 0.1 s leaves one try */
-	setenv("STASHFS_TIMEOUT", "0.1", 1);
-	{
-		char ep[64];
-
-		snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
-		setenv("STASHFS_S3_ENDPOINT", ep, 1);
-		setenv("AWS_ACCESS_KEY_ID", "k", 1);
-		setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
-	}
+	cfg.timeout = 0.1;
+	snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", port);
+	cfg.endpoint = endpoint;
+	cfg.key_id = "k";
+	cfg.secret = "s";
 	log_fd = -1;
 }
 
@@ -115,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	answer_len = size;
 	pthread_mutex_unlock(&lock);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/c", port);
-	if (remote_open(url, 1, &r))
+	if (remote_open(url, 1, &cfg, &r))
 		abort();
 	if (remote_get(r, "keys/k", 0, REMOTE_WHOLE, &out, 4096) == 0 && out.len > 4096)
 		abort();
@@ -126,12 +124,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buf_free(&out);
 	remote_free(r);
 	/* a directory listing, as nginx's autoindex JSON and as S3's XML */
-	if (remote_open(url, 0, &r))
+	if (remote_open(url, 0, &cfg, &r))
 		abort();
 	remote_list(r, "packs", listed, NULL);
 	remote_free(r);
 	snprintf(url, sizeof(url), "s3://b/p");
-	if (remote_open(url, 0, &r))
+	if (remote_open(url, 0, &cfg, &r))
 		abort();
 	remote_list(r, "packs", listed, NULL);
 	remote_free(r);
