@@ -335,11 +335,85 @@ static int commit_unchanged(struct repo *r, const char *statedir, struct catalog
 	return keys_publish(r, &rec);
 }
 
+/*
+ * The read record the snapshot gets: reads.log, then what was pushed into
+ * the kernel unasked (fs/fetch.h), valid chunk numbers only, each at its
+ * first place.  0 or -ENOMEM.
+ */
+static int read_record(const char *statedir, const struct catalog *cat, struct buf *reads)
+{
+	char path[PATH_MAX];
+	struct buf pushed = BUF_INIT;
+	uint64_t nchunks = catalog_header(cat)->n_chunks, i, k = 0;
+	uint8_t *seen;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/reads.log", statedir);
+	if (read_file(path, reads, 1u << 30) != 0)
+		buf_reset(reads);
+	reads->len &= ~(size_t)3; /* a torn last entry */
+	snprintf(path, sizeof(path), "%s/pushed.log", statedir);
+	if (read_file(path, &pushed, 1u << 30) == 0 && buf_append(reads, pushed.p, pushed.len))
+		rc = -ENOMEM;
+	buf_free(&pushed);
+	if (rc)
+		return rc;
+	seen = calloc(nchunks / 8 + 1, 1);
+	if (!seen)
+		return -ENOMEM;
+	for (i = 0; i < reads->len / 4; i++) {
+		uint32_t c;
+
+		memcpy(&c, reads->p + i * 4, 4);
+		if (c >= nchunks || (seen[c / 8] & (1 << (c % 8))))
+			continue;
+		seen[c / 8] |= (uint8_t)(1 << (c % 8));
+		memcpy(reads->p + k * 4, &c, 4);
+		k++;
+	}
+	free(seen);
+	reads->len = k * 4;
+	return 0;
+}
+
+/* --prune-unread: the bits the mount's --track-use kept, for the walker. */
+static int read_used(const char *statedir, const char *real, struct buf *used, struct walker *w)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/used.bits", statedir);
+	if (read_file(path, used, 1u << 30)) {
+		log_err("commit: --prune-unread needs a mount made with --track-use; '%s' was not "
+			"(or was mounted again without it since)",
+			qpath(real));
+		return -EINVAL;
+	}
+	w->used = (const uint64_t *)used->p;
+	w->n_used = (uint64_t)(used->len / 8) * 64;
+	return 0;
+}
+
+/* What the commit made, in the state and its counters. */
+static void note_committed(struct ov *ov, const char *statedir, const char *key,
+			   const struct snap_stats *st)
+{
+	char hex[CAS_HEX_LEN + 1];
+	struct mount_stats *stats = NULL;
+
+	cas_id_hex(&st->catalog, hex);
+	ov_meta_set(ov, "committed_key", key);
+	ov_meta_set(ov, "committed_catalog", hex);
+	if (fs_stats_map(statedir, 0, &stats) == 0) {
+		__atomic_add_fetch(&stats->bytes_uploaded, st->bytes_uploaded, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&stats->commits, 1, __ATOMIC_RELAXED);
+		munmap(stats, sizeof(*stats));
+	}
+}
+
 int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st, char *key_out,
 	      size_t key_len)
 {
 	char statedir[PATH_MAX], real[PATH_MAX], dbpath[PATH_MAX + 16], v[KEY_MAX + 1];
-	char path[PATH_MAX];
 	struct catalog *cat = NULL;
 	struct ov *ov = NULL;
 	struct ov_opts oo;
@@ -348,7 +422,6 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	struct save_opts so;
 	struct cas_id base;
 	struct buf reads = BUF_INIT, used = BUF_INIT;
-	struct mount_stats *stats = NULL;
 	int rc, fd;
 
 	memset(&t, 0, sizeof(t));
@@ -389,19 +462,8 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	w.ov = ov;
 	w.cat = cat;
 	w.t = &t;
-	if (o->prune_unread) {
-		snprintf(path, sizeof(path), "%s/used.bits", statedir);
-		rc = read_file(path, &used, 1u << 30);
-		if (rc) {
-			log_err("commit: --prune-unread needs a mount made with --track-use; '%s' "
-				"was not (or was mounted again without it since)",
-				qpath(real));
-			rc = -EINVAL;
-			goto out;
-		}
-		w.used = (const uint64_t *)used.p;
-		w.n_used = (uint64_t)(used.len / 8) * 64;
-	}
+	if (o->prune_unread && (rc = read_used(statedir, real, &used, &w)) != 0)
+		goto out;
 	w.links = idmap_new();
 	if (!w.links) {
 		rc = -ENOMEM;
@@ -413,44 +475,9 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 		goto out;
 	}
 	warn_rotation(cat, &t, real);
-	snprintf(path, sizeof(path), "%s/reads.log", statedir);
-	if (read_file(path, &reads, 1u << 30) != 0)
-		buf_reset(&reads);
-	{
-		/* then what was pushed into the kernel unasked (fs/fetch.h) */
-		struct buf pushed = BUF_INIT;
-
-		reads.len &= ~(size_t)3; /* a torn last entry */
-		snprintf(path, sizeof(path), "%s/pushed.log", statedir);
-		if (read_file(path, &pushed, 1u << 30) == 0 &&
-		    buf_append(&reads, pushed.p, pushed.len))
-			rc = -ENOMEM;
-		buf_free(&pushed);
-		if (rc)
-			goto out;
-	}
-	{
-		/* keep valid entries, first occurrence only */
-		uint64_t nchunks = catalog_header(cat)->n_chunks, i, k = 0;
-		uint8_t *seen = calloc(nchunks / 8 + 1, 1);
-
-		if (!seen) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		for (i = 0; i < reads.len / 4; i++) {
-			uint32_t c;
-
-			memcpy(&c, reads.p + i * 4, 4);
-			if (c >= nchunks || (seen[c / 8] & (1 << (c % 8))))
-				continue;
-			seen[c / 8] |= (uint8_t)(1 << (c % 8));
-			memcpy(reads.p + k * 4, &c, 4);
-			k++;
-		}
-		free(seen);
-		reads.len = k * 4;
-	}
+	rc = read_record(statedir, cat, &reads);
+	if (rc)
+		goto out;
 	/* nothing written, and read what the snapshot's record says */
 	if (ov_changes(ov) == 0 && !w.pruned && ov_peek_meta(statedir, "hit", v, sizeof(v)) == 0 &&
 	    strcmp(v, "miss") && reads_same(cat, &reads)) {
@@ -469,18 +496,7 @@ int fs_commit(struct repo *r, const struct commit_opts *o, struct snap_stats *st
 	st->xattrs_dropped = w.xattrs_dropped;
 	st->pruned = w.pruned;
 	st->pruned_bytes = w.pruned_bytes;
-	{
-		char hex[CAS_HEX_LEN + 1];
-
-		cas_id_hex(&st->catalog, hex);
-		ov_meta_set(ov, "committed_key", key_out);
-		ov_meta_set(ov, "committed_catalog", hex);
-	}
-	if (fs_stats_map(statedir, 0, &stats) == 0) {
-		__atomic_add_fetch(&stats->bytes_uploaded, st->bytes_uploaded, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&stats->commits, 1, __ATOMIC_RELAXED);
-		munmap(stats, sizeof(*stats));
-	}
+	note_committed(ov, statedir, key_out, st);
 out:
 	buf_free(&reads);
 	buf_free(&used);

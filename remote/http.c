@@ -388,34 +388,17 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 	return len;
 }
 
-static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
-		   CURLcode *ccout, int *too_big, int *short_body)
+/*
+ * What every request of h sets: URL, deadlines, adopted sockets, the
+ * protocols and redirects allowed, netrc and TLS, the credentials.  The
+ * headers to send, or NULL.
+ */
+static struct curl_slist *set_common(struct http_remote *h, CURL *c, const struct request *rq,
+				     const char *url, double left)
 {
-	char url[8192], range[64], hdr[128];
 	struct curl_slist *hl = NULL, *it;
-	struct sink sink = {
-		rq, rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0, 0, 0, 0, 0
-	};
-	struct upload up = { NULL, 0, 0, NULL };
-	double left = deadline - now_s();
-	CURLcode cc;
-	CURL *c;
-	int rc = 0;
+	char hdr[128];
 
-	if (left <= 0.05)
-		return -ETIMEDOUT;
-	c = take(h);
-	if (!c)
-		return -ENOMEM;
-	sink.c = c;
-	sink.pr = rq->pr;
-	sink.ranged = rq->off || rq->len != REMOTE_WHOLE;
-	sink.off = rq->off;
-	sink.want = rq->len;
-	if (rq->url)
-		snprintf(url, sizeof(url), "%s", rq->url);
-	else
-		snprintf(url, sizeof(url), "%s/%s", h->base, rq->name);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(left * 1000));
@@ -467,6 +450,16 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s", rq->payload_sha);
 		hl = curl_slist_append(hl, hdr);
 	}
+	return hl;
+}
+
+/* The method's part: range and body sink for a GET, the body for a PUT. */
+static int set_method(struct http_remote *h, CURL *c, struct request *rq, struct sink *sink,
+		      struct upload *up, struct curl_slist **hlp)
+{
+	struct curl_slist *hl = *hlp;
+	char range[64];
+
 	switch (rq->m) {
 	case M_GET:
 		if (rq->off || rq->len != REMOTE_WHOLE) {
@@ -483,7 +476,7 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 			curl_easy_setopt(c, CURLOPT_RANGE, range);
 		}
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-		curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
 		if (rq->etag) {
 			rq->etag[0] = '\0';
 			curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -500,22 +493,21 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 		if (rq->path) {
 			struct stat st;
 
-			up.f = fopen(rq->path, "rb");
-			if (!up.f || fstat(fileno(up.f), &st) < 0) {
-				rc = -errno;
-				goto out;
+			up->f = fopen(rq->path, "rb");
+			if (!up->f || fstat(fileno(up->f), &st) < 0) {
+				return -errno;
 			}
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
 		} else {
-			up.p = rq->body;
-			up.n = rq->body_len;
+			up->p = rq->body;
+			up->n = rq->body_len;
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_len);
 		}
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
-		curl_easy_setopt(c, CURLOPT_READDATA, &up);
+		curl_easy_setopt(c, CURLOPT_READDATA, up);
 		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(c, CURLOPT_SEEKDATA, &up);
+		curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
 		/*
 		 * The answer's body (an error's XML) is never curl's default
 		 * stdout: it is kept to name the error.
@@ -538,6 +530,42 @@ static int one_try(struct http_remote *h, struct request *rq, double deadline, l
 			hl = curl_slist_append(hl, rq->cond);
 		break;
 	}
+	*hlp = hl;
+	return 0;
+}
+
+static int one_try(struct http_remote *h, struct request *rq, double deadline, long *status,
+		   CURLcode *ccout, int *too_big, int *short_body)
+{
+	char url[8192];
+	struct curl_slist *hl;
+	struct sink sink = {
+		rq, rq->out, rq->out ? rq->out->len : 0, rq->cap, 0, NULL, NULL, 0, 0, 0, 0, 0
+	};
+	struct upload up = { NULL, 0, 0, NULL };
+	double left = deadline - now_s();
+	CURLcode cc;
+	CURL *c;
+	int rc;
+
+	if (left <= 0.05)
+		return -ETIMEDOUT;
+	c = take(h);
+	if (!c)
+		return -ENOMEM;
+	sink.c = c;
+	sink.pr = rq->pr;
+	sink.ranged = rq->off || rq->len != REMOTE_WHOLE;
+	sink.off = rq->off;
+	sink.want = rq->len;
+	if (rq->url)
+		snprintf(url, sizeof(url), "%s", rq->url);
+	else
+		snprintf(url, sizeof(url), "%s/%s", h->base, rq->name);
+	hl = set_common(h, c, rq, url, left);
+	rc = set_method(h, c, rq, &sink, &up, &hl);
+	if (rc)
+		goto out;
 	if (hl)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
 	cc = curl_easy_perform(c);

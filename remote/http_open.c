@@ -110,6 +110,122 @@ static const char *opt_str(const char *s)
 	return set(s) ? s : NULL;
 }
 
+/* S3's settings: the remote_config's, then the AWS CLI's files, as it reads them. */
+struct s3_settings {
+	const char *key, *secret, *session, *region, *endpoint;
+	char f_key[256], f_secret[256], f_session[4096], f_region[64], f_ep[512];
+};
+
+static void s3_settings(const struct remote_config *cfg, struct s3_settings *st)
+{
+	st->key = cfg->key_id;
+	st->secret = cfg->secret;
+	st->session = cfg->session_token;
+	st->region = cfg->region;
+	st->endpoint = cfg->endpoint;
+	if (!set(st->key) || !set(st->secret)) {
+		if (!aws_profile(cfg, 0, "aws_access_key_id", st->f_key, sizeof(st->f_key)) &&
+		    !aws_profile(cfg, 0, "aws_secret_access_key", st->f_secret,
+				 sizeof(st->f_secret))) {
+			st->key = st->f_key;
+			st->secret = st->f_secret;
+			if (!aws_profile(cfg, 0, "aws_session_token", st->f_session,
+					 sizeof(st->f_session)))
+				st->session = st->f_session;
+		}
+	}
+	if (!set(st->region) && !aws_profile(cfg, 1, "region", st->f_region, sizeof(st->f_region)))
+		st->region = st->f_region;
+	if (!set(st->endpoint) && !aws_profile(cfg, 1, "endpoint_url", st->f_ep, sizeof(st->f_ep)))
+		st->endpoint = st->f_ep;
+	if (!set(st->region))
+		st->region = "us-east-1";
+}
+
+/*
+ * h->base (the prefix's URL), bucket_url and key_prefix of bucket (blen
+ * bytes) and prefix: below a custom endpoint in path or virtual-hosted
+ * style, else at AWS.  0 or -ENOMEM.
+ */
+static int s3_urls(struct http_remote *h, const char *bucket, size_t blen, const char *prefix,
+		   const char *ep, const char *region, int path_style)
+{
+	size_t len, bl;
+	int rc;
+
+	while (*prefix == '/')
+		prefix++;
+	len = strlen(prefix);
+	while (len && prefix[len - 1] == '/')
+		len--;
+	if (set(ep)) {
+		size_t el = strlen(ep);
+
+		while (el && ep[el - 1] == '/')
+			el--;
+		if (path_style) {
+			rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen, bucket,
+				      len ? "/" : "", (int)len, prefix);
+		} else {
+			const char *sch = strstr(ep, "://");
+			const char *host = sch ? sch + 3 : ep;
+
+			rc = asprintf(&h->base, "%.*s%.*s.%.*s%s%.*s", (int)(host - ep), ep,
+				      (int)blen, bucket, (int)(el - (size_t)(host - ep)), host,
+				      len ? "/" : "", (int)len, prefix);
+		}
+	} else {
+		rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen, bucket,
+			      region, len ? "/" : "", (int)len, prefix);
+	}
+	if (rc < 0) {
+		h->base = NULL;
+		return -ENOMEM;
+	}
+	/* the bucket's URL is base without the prefix */
+	bl = strlen(h->base) - (len ? len + 1 : 0);
+	h->bucket_url = strndup(h->base, bl);
+	if (asprintf(&h->key_prefix, "%.*s%s", (int)len, prefix, len ? "/" : "") < 0)
+		h->key_prefix = NULL;
+	return h->bucket_url && h->key_prefix ? 0 : -ENOMEM;
+}
+
+static int open_s3(struct http_remote *h, const char *url, const struct remote_config *cfg)
+{
+	const char *bucket = url + 5, *slash = strchr(bucket, '/');
+	size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
+	struct s3_settings *st = calloc(1, sizeof(*st));
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	s3_settings(cfg, st);
+	if (blen == 0) {
+		log_err("remote '%s': no bucket (use s3://bucket/prefix)", url);
+		rc = -EINVAL;
+	} else if (!set(st->key) || !set(st->secret)) {
+		log_err("remote '%s': no credentials: set AWS_ACCESS_KEY_ID and "
+			"AWS_SECRET_ACCESS_KEY, or give profile '%s' keys in %s",
+			url, profile_name(cfg),
+			set(cfg->aws_credentials) ? cfg->aws_credentials : "~/.aws/credentials");
+		rc = -EINVAL;
+	} else {
+		/* a custom endpoint (MinIO, Ceph RGW, R2...) means path style unless told */
+		rc = s3_urls(h, bucket, blen, slash ? slash + 1 : "", st->endpoint, st->region,
+			     cfg->path_style ? cfg->path_style > 0 : set(st->endpoint));
+	}
+	h->s3 = 1;
+	if (!rc && (asprintf(&h->sigv4, "aws:amz:%s:s3", st->region) < 0 ||
+		    asprintf(&h->userpwd, "%s:%s", st->key, st->secret) < 0))
+		rc = -ENOMEM;
+	if (!rc && set(st->session) &&
+	    add_auth_header(h, "x-amz-security-token", NULL, st->session))
+		rc = -ENOMEM;
+	explicit_bzero(st, sizeof(*st));
+	free(st);
+	return rc;
+}
+
 int remote_http_open(const char *url, const struct remote_config *cfg, struct remote *r)
 {
 	struct http_remote *h = calloc(1, sizeof(*h));
@@ -130,103 +246,9 @@ int remote_http_open(const char *url, const struct remote_config *cfg, struct re
 	h->client_cert = opt_str(cfg->client_cert);
 	h->client_key = opt_str(cfg->client_key);
 	if (strncmp(url, "s3://", 5) == 0) {
-		const char *bucket = url + 5, *slash = strchr(bucket, '/');
-		const char *ep = cfg->endpoint, *region = cfg->region;
-		const char *key = cfg->key_id, *secret = cfg->secret;
-		const char *session = cfg->session_token;
-		char f_key[256], f_secret[256], f_session[4096], f_region[64], f_ep[512];
-		size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
-		const char *prefix = slash ? slash + 1 : "";
-		int path_style;
-
-		/* then the AWS CLI's files, as it reads them: the given values win */
-		if (!set(key) || !set(secret)) {
-			if (!aws_profile(cfg, 0, "aws_access_key_id", f_key, sizeof(f_key)) &&
-			    !aws_profile(cfg, 0, "aws_secret_access_key", f_secret,
-					 sizeof(f_secret))) {
-				key = f_key;
-				secret = f_secret;
-				if (!aws_profile(cfg, 0, "aws_session_token", f_session,
-						 sizeof(f_session)))
-					session = f_session;
-			}
-		}
-		if (!set(region) && !aws_profile(cfg, 1, "region", f_region, sizeof(f_region)))
-			region = f_region;
-		if (!set(ep) && !aws_profile(cfg, 1, "endpoint_url", f_ep, sizeof(f_ep)))
-			ep = f_ep;
-		if (!region || !*region)
-			region = "us-east-1";
-		if (blen == 0) {
-			log_err("remote '%s': no bucket (use s3://bucket/prefix)", url);
-			rc = -EINVAL;
+		rc = open_s3(h, url, cfg);
+		if (rc)
 			goto fail;
-		}
-		if (!set(key) || !set(secret)) {
-			log_err("remote '%s': no credentials: set AWS_ACCESS_KEY_ID and "
-				"AWS_SECRET_ACCESS_KEY, or give profile '%s' keys in %s",
-				url, profile_name(cfg),
-				set(cfg->aws_credentials) ? cfg->aws_credentials
-							  : "~/.aws/credentials");
-			rc = -EINVAL;
-			goto fail;
-		}
-		/* a custom endpoint (MinIO, Ceph RGW, R2...) means path style unless told */
-		path_style = cfg->path_style ? cfg->path_style > 0 : set(ep);
-		while (*prefix == '/')
-			prefix++;
-		len = strlen(prefix);
-		while (len && prefix[len - 1] == '/')
-			len--;
-		if (ep && *ep) {
-			size_t el = strlen(ep);
-
-			while (el && ep[el - 1] == '/')
-				el--;
-			if (path_style)
-				rc = asprintf(&h->base, "%.*s/%.*s%s%.*s", (int)el, ep, (int)blen,
-					      bucket, len ? "/" : "", (int)len, prefix);
-			else {
-				const char *sch = strstr(ep, "://");
-				const char *host = sch ? sch + 3 : ep;
-
-				rc = asprintf(&h->base, "%.*s%.*s.%.*s%s%.*s", (int)(host - ep), ep,
-					      (int)blen, bucket, (int)(el - (size_t)(host - ep)),
-					      host, len ? "/" : "", (int)len, prefix);
-			}
-		} else {
-			rc = asprintf(&h->base, "https://%.*s.s3.%s.amazonaws.com%s%.*s", (int)blen,
-				      bucket, region, len ? "/" : "", (int)len, prefix);
-		}
-		if (rc < 0) {
-			h->base = NULL;
-			rc = -ENOMEM;
-			goto fail;
-		}
-		h->s3 = 1;
-		{
-			/* the bucket's URL is base without the prefix */
-			size_t bl = strlen(h->base) - (len ? len + 1 : 0);
-
-			h->bucket_url = strndup(h->base, bl);
-			if (asprintf(&h->key_prefix, "%.*s%s", (int)len, prefix, len ? "/" : "") <
-			    0)
-				h->key_prefix = NULL;
-			if (!h->bucket_url || !h->key_prefix) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-		}
-		if (asprintf(&h->sigv4, "aws:amz:%s:s3", region) < 0 ||
-		    asprintf(&h->userpwd, "%s:%s", key, secret) < 0) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		if (session && *session &&
-		    add_auth_header(h, "x-amz-security-token", NULL, session))
-			goto fail;
-		explicit_bzero(f_secret, sizeof(f_secret));
-		explicit_bzero(f_session, sizeof(f_session));
 	} else {
 		len = strlen(url);
 		while (len > 8 && url[len - 1] == '/')
@@ -234,7 +256,7 @@ int remote_http_open(const char *url, const struct remote_config *cfg, struct re
 		h->base = strndup(url, len);
 		if (!h->base)
 			goto fail;
-		if (tok && *tok && add_auth_header(h, "Authorization", "Bearer", tok))
+		if (set(tok) && add_auth_header(h, "Authorization", "Bearer", tok))
 			goto fail;
 	}
 	h->https = strncasecmp(h->base, "https://", 8) == 0;

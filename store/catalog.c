@@ -210,17 +210,158 @@ static int validate_xattrs(const struct cat_header *h, const struct cat_entry *e
 	return 0;
 }
 
-static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t **depthp)
-{
-	struct cat_header hc;
-	const struct cat_header *h = &hc;
-	uint16_t *depth;
+/* What validate's steps share: the catalog's sections, where to say why. */
+struct vctx {
+	const struct cat_header *h;
 	const struct cat_entry *e;
 	const struct cat_ref *r;
 	const struct cat_chunk *c;
 	const char *s;
-	uint64_t i, j, members = 0;
+	uint16_t *depth; /* levels below the root, per entry */
+	char *why;
+	size_t whylen;
+};
 
+/* The read record's chunk numbers, and each chunk's pack, sizes, offset. */
+static int validate_chunks(const struct vctx *v, const uint32_t *rd)
+{
+	const struct cat_header *h = v->h;
+	const struct cat_chunk *c = v->c;
+	uint64_t i;
+
+	for (i = 0; i < h->n_reads; i++)
+		if (rd[i] >= h->n_chunks)
+			return bad(v->why, v->whylen, "read record %llu out of range",
+				   (unsigned long long)i);
+	for (i = 0; i < h->n_chunks; i++) {
+		if (c[i].pack >= h->n_packs)
+			return bad(v->why, v->whylen, "chunk %llu: pack out of range",
+				   (unsigned long long)i);
+		if (c[i].raw_len == 0 || c[i].raw_len > (64u << 20) || c[i].stored_len == 0 ||
+		    c[i].stored_len > (65u << 20) || (c[i].flags & ~CHUNK_ZSTD) ||
+		    (!(c[i].flags & CHUNK_ZSTD) && c[i].stored_len != c[i].raw_len))
+			return bad(v->why, v->whylen, "chunk %llu: bad sizes",
+				   (unsigned long long)i);
+		if (c[i].pack_off > UINT64_MAX - c[i].stored_len)
+			return bad(v->why, v->whylen, "chunk %llu: bad offset",
+				   (unsigned long long)i);
+	}
+	return 0;
+}
+
+/*
+ * Entry i's name and place: a plain name, in its parent's range, after its
+ * elder sibling, no deeper than readers (restore's walk, catalog_path) can
+ * follow.  Sets its depth.
+ */
+static int validate_place(const struct vctx *v, uint64_t i)
+{
+	const struct cat_header *h = v->h;
+	const struct cat_entry *x = &v->e[i], *d, *prev;
+	const char *nm;
+
+	if (x->name_off > h->strings_len || x->name_len > h->strings_len - x->name_off ||
+	    x->name_len > CATALOG_MAX_NAME)
+		return bad(v->why, v->whylen, "entry %llu: name out of bounds",
+			   (unsigned long long)i);
+	if (i == 0)
+		return 0;
+	nm = v->s + x->name_off;
+	if (x->parent >= i)
+		return bad(v->why, v->whylen, "entry %llu: bad parent", (unsigned long long)i);
+	d = &v->e[x->parent];
+	if (x->name_len == 0 || memchr(nm, '/', x->name_len) || memchr(nm, 0, x->name_len) ||
+	    (x->name_len == 1 && nm[0] == '.') ||
+	    (x->name_len == 2 && nm[0] == '.' && nm[1] == '.'))
+		return bad(v->why, v->whylen, "entry %llu: bad name", (unsigned long long)i);
+	if (!S_ISDIR(d->mode) || i < d->first || i - d->first >= d->count)
+		return bad(v->why, v->whylen, "entry %llu: bad parent", (unsigned long long)i);
+	if (v->depth[x->parent] >= CATALOG_MAX_DEPTH)
+		return bad(v->why, v->whylen, "entry %llu: deeper than %d levels",
+			   (unsigned long long)i, CATALOG_MAX_DEPTH);
+	v->depth[i] = (uint16_t)(v->depth[x->parent] + 1);
+	prev = &v->e[i - 1];
+	if (i > d->first &&
+	    catalog_name_cmp(v->s + prev->name_off, prev->name_len, nm, x->name_len) >= 0)
+		return bad(v->why, v->whylen, "entry %llu: names not sorted",
+			   (unsigned long long)i);
+	return 0;
+}
+
+/* A regular file leader's chunk list covers its size, in order. */
+static int validate_refs(const struct vctx *v, uint64_t i)
+{
+	const struct cat_entry *x = &v->e[i];
+	uint64_t pos = 0, j;
+
+	if (x->first > v->h->n_refs || x->count > v->h->n_refs - x->first)
+		return bad(v->why, v->whylen, "entry %llu: refs out of range",
+			   (unsigned long long)i);
+	for (j = 0; j < x->count; j++) {
+		const struct cat_ref *rr = &v->r[x->first + j];
+
+		if (rr->chunk >= v->h->n_chunks || rr->off != pos)
+			return bad(v->why, v->whylen, "entry %llu: bad chunk list",
+				   (unsigned long long)i);
+		pos += v->c[rr->chunk].raw_len;
+	}
+	if (pos != x->size)
+		return bad(v->why, v->whylen, "entry %llu: chunks do not cover size",
+			   (unsigned long long)i);
+	return 0;
+}
+
+/* Entry i as its kind wants it; a directory adds its children to *members. */
+static int validate_kind(const struct vctx *v, uint64_t i, uint64_t *members)
+{
+	const struct cat_header *h = v->h;
+	const struct cat_entry *x = &v->e[i];
+
+	if (x->mtime_nsec >= 1000000000u)
+		return bad(v->why, v->whylen, "entry %llu: bad mtime", (unsigned long long)i);
+	switch (x->mode & S_IFMT) {
+	case S_IFDIR:
+		if (x->count && (x->first <= i || x->first > h->n_entries ||
+				 x->count > h->n_entries - x->first))
+			return bad(v->why, v->whylen, "entry %llu: bad children",
+				   (unsigned long long)i);
+		if (x->ino != i)
+			return bad(v->why, v->whylen, "entry %llu: linked directory",
+				   (unsigned long long)i);
+		*members += x->count;
+		return 0;
+	case S_IFLNK:
+		if (x->count == 0 || x->count > CATALOG_MAX_TARGET || x->first > h->strings_len ||
+		    x->count > h->strings_len - x->first || memchr(v->s + x->first, 0, x->count) ||
+		    (x->ino != i && (h->version < 2 || !member_ok(v->e, h->n_entries, i))))
+			return bad(v->why, v->whylen, "entry %llu: bad symlink",
+				   (unsigned long long)i);
+		return 0;
+	case S_IFIFO:
+	case S_IFSOCK:
+	case S_IFCHR:
+	case S_IFBLK:
+		if (h->version < 2 || x->count || x->size ||
+		    ((S_ISFIFO(x->mode) || S_ISSOCK(x->mode)) && x->first) ||
+		    (x->ino != i && !member_ok(v->e, h->n_entries, i)))
+			return bad(v->why, v->whylen, "entry %llu: bad special file",
+				   (unsigned long long)i);
+		return 0;
+	case S_IFREG:
+		if (x->ino >= h->n_entries || (x->ino != i && !member_ok(v->e, h->n_entries, i)))
+			return bad(v->why, v->whylen, "entry %llu: bad link group",
+				   (unsigned long long)i);
+		return x->ino == i ? validate_refs(v, i) : 0;
+	default: return bad(v->why, v->whylen, "entry %llu: bad type", (unsigned long long)i);
+	}
+}
+
+static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t **depthp)
+{
+	struct cat_header hc;
+	const struct cat_header *h = &hc;
+	struct vctx v;
+	uint64_t i, members = 0;
 	int rc = read_header(p, n, &hc, why, whylen);
 
 	if (rc)
@@ -228,9 +369,9 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	if (h->total_size != n)
 		return bad(why, whylen, "truncated: %zu bytes of %llu", n,
 			   (unsigned long long)h->total_size);
-	if (!section_ok(h->off_entries, h->n_entries, sizeof(*e), n) ||
-	    !section_ok(h->off_refs, h->n_refs, sizeof(*r), n) ||
-	    !section_ok(h->off_chunks, h->n_chunks, sizeof(*c), n) ||
+	if (!section_ok(h->off_entries, h->n_entries, sizeof(struct cat_entry), n) ||
+	    !section_ok(h->off_refs, h->n_refs, sizeof(struct cat_ref), n) ||
+	    !section_ok(h->off_chunks, h->n_chunks, sizeof(struct cat_chunk), n) ||
 	    !section_ok(h->off_packs, h->n_packs, sizeof(struct cas_id), n) ||
 	    !section_ok(h->off_reads, h->n_reads, sizeof(uint32_t), n) ||
 	    (h->n_xattrs && !section_ok(h->off_xattrs, h->n_xattrs, sizeof(struct cat_xattr), n)) ||
@@ -240,149 +381,34 @@ static int validate(const void *p, size_t n, char *why, size_t whylen, uint16_t 
 	if (h->n_entries < 1 || h->n_entries > UINT32_MAX || h->n_chunks > UINT32_MAX ||
 	    h->n_packs > UINT32_MAX)
 		return bad(why, whylen, "bad entry count");
-	e = (const void *)((const uint8_t *)p + h->off_entries);
-	r = (const void *)((const uint8_t *)p + h->off_refs);
-	c = (const void *)((const uint8_t *)p + h->off_chunks);
-	s = (const char *)p + h->off_strings;
-	/* levels below the root, so that no path is deeper than readers
-	 * (restore's walk, catalog_path) can follow */
-	depth = *depthp = malloc(h->n_entries * sizeof(*depth));
-	if (!depth)
+	v.h = h;
+	v.e = (const void *)((const uint8_t *)p + h->off_entries);
+	v.r = (const void *)((const uint8_t *)p + h->off_refs);
+	v.c = (const void *)((const uint8_t *)p + h->off_chunks);
+	v.s = (const char *)p + h->off_strings;
+	v.why = why;
+	v.whylen = whylen;
+	v.depth = *depthp = malloc(h->n_entries * sizeof(*v.depth));
+	if (!v.depth)
 		return bad(why, whylen, "out of memory for %llu entries",
 			   (unsigned long long)h->n_entries);
-	depth[0] = 0;
-
-	{
-		const uint32_t *rd = (const void *)((const uint8_t *)p + h->off_reads);
-
-		for (i = 0; i < h->n_reads; i++)
-			if (rd[i] >= h->n_chunks)
-				return bad(why, whylen, "read record %llu out of range",
-					   (unsigned long long)i);
-	}
-	for (i = 0; i < h->n_chunks; i++) {
-		if (c[i].pack >= h->n_packs)
-			return bad(why, whylen, "chunk %llu: pack out of range",
-				   (unsigned long long)i);
-		if (c[i].raw_len == 0 || c[i].raw_len > (64u << 20) || c[i].stored_len == 0 ||
-		    c[i].stored_len > (65u << 20) || (c[i].flags & ~CHUNK_ZSTD) ||
-		    (!(c[i].flags & CHUNK_ZSTD) && c[i].stored_len != c[i].raw_len))
-			return bad(why, whylen, "chunk %llu: bad sizes", (unsigned long long)i);
-		if (c[i].pack_off > UINT64_MAX - c[i].stored_len)
-			return bad(why, whylen, "chunk %llu: bad offset", (unsigned long long)i);
-	}
-	if (!S_ISDIR(e[0].mode) || e[0].parent != 0 || e[0].name_len != 0)
+	v.depth[0] = 0;
+	rc = validate_chunks(&v, (const void *)((const uint8_t *)p + h->off_reads));
+	if (rc)
+		return rc;
+	if (!S_ISDIR(v.e[0].mode) || v.e[0].parent != 0 || v.e[0].name_len != 0)
 		return bad(why, whylen, "root is not a directory");
-	for (i = 0; i < h->n_entries; i++) {
-		const struct cat_entry *x = &e[i];
-		const char *nm;
-
-		if (x->name_off > h->strings_len || x->name_len > h->strings_len - x->name_off ||
-		    x->name_len > CATALOG_MAX_NAME)
-			return bad(why, whylen, "entry %llu: name out of bounds",
-				   (unsigned long long)i);
-		nm = s + x->name_off;
-		if (i > 0) {
-			const struct cat_entry *d;
-
-			if (x->parent >= i)
-				return bad(why, whylen, "entry %llu: bad parent",
-					   (unsigned long long)i);
-			d = &e[x->parent];
-			if (x->name_len == 0 || memchr(nm, '/', x->name_len) ||
-			    memchr(nm, 0, x->name_len) || (x->name_len == 1 && nm[0] == '.') ||
-			    (x->name_len == 2 && nm[0] == '.' && nm[1] == '.'))
-				return bad(why, whylen, "entry %llu: bad name",
-					   (unsigned long long)i);
-			if (!S_ISDIR(d->mode) || i < d->first || i - d->first >= d->count)
-				return bad(why, whylen, "entry %llu: bad parent",
-					   (unsigned long long)i);
-			if (depth[x->parent] >= CATALOG_MAX_DEPTH)
-				return bad(why, whylen, "entry %llu: deeper than %d levels",
-					   (unsigned long long)i, CATALOG_MAX_DEPTH);
-			depth[i] = (uint16_t)(depth[x->parent] + 1);
-			if (i > d->first) {
-				const struct cat_entry *prev = &e[i - 1];
-
-				if (catalog_name_cmp(s + prev->name_off, prev->name_len, nm,
-						     x->name_len) >= 0)
-					return bad(why, whylen, "entry %llu: names not sorted",
-						   (unsigned long long)i);
-			}
-		}
-		if (x->mtime_nsec >= 1000000000u)
-			return bad(why, whylen, "entry %llu: bad mtime", (unsigned long long)i);
-		switch (x->mode & S_IFMT) {
-		case S_IFDIR:
-			if (x->count && (x->first <= i || x->first > h->n_entries ||
-					 x->count > h->n_entries - x->first))
-				return bad(why, whylen, "entry %llu: bad children",
-					   (unsigned long long)i);
-			if (x->ino != i)
-				return bad(why, whylen, "entry %llu: linked directory",
-					   (unsigned long long)i);
-			members += x->count;
-			break;
-		case S_IFLNK:
-			if (x->count == 0 || x->count > CATALOG_MAX_TARGET ||
-			    x->first > h->strings_len || x->count > h->strings_len - x->first ||
-			    memchr(s + x->first, 0, x->count) ||
-			    (x->ino != i && (h->version < 2 || !member_ok(e, h->n_entries, i))))
-				return bad(why, whylen, "entry %llu: bad symlink",
-					   (unsigned long long)i);
-			break;
-		case S_IFIFO:
-		case S_IFSOCK:
-		case S_IFCHR:
-		case S_IFBLK:
-			if (h->version < 2 || x->count || x->size ||
-			    ((S_ISFIFO(x->mode) || S_ISSOCK(x->mode)) && x->first) ||
-			    (x->ino != i && !member_ok(e, h->n_entries, i)))
-				return bad(why, whylen, "entry %llu: bad special file",
-					   (unsigned long long)i);
-			break;
-		case S_IFREG:
-			if (x->ino >= h->n_entries)
-				return bad(why, whylen, "entry %llu: bad link group",
-					   (unsigned long long)i);
-			if (x->ino != i) {
-				if (!member_ok(e, h->n_entries, i))
-					return bad(why, whylen, "entry %llu: bad link group",
-						   (unsigned long long)i);
-				break;
-			}
-			if (x->first > h->n_refs || x->count > h->n_refs - x->first)
-				return bad(why, whylen, "entry %llu: refs out of range",
-					   (unsigned long long)i);
-			{
-				uint64_t pos = 0;
-
-				for (j = 0; j < x->count; j++) {
-					const struct cat_ref *rr = &r[x->first + j];
-
-					if (rr->chunk >= h->n_chunks || rr->off != pos)
-						return bad(why, whylen,
-							   "entry %llu: bad chunk list",
-							   (unsigned long long)i);
-					pos += c[rr->chunk].raw_len;
-				}
-				if (pos != x->size)
-					return bad(why, whylen,
-						   "entry %llu: chunks do not cover size",
-						   (unsigned long long)i);
-			}
-			break;
-		default: return bad(why, whylen, "entry %llu: bad type", (unsigned long long)i);
-		}
-	}
+	for (i = 0; i < h->n_entries; i++)
+		if ((rc = validate_place(&v, i)) != 0 || (rc = validate_kind(&v, i, &members)) != 0)
+			return rc;
 	/* every non-root entry lies in its parent's range; equality means it
 	 * lies in no other, so no directory lists a stranger */
 	if (members != h->n_entries - 1)
 		return bad(why, whylen, "overlapping directories");
 	/* off_xattrs is checked only when there are xattrs: no pointer from it otherwise */
 	return validate_xattrs(
-		h, e, h->n_xattrs ? (const void *)((const uint8_t *)p + h->off_xattrs) : NULL, s,
-		why, whylen);
+		h, v.e, h->n_xattrs ? (const void *)((const uint8_t *)p + h->off_xattrs) : NULL,
+		v.s, why, whylen);
 }
 
 int catalog_validate(const void *p, size_t n, char *why, size_t whylen)

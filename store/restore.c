@@ -251,18 +251,121 @@ static int make_link(struct restorer *s, uint32_t i, int pfd, const char *name, 
 	return rc;
 }
 
+/* Directory entry i as name in pfd: made, or one there that is safe to fill. */
+static int make_dir(struct restorer *s, uint32_t i, int pfd, const char *name)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	uid_t me = geteuid();
+	struct stat sb;
+	int fd, rc = 0;
+
+	if (mkdirat(pfd, name, 0700) == 0)
+		s->ids[i].fresh = 1;
+	else if (errno != EEXIST)
+		return fail_at(s, "creating directory", i, -errno);
+	fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return fail_at(s, "creating directory", i,
+			       errno == ENOTDIR || errno == ELOOP ? -EEXIST : -errno);
+	/* a directory that was there is filled only if it is the restoring
+	 * user's, or the owner being restored (then it is the restoring
+	 * user's until its metadata is set): every directory stays the
+	 * restoring user's and 0700 while restore works in it, so nobody
+	 * else can swap what is in it, or move it and what restore writes */
+	if (fstat(fd, &sb) < 0 ||
+	    (sb.st_uid != me && !(s->o->preserve_owner && sb.st_uid == e->uid))) {
+		close(fd);
+		return fail_at(s, "using existing directory", i, -EPERM);
+	}
+	if ((sb.st_uid != me && fchown(fd, me, (gid_t)-1) < 0) || fchmod(fd, 0700) < 0)
+		rc = fail_at(s, "creating directory", i, -errno);
+	note_id(s, i, &sb);
+	close(fd);
+	return rc;
+}
+
+static int make_symlink(struct restorer *s, uint32_t i, int pfd, const char *name)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	char *t = strndup(catalog_target(s->c, e), e->count);
+	struct stat sb;
+	int rc = 0;
+
+	if (!t)
+		return -ENOMEM;
+	if (!s->ids[e->parent].fresh)
+		unlinkat(pfd, name, 0);
+	if (symlinkat(t, pfd, name) < 0 || fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = fail_at(s, "creating symlink", i, -errno);
+	else
+		note_id(s, i, &sb);
+	free(t);
+	return rc;
+}
+
+static int make_special(struct restorer *s, uint32_t i, int pfd, const char *name,
+			struct snap_stats *st)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	int dev = S_ISCHR(e->mode) || S_ISBLK(e->mode);
+	struct stat sb;
+
+	/* a device's access is its owner and mode: a catalog's device made
+	 * root's without its recorded owner would open a disk to whoever the
+	 * mode lets in */
+	if (dev && !s->o->preserve_owner) {
+		s->ids[i].absent = 1;
+		st->skipped++;
+		return 0;
+	}
+	if (!s->ids[e->parent].fresh)
+		unlinkat(pfd, name, 0);
+	if (mknodat(pfd, name, (e->mode & S_IFMT) | 0600, (dev_t)e->first) < 0) {
+		if (dev && errno == EPERM) {
+			s->ids[i].absent = 1;
+			st->skipped++;
+			return 0;
+		}
+		return fail_at(s, "creating special file", i, -errno);
+	}
+	if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return fail_at(s, "creating special file", i, -errno);
+	note_id(s, i, &sb);
+	return 0;
+}
+
+/* A regular file, empty and of its size (its content comes later). */
+static int make_file(struct restorer *s, uint32_t i, int pfd, const char *name)
+{
+	const struct cat_entry *e = catalog_entry(s->c, i);
+	struct stat sb;
+	int fd, rc = 0;
+
+	if (!s->ids[e->parent].fresh)
+		unlinkat(pfd, name, 0);
+	fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fail_at(s, "creating", i, -errno);
+	if (e->size && ftruncate(fd, (off_t)e->size) < 0)
+		rc = fail_at(s, "sizing", i, -errno);
+	else if (fstat(fd, &sb) < 0)
+		rc = fail_at(s, "creating", i, -errno);
+	else
+		note_id(s, i, &sb);
+	close(fd);
+	return rc;
+}
+
 static int create_tree(struct restorer *s, struct snap_stats *st)
 {
 	uint32_t n = catalog_count(s->c), i, cur = 0;
 	struct buf path = BUF_INIT;
-	uid_t me = geteuid();
 	int dfd = -1, rc = 0;
 
 	for (i = 1; i < n && !rc; i++) {
 		const struct cat_entry *e = catalog_entry(s->c, i);
 		char name[CATALOG_MAX_NAME + 1];
-		struct stat sb;
-		int pfd = parent_fd(s, i, &cur, &dfd, &path), fd;
+		int pfd = parent_fd(s, i, &cur, &dfd, &path);
 
 		if (pfd < 0) {
 			rc = pfd;
@@ -277,102 +380,23 @@ static int create_tree(struct restorer *s, struct snap_stats *st)
 		switch (e->mode & S_IFMT) {
 		case S_IFDIR:
 			st->dirs++;
-			if (mkdirat(pfd, name, 0700) == 0) {
-				s->ids[i].fresh = 1;
-			} else if (errno != EEXIST) {
-				rc = fail_at(s, "creating directory", i, -errno);
-				break;
-			}
-			fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0) {
-				rc = fail_at(s, "creating directory", i,
-					     errno == ENOTDIR || errno == ELOOP ? -EEXIST : -errno);
-				break;
-			}
-			/* a directory that was there is filled only if it is the
-			 * restoring user's, or the owner being restored (then it
-			 * is the restoring user's until its metadata is set):
-			 * every directory stays the restoring user's and 0700
-			 * while restore works in it, so nobody else can swap
-			 * what is in it, or move it and what restore writes */
-			if (fstat(fd, &sb) < 0 ||
-			    (sb.st_uid != me && !(s->o->preserve_owner && sb.st_uid == e->uid))) {
-				close(fd);
-				rc = fail_at(s, "using existing directory", i, -EPERM);
-				break;
-			}
-			if ((sb.st_uid != me && fchown(fd, me, (gid_t)-1) < 0) ||
-			    fchmod(fd, 0700) < 0)
-				rc = fail_at(s, "creating directory", i, -errno);
-			note_id(s, i, &sb);
-			close(fd);
+			rc = make_dir(s, i, pfd, name);
 			break;
 		case S_IFLNK:
 			st->symlinks++;
-			if (!s->ids[e->parent].fresh)
-				unlinkat(pfd, name, 0);
-			{
-				char *t = strndup(catalog_target(s->c, e), e->count);
-
-				if (!t) {
-					rc = -ENOMEM;
-					break;
-				}
-				if (symlinkat(t, pfd, name) < 0)
-					rc = fail_at(s, "creating symlink", i, -errno);
-				else if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-					rc = fail_at(s, "creating symlink", i, -errno);
-				else
-					note_id(s, i, &sb);
-				free(t);
-			}
+			rc = make_symlink(s, i, pfd, name);
 			break;
 		case S_IFIFO:
 		case S_IFSOCK:
 		case S_IFCHR:
 		case S_IFBLK:
 			st->specials++;
-			/* a device's access is its owner and mode: a catalog's
-			 * device made root's without its recorded owner would
-			 * open a disk to whoever the mode lets in */
-			if ((S_ISCHR(e->mode) || S_ISBLK(e->mode)) && !s->o->preserve_owner) {
-				s->ids[i].absent = 1;
-				st->skipped++;
-				break;
-			}
-			if (!s->ids[e->parent].fresh)
-				unlinkat(pfd, name, 0);
-			if (mknodat(pfd, name, (e->mode & S_IFMT) | 0600, (dev_t)e->first) < 0) {
-				if ((S_ISCHR(e->mode) || S_ISBLK(e->mode)) && errno == EPERM) {
-					s->ids[i].absent = 1;
-					st->skipped++;
-					break;
-				}
-				rc = fail_at(s, "creating special file", i, -errno);
-			} else if (fstatat(pfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-				rc = fail_at(s, "creating special file", i, -errno);
-			} else {
-				note_id(s, i, &sb);
-			}
+			rc = make_special(s, i, pfd, name, st);
 			break;
 		case S_IFREG:
 			st->files++;
-			if (!s->ids[e->parent].fresh)
-				unlinkat(pfd, name, 0);
 			st->bytes += e->size;
-			fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				    0600);
-			if (fd < 0) {
-				rc = fail_at(s, "creating", i, -errno);
-				break;
-			}
-			if (e->size && ftruncate(fd, (off_t)e->size) < 0)
-				rc = fail_at(s, "sizing", i, -errno);
-			else if (fstat(fd, &sb) < 0)
-				rc = fail_at(s, "creating", i, -errno);
-			else
-				note_id(s, i, &sb);
-			close(fd);
+			rc = make_file(s, i, pfd, name);
 			break;
 		}
 	}

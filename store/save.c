@@ -262,12 +262,106 @@ static char *join(const char *dir, const char *name)
 }
 
 /* Read one directory, append its sorted children as a block. */
+/* The kinds a snapshot keeps; another is warned of and skipped. */
+static int kept_kind(struct saver *s, const char *path, const char *name, mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+	case S_IFIFO:
+	case S_IFSOCK:
+	case S_IFCHR:
+	case S_IFBLK: return 1;
+	}
+	log_warn("'%s/%s%s%s' is of unknown type %o; skipped", qpath(s->o->dir), qpath(path),
+		 *path ? "/" : "", qpath(name), (unsigned)(mode & S_IFMT));
+	s->st->skipped++;
+	return 0;
+}
+
+/* The entries of directory d (at path), with their stat, in *kids. */
+static int list_dir(struct saver *s, DIR *d, const char *path, struct child **kids, size_t *nk)
+{
+	struct dirent *de;
+	size_t ck = 0;
+
+	while ((errno = 0, de = readdir(d))) {
+		struct child c;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &c.st, AT_SYMLINK_NOFOLLOW) < 0) {
+			int rc = -errno;
+
+			if (rc == -ENOENT) {
+				log_warn("'%s/%s/%s' vanished while saving; left out",
+					 qpath(s->o->dir), qpath(path), qpath(de->d_name));
+				continue;
+			}
+			log_err("save: cannot stat '%s/%s/%s': %s", qpath(s->o->dir), qpath(path),
+				qpath(de->d_name), strerror(-rc));
+			return rc;
+		}
+		if (!kept_kind(s, path, de->d_name, c.st.st_mode))
+			continue;
+		if (*nk == ck) {
+			size_t nc = ck ? ck * 2 : 64;
+			struct child *nkids = realloc(*kids, nc * sizeof(*nkids));
+
+			if (!nkids)
+				return -ENOMEM;
+			*kids = nkids;
+			ck = nc;
+		}
+		c.len = strlen(de->d_name);
+		c.name = strdup(de->d_name);
+		if (!c.name)
+			return -ENOMEM;
+		(*kids)[(*nk)++] = c;
+	}
+	if (errno) {
+		int rc = -errno;
+
+		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path),
+			strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* Add child k of directory idx (open as d) to the tree, a symlink with its target. */
+static int add_child(struct saver *s, uint32_t idx, DIR *d, const char *path, const struct child *k)
+{
+	char target[CATALOG_MAX_TARGET + 1];
+	char *cp = join(path, k->name);
+	ssize_t tl;
+	int rc;
+
+	if (!cp)
+		return -ENOMEM;
+	rc = add_entry(s, idx, k->name, k->len, &k->st, cp);
+	if (rc) {
+		free(cp);
+		return rc;
+	}
+	if (!S_ISLNK(k->st.st_mode))
+		return 0;
+	tl = readlinkat(dirfd(d), k->name, target, sizeof(target));
+	if (tl < 0 || tl > CATALOG_MAX_TARGET) {
+		rc = tl < 0 ? -errno : -ENAMETOOLONG;
+		log_err("save: cannot read symlink '%s/%s': %s", qpath(s->o->dir), qpath(cp),
+			strerror(-rc));
+		return rc;
+	}
+	return snap_tree_set_target(s->t, (uint32_t)(s->t->n - 1), target, (size_t)tl);
+}
+
 static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *sp, uint64_t *scap)
 {
 	const char *path = s->t->paths[idx];
 	struct child *kids = NULL;
-	size_t nk = 0, ck = 0, i;
-	struct dirent *de;
+	size_t nk = 0, i;
 	DIR *d = NULL;
 	int fd, rc = 0;
 	uint64_t first = s->t->n, subdirs = 0;
@@ -282,92 +376,15 @@ static int walk_dir(struct saver *s, uint32_t idx, uint32_t **stack, uint64_t *s
 			strerror(-rc));
 		return rc;
 	}
-	while ((errno = 0, de = readdir(d))) {
-		struct child c;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &c.st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT) {
-				log_warn("'%s/%s/%s' vanished while saving; left out",
-					 qpath(s->o->dir), qpath(path), qpath(de->d_name));
-				continue;
-			}
-			rc = -errno;
-			log_err("save: cannot stat '%s/%s/%s': %s", qpath(s->o->dir), qpath(path),
-				qpath(de->d_name), strerror(errno));
-			goto out;
-		}
-		switch (c.st.st_mode & S_IFMT) {
-		case S_IFREG:
-		case S_IFDIR:
-		case S_IFLNK:
-		case S_IFIFO:
-		case S_IFSOCK:
-		case S_IFCHR:
-		case S_IFBLK: break;
-		default:
-			log_warn("'%s/%s%s%s' is of unknown type %o; skipped", qpath(s->o->dir),
-				 qpath(path), *path ? "/" : "", qpath(de->d_name),
-				 (unsigned)(c.st.st_mode & S_IFMT));
-			s->st->skipped++;
-			continue;
-		}
-		if (nk == ck) {
-			size_t nc = ck ? ck * 2 : 64;
-			struct child *nkids = realloc(kids, nc * sizeof(*nkids));
-
-			if (!nkids) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			kids = nkids;
-			ck = nc;
-		}
-		c.len = strlen(de->d_name);
-		c.name = strdup(de->d_name);
-		if (!c.name) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		kids[nk++] = c;
-	}
-	if (errno) {
-		rc = -errno;
-		log_err("save: cannot list '%s/%s': %s", qpath(s->o->dir), qpath(path),
-			strerror(errno));
+	rc = list_dir(s, d, path, &kids, &nk);
+	if (rc)
 		goto out;
-	}
 	if (nk)
 		qsort(kids, nk, sizeof(*kids), child_cmp);
-	for (i = 0; i < nk; i++) {
-		char *cp = join(path, kids[i].name);
-
-		if (!cp) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		rc = add_entry(s, idx, kids[i].name, kids[i].len, &kids[i].st, cp);
-		if (rc) {
-			free(cp);
-			goto out;
-		}
-		if (S_ISLNK(kids[i].st.st_mode)) {
-			char target[CATALOG_MAX_TARGET + 1];
-			ssize_t tl = readlinkat(dirfd(d), kids[i].name, target, sizeof(target));
-
-			if (tl < 0 || tl > CATALOG_MAX_TARGET) {
-				rc = tl < 0 ? -errno : -ENAMETOOLONG;
-				log_err("save: cannot read symlink '%s/%s': %s", qpath(s->o->dir),
-					qpath(cp), strerror(-rc));
-				goto out;
-			}
-			rc = snap_tree_set_target(s->t, (uint32_t)(s->t->n - 1), target,
-						  (size_t)tl);
-			if (rc)
-				goto out;
-		}
-	}
+	for (i = 0; i < nk && !rc; i++)
+		rc = add_child(s, idx, d, path, &kids[i]);
+	if (rc)
+		goto out;
 	s->t->e[idx].first = first;
 	s->t->e[idx].count = (uint32_t)nk;
 	/* push subdirectories so that they are visited in name order */
