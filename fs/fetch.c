@@ -25,8 +25,7 @@
  * small-file tree 2.55 -> 2.37 s with the writer held back).
  */
 #define _GNU_SOURCE
-#include "fetch.h"
-#include "mount.h"
+#include "fetch_int.h"
 #include "../store/chunker.h"
 #include "../store/pack.h"
 
@@ -39,112 +38,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define FAILED_RING 64
-#define FAILED_HOLD_NS (2 * 1000000000LL) /* a failed fetch answers repeats this long */
-#define NEIGHBOUR_BYTES (1u << 20)
-#define PREFETCH_BATCH (4u << 20)
-#define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
-#define MAX_GAP (64u << 10)
-#define WINDOW_BYTES (4u << 20)
-#define SCAN_SLACK 16 /* a miss this close after the last batch may continue a scan */
-#define RECORD_GAP (256u << 10)
-#define READ_AHEAD_CHUNKS 6
-#define MEM_CHUNK_MAX FETCH_MEM_MAX
-/*
- * Small chunks kept in memory until their cache files are written: up to
- * 256 MiB, a sixteenth of the machine's memory on small ones.  A job that
- * reads a whole record of small files at once fills 64 MiB before the idle
- * writer gets a CPU, and the fetchers then wrote the files themselves on
- * the CPUs the job needed (the read-all job with the record 1.95 -> 1.45 s
- * on the small-file tree).  What is still queued at unmount is written
- * after umount has returned (see mount.c).
- */
-#define MEM_BYTES_MAX ((size_t)256 << 20)
-#define INDEX_BATCH 256 /* objects written behind per index transaction */
-#define WRITE_QUIET_NS (1000LL * 1000000) /* no chunk kept for this long: the writer starts */
-#define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
-#define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
-
-enum { MEM_KEPT, MEM_THERE, MEM_FULL, MEM_NO }; /* mem_keep */
-
-enum {
-	M_DIRTY = 1, /* in memory only: its cache file is not written yet */
-	M_WRITING = 2, /* a writer is writing it from mem[] (keep the bytes) */
-	M_READ = 4, /* read to its end: drop once written */
-};
-
-/* A growing FIFO of chunk indices; its user holds the lock. */
-struct ring {
-	uint32_t *q;
-	size_t head, tail, cap;
-};
-
-struct fetcher {
-	struct repo *r;
-	struct catalog *cat;
-	struct mount_stats *stats;
-	uint32_t n; /* chunks */
-	int reads_fd;
-	int pushed_fd; /* pushed.log: chunks handed to the kernel unasked (see fetch.h) */
-	uint64_t *seen; /* chunks already in the read record */
-	uint64_t *pushed; /* chunks in pushed.log */
-	uint32_t *order; /* chunk indices sorted by (pack, offset) */
-	uint32_t *pos; /* chunk -> index in order */
-	uint32_t *dir; /* chunk -> directory of the first file using it */
-	uint8_t *inflight; /* per chunk; written under lock */
-	uint8_t *have; /* per chunk: known cached (a hint) */
-	uint8_t *wanted; /* per chunk: in the read record */
-	uint32_t *served; /* per chunk: bytes served from its cache file (large ones) */
-	pthread_mutex_t lock;
-	/*
-	 * Chunks whose fetch failed lately, and when (under lock): the kernel
-	 * repeats a read whose readahead failed, and readers waiting on the
-	 * same fetch come back; within FAILED_HOLD_NS they fail at once
-	 * instead of paying another --timeout each.
-	 */
-	struct {
-		uint32_t c;
-		int64_t at;
-	} failed[FAILED_RING];
-	unsigned failed_next;
-	pthread_mutex_t pick; /* one prefetcher at a time chooses its batch; before lock */
-	pthread_cond_t done;
-	/* background queue, under lock */
-	struct ring queue;
-	pthread_cond_t work;
-	pthread_t threads[FETCH_THREADS];
-	int nthreads;
-	int stop;
-	uint32_t seq_next; /* order position after the last foreground batch */
-	uint32_t seq_first; /* order position of its first chunk */
-	uint32_t scan_bytes; /* a scan's next foreground window (0: no scan) */
-	uint32_t seq_read; /* furthest order position a reader has read */
-	uint32_t window_pending; /* next window to fetch once the reader nears it */
-	uint32_t window_len;
-	/*
-	 * Small chunks just fetched, kept in memory: a job reading what a
-	 * batch brought is served without opening and reading cache files.
-	 * A dirty one has no cache file yet: it stays until written, and is
-	 * queued for the writer.  Bounded in bytes, under mem_lock.
-	 */
-	pthread_mutex_t mem_lock;
-	void **mem; /* per chunk: its bytes, or NULL */
-	uint8_t *mflags; /* per chunk: M_DIRTY, M_WRITING, M_READ */
-	size_t mem_bytes;
-	size_t mem_cap; /* at most this many bytes in mem[] */
-	struct ring wq; /* dirty chunks, oldest first */
-	pthread_cond_t wq_cond;
-	pthread_t writer;
-	int writer_on; /* started */
-	int writer_stop;
-	int64_t kept_at; /* mono_ns() of the last chunk kept dirty */
-	int no_mem_reads; /* STASHFS_NO_MEM_READS: serve from the cache files only */
-	/* told of each chunk cached from now on (fetch_on_landed) */
-	pthread_mutex_t landed_lock;
-	void (*landed)(void *arg, uint32_t chunk);
-	void *landed_arg;
-};
 
 static int by_place(const void *a, const void *b, void *cat)
 {
@@ -279,8 +172,6 @@ static void touch_read(struct fetcher *f)
 	free(ids);
 }
 
-static void write_queued(struct fetcher *f, int idle);
-
 void fetcher_close_logs(struct fetcher *f)
 {
 	if (!f)
@@ -350,10 +241,9 @@ void fetcher_free(struct fetcher *f)
 
 static void enqueue(struct fetcher *f, uint32_t c);
 static void start_threads(struct fetcher *f);
-static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len);
 
 /* Append c to ring r; -ENOMEM if it cannot grow. */
-static int ring_push(struct ring *r, uint32_t c)
+int ring_push(struct ring *r, uint32_t c)
 {
 	if (r->tail - r->head == r->cap) {
 		size_t nc = r->cap ? r->cap * 2 : 1024, i;
@@ -373,24 +263,14 @@ static int ring_push(struct ring *r, uint32_t c)
 	return 0;
 }
 
-static int ring_empty(const struct ring *r)
+int ring_empty(const struct ring *r)
 {
 	return r->head == r->tail;
 }
 
-static uint32_t ring_pop(struct ring *r)
+uint32_t ring_pop(struct ring *r)
 {
 	return r->q[r->head++ % r->cap];
-}
-
-/* Index n objects just cached (their files are in place), logging a failure. */
-static void index_cached(struct fetcher *f, size_t n, const struct cas_id *ids, const size_t *lens)
-{
-	int rc = n ? store_objects_index(f->r->store, n, ids, lens) : 0;
-
-	if (rc)
-		log_err("fetch: indexing cached objects in %s: %s", store_path(f->r->store),
-			strerror(-rc));
 }
 
 /* Append c to a log (reads.log, pushed.log) unless its bit says it is there. */
@@ -663,220 +543,6 @@ out:
 	pack_codec_free(a.pc);
 	buf_free(&in);
 	return a.rc;
-}
-
-/* Drop chunk c's bytes from memory.  Under mem_lock. */
-static void mem_drop(struct fetcher *f, uint32_t c)
-{
-	f->mem_bytes -= catalog_chunk(f->cat, c)->raw_len;
-	free(f->mem[c]);
-	f->mem[c] = NULL;
-	f->mflags[c] = 0;
-}
-
-static void *cache_writer(void *arg);
-
-/*
- * Keep small chunk c's verified bytes in memory (taking *p), dirty, and
- * queue its cache file for the writer.  MEM_THERE: dirty in memory
- * already; MEM_FULL: no room (the caller writes the file); MEM_NO: not a
- * small chunk.
- */
-static int mem_keep(struct fetcher *f, uint32_t c, void **p, size_t len)
-{
-	int rc = MEM_KEPT;
-
-	if (len > MEM_CHUNK_MAX || len == 0)
-		return MEM_NO;
-	pthread_mutex_lock(&f->mem_lock);
-	if (f->mem[c] && (f->mflags[c] & M_DIRTY)) {
-		rc = MEM_THERE;
-		goto out;
-	}
-	if (f->mem[c])
-		mem_drop(f, c); /* clean: its file may be gone since, write it again */
-	if (f->mem_bytes + len > f->mem_cap) {
-		rc = MEM_FULL;
-		goto out;
-	}
-	if (!f->writer_on) {
-		if (pthread_create(&f->writer, NULL, cache_writer, f) != 0) {
-			rc = MEM_FULL;
-			goto out;
-		}
-		f->writer_on = 1;
-	}
-	if (ring_push(&f->wq, c)) {
-		rc = MEM_FULL;
-		goto out;
-	}
-	f->mem[c] = *p;
-	*p = NULL;
-	f->mflags[c] = M_DIRTY;
-	f->mem_bytes += len;
-	f->kept_at = mono_ns();
-	pthread_cond_signal(&f->wq_cond);
-out:
-	pthread_mutex_unlock(&f->mem_lock);
-	return rc;
-}
-
-/*
- * Write dirty chunk c's cache file from memory unless someone is at it.
- * Under mem_lock, dropped while writing.  1 written, 0 nothing to do, or
- * an error (the bytes are dropped: readers fetch the chunk again).
- */
-static int write_one(struct fetcher *f, uint32_t c)
-{
-	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
-	const void *p = f->mem[c]; /* kept while M_WRITING */
-	int rc;
-
-	if ((f->mflags[c] & (M_DIRTY | M_WRITING)) != M_DIRTY)
-		return 0;
-	f->mflags[c] |= M_WRITING;
-	pthread_mutex_unlock(&f->mem_lock);
-	rc = store_object_place(f->r->store, &ch->id, p, ch->raw_len);
-	pthread_mutex_lock(&f->mem_lock);
-	f->mflags[c] &= (uint8_t) ~(M_WRITING | M_DIRTY);
-	if (rc) {
-		__atomic_store_n(&f->have[c], 0, __ATOMIC_RELAXED);
-		mem_drop(f, c);
-		return rc;
-	}
-	__atomic_add_fetch(&f->stats->written_behind, 1, __ATOMIC_RELAXED);
-	if (f->mflags[c] & M_READ)
-		mem_drop(f, c);
-	return 1;
-}
-
-/* The idle writer may write now (see the top of this file).  Under mem_lock. */
-static int writer_may(struct fetcher *f)
-{
-	return f->writer_stop || __atomic_load_n(&f->stats->leaving, __ATOMIC_RELAXED) ||
-	       f->mem_bytes >= f->mem_cap / 2 || mono_ns() - f->kept_at >= WRITE_QUIET_NS;
-}
-
-/*
- * Write the queued cache files, indexing them in batches.  idle: the
- * writer thread, waiting for more until told to stop; else until the
- * queue is empty.
- */
-static void write_queued(struct fetcher *f, int idle)
-{
-	struct cas_id ids[INDEX_BATCH];
-	size_t lens[INDEX_BATCH], n = 0;
-	int rc, failed = 0;
-
-	pthread_mutex_lock(&f->mem_lock);
-	for (;;) {
-		uint32_t c;
-
-		if (n == INDEX_BATCH || (n && ring_empty(&f->wq))) {
-			pthread_mutex_unlock(&f->mem_lock);
-			index_cached(f, n, ids, lens);
-			n = 0;
-			pthread_mutex_lock(&f->mem_lock);
-			continue;
-		}
-		if (ring_empty(&f->wq)) {
-			if (!idle || f->writer_stop)
-				break;
-			pthread_cond_wait(&f->wq_cond, &f->mem_lock);
-			continue;
-		}
-		if (idle && !writer_may(f)) {
-			/* polled: a job fetching keeps it waiting, and the
-			 * mount leaving sets no condition of ours */
-			pthread_mutex_unlock(&f->mem_lock);
-			usleep(50000);
-			pthread_mutex_lock(&f->mem_lock);
-			continue;
-		}
-		c = ring_pop(&f->wq);
-		rc = write_one(f, c);
-		if (rc == 1) {
-			ids[n] = catalog_chunk(f->cat, c)->id;
-			lens[n++] = catalog_chunk(f->cat, c)->raw_len;
-		} else if (rc < 0 && !failed++) {
-			log_err("fetch: caching objects in %s: %s", store_path(f->r->store),
-				strerror(-rc));
-		}
-	}
-	pthread_mutex_unlock(&f->mem_lock);
-}
-
-/*
- * The writer: at idle priority, so the cache files of what the job has in
- * memory already are written on CPU time the job leaves unused.
- */
-static void *cache_writer(void *arg)
-{
-	struct sched_param sp = { 0 };
-
-	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-	write_queued(arg, 1);
-	return NULL;
-}
-
-/*
- * Chunk c's cache file is wanted now: write it if it is in memory only.
- * 0 written, 1 not in memory only (nothing to write), or an error.
- */
-static int write_now(struct fetcher *f, uint32_t c)
-{
-	const struct cat_chunk *ch = catalog_chunk(f->cat, c);
-	void *copy;
-	int rc;
-
-	pthread_mutex_lock(&f->mem_lock);
-	if (!(f->mflags[c] & M_DIRTY)) {
-		pthread_mutex_unlock(&f->mem_lock);
-		return 1;
-	}
-	if (!(f->mflags[c] & M_WRITING)) {
-		rc = write_one(f, c);
-		pthread_mutex_unlock(&f->mem_lock);
-	} else {
-		/* the idle writer is at it: rather than wait for it, write a
-		 * copy (the second link of the same bytes finds the first) */
-		copy = malloc(ch->raw_len);
-		if (copy)
-			memcpy(copy, f->mem[c], ch->raw_len);
-		pthread_mutex_unlock(&f->mem_lock);
-		if (!copy)
-			return -ENOMEM;
-		rc = store_object_place(f->r->store, &ch->id, copy, ch->raw_len);
-		free(copy);
-		rc = rc ? rc : 1;
-	}
-	if (rc != 1)
-		return rc;
-	index_cached(f, 1, &ch->id, (const size_t[]){ ch->raw_len });
-	return 0;
-}
-
-int fetch_mem_read(struct fetcher *f, uint32_t c, uint64_t off, void *buf, size_t n)
-{
-	uint32_t len = catalog_chunk(f->cat, c)->raw_len;
-	int rc = 0;
-
-	if (f->no_mem_reads || len > MEM_CHUNK_MAX)
-		return 0; /* never kept: no need for the lock */
-	pthread_mutex_lock(&f->mem_lock);
-	if (f->mem[c] && off + n <= len) {
-		memcpy(buf, (char *)f->mem[c] + off, n);
-		rc = 1;
-		if (off + n == len) {
-			/* read to its end: most readers are done with it */
-			if (f->mflags[c] & (M_DIRTY | M_WRITING))
-				f->mflags[c] |= M_READ;
-			else
-				mem_drop(f, c);
-		}
-	}
-	pthread_mutex_unlock(&f->mem_lock);
-	return rc;
 }
 
 static void enqueue(struct fetcher *f, uint32_t c)

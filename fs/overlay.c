@@ -13,7 +13,7 @@
  * missing, so that is harmless.
  */
 #define _GNU_SOURCE
-#include "overlay.h"
+#include "overlay_int.h"
 #include "../store/store.h"
 
 #include <errno.h>
@@ -29,18 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-#ifndef RENAME_EXCHANGE
-#define RENAME_EXCHANGE (1 << 1)
-#endif
-
-struct u64set {
-	uint64_t *v; /* 0 marks a free slot: inode 0 does not exist */
-	size_t cap, n;
-};
-
 static size_t slot_of(const struct u64set *s, uint64_t x)
 {
 	size_t i = (size_t)((x * 0x9e3779b97f4a7c15ULL) >> 20) & (s->cap - 1);
@@ -50,12 +38,12 @@ static size_t slot_of(const struct u64set *s, uint64_t x)
 	return i;
 }
 
-static int set_has(const struct u64set *s, uint64_t x)
+int ovi_set_has(const struct u64set *s, uint64_t x)
 {
 	return s->cap && s->v[slot_of(s, x)] == x;
 }
 
-static int set_add(struct u64set *s, uint64_t x)
+int ovi_set_add(struct u64set *s, uint64_t x)
 {
 	size_t i;
 
@@ -80,25 +68,6 @@ static int set_add(struct u64set *s, uint64_t x)
 	}
 	return 0;
 }
-
-struct ov {
-	char dir[PATH_MAX];
-	struct catalog *cat;
-	uint64_t ncat;
-	struct ov_opts o;
-	sqlite3 *db;
-	pthread_rwlock_t lock;
-	pthread_mutex_t copy_lock;
-	struct u64set rows;
-	struct u64set uppers; /* rows with upper = 1 (never cleared) */
-	struct u64set dirty;
-	struct u64set xups; /* catalog inodes whose xattrs are in the table */
-	uint64_t next_ino;
-	int wal_fd; /* state.db-wal, for ov_sync; -1 until the first */
-	int has_xattrs; /* in the table */
-	int cat_xattrs; /* in the catalog */
-	sqlite3_stmt *get_ino, *put_ino, *get_dent, *put_dent, *del_dent, *list_dent;
-};
 
 static const char schema[] =
 	"PRAGMA journal_mode=WAL;"
@@ -128,7 +97,7 @@ static const char *const migrate[] = {
 	"ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0",
 };
 
-static int sqlerr(struct ov *ov, int rc, const char *what)
+int ovi_sqlerr(struct ov *ov, int rc, const char *what)
 {
 	if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
 		return 0;
@@ -140,7 +109,7 @@ static int sqlerr(struct ov *ov, int rc, const char *what)
 	return -EIO;
 }
 
-static void now_ts(int64_t *s, uint32_t *ns)
+void ovi_now_ts(int64_t *s, uint32_t *ns)
 {
 	struct timespec ts;
 
@@ -159,7 +128,7 @@ static void now_ts(int64_t *s, uint32_t *ns)
  */
 #define BALLAST_BYTES (8 << 20)
 
-static void ballast_make(struct ov *ov)
+void ovi_ballast_make(struct ov *ov)
 {
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 16];
 	int fd;
@@ -177,7 +146,7 @@ static void ballast_make(struct ov *ov)
 }
 
 /* 1 if there was ballast to give back. */
-static int ballast_release(struct ov *ov)
+int ovi_ballast_release(struct ov *ov)
 {
 	char path[PATH_MAX + 16];
 
@@ -202,16 +171,16 @@ uint64_t ov_cat_ino(struct ov *ov, uint32_t idx)
 
 /* ---- transactions ---- */
 
-static int begin(struct ov *ov)
+int ovi_begin(struct ov *ov)
 {
 	pthread_rwlock_wrlock(&ov->lock);
-	return sqlerr(ov, sqlite3_exec(ov->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
+	return ovi_sqlerr(ov, sqlite3_exec(ov->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), "begin");
 }
 
-static int end(struct ov *ov, int rc)
+int ovi_end(struct ov *ov, int rc)
 {
 	if (rc == 0)
-		rc = sqlerr(ov, sqlite3_exec(ov->db, "COMMIT", NULL, NULL, NULL), "commit");
+		rc = ovi_sqlerr(ov, sqlite3_exec(ov->db, "COMMIT", NULL, NULL, NULL), "commit");
 	if (rc)
 		sqlite3_exec(ov->db, "ROLLBACK", NULL, NULL, NULL);
 	pthread_rwlock_unlock(&ov->lock);
@@ -228,7 +197,7 @@ static int end(struct ov *ov, int rc)
 #define STMT_BEGIN(ov) sqlite3_mutex_enter(sqlite3_db_mutex((ov)->db))
 #define STMT_END(ov) sqlite3_mutex_leave(sqlite3_db_mutex((ov)->db))
 
-static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *target)
+int ovi_get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *target)
 {
 	sqlite3_stmt *st = ov->get_ino;
 	int rc;
@@ -269,14 +238,14 @@ static int get_row(struct ov *ov, uint64_t ino, struct ov_attr *a, struct buf *t
 	} else if (rc == SQLITE_DONE) {
 		rc = -ENOENT;
 	} else {
-		rc = sqlerr(ov, rc, "read inode");
+		rc = ovi_sqlerr(ov, rc, "read inode");
 	}
 	sqlite3_reset(st);
 	STMT_END(ov);
 	return rc;
 }
 
-static int put_row(struct ov *ov, const struct ov_attr *a, const char *target, size_t tlen)
+int ovi_put_row(struct ov *ov, const struct ov_attr *a, const char *target, size_t tlen)
 {
 	sqlite3_stmt *st = ov->put_ino;
 	int rc;
@@ -300,12 +269,12 @@ static int put_row(struct ov *ov, const struct ov_attr *a, const char *target, s
 	sqlite3_bind_int64(st, 14, a->atime_s);
 	sqlite3_bind_int64(st, 15, a->atime_ns);
 	sqlite3_bind_int64(st, 16, (sqlite3_int64)a->rdev);
-	rc = sqlerr(ov, sqlite3_step(st), "write inode");
+	rc = ovi_sqlerr(ov, sqlite3_step(st), "write inode");
 	sqlite3_reset(st);
 	if (!rc)
-		rc = set_add(&ov->rows, a->ino);
+		rc = ovi_set_add(&ov->rows, a->ino);
 	if (!rc && a->upper)
-		rc = set_add(&ov->uppers, a->ino);
+		rc = ovi_set_add(&ov->uppers, a->ino);
 	return rc;
 }
 
@@ -328,12 +297,12 @@ static void cat_attr(struct ov *ov, uint32_t idx, struct ov_attr *a)
 }
 
 /* Attributes of ino; with the lock held (either way). */
-static int attr_locked(struct ov *ov, uint64_t ino, struct ov_attr *a)
+int ovi_attr_locked(struct ov *ov, uint64_t ino, struct ov_attr *a)
 {
 	int rc = -ENOENT;
 
-	if (set_has(&ov->rows, ino)) {
-		rc = get_row(ov, ino, a, NULL);
+	if (ovi_set_has(&ov->rows, ino)) {
+		rc = ovi_get_row(ov, ino, a, NULL);
 		if (rc && rc != -ENOENT)
 			return rc;
 	}
@@ -369,20 +338,20 @@ static int attr_locked(struct ov *ov, uint64_t ino, struct ov_attr *a)
 }
 
 /* Write a's record, keeping a symlink's target (from its row or the catalog). */
-static int save_row(struct ov *ov, const struct ov_attr *a)
+int ovi_save_row(struct ov *ov, const struct ov_attr *a)
 {
 	struct buf t = BUF_INIT;
 	struct ov_attr tmp;
 	int rc;
 
 	if (!S_ISLNK(a->mode))
-		return put_row(ov, a, NULL, 0);
-	if (set_has(&ov->rows, a->ino) && get_row(ov, a->ino, &tmp, &t) == 0 && t.len > 1) {
-		rc = put_row(ov, a, (const char *)t.p, t.len - 1);
+		return ovi_put_row(ov, a, NULL, 0);
+	if (ovi_set_has(&ov->rows, a->ino) && ovi_get_row(ov, a->ino, &tmp, &t) == 0 && t.len > 1) {
+		rc = ovi_put_row(ov, a, (const char *)t.p, t.len - 1);
 	} else if (a->cat_idx != OV_NONE) {
 		const struct cat_entry *e = catalog_entry(ov->cat, a->cat_idx);
 
-		rc = put_row(ov, a, catalog_target(ov->cat, e), e->count);
+		rc = ovi_put_row(ov, a, catalog_target(ov->cat, e), e->count);
 	} else {
 		rc = -EIO;
 	}
@@ -391,19 +360,19 @@ static int save_row(struct ov *ov, const struct ov_attr *a)
 }
 
 /* Make sure ino has a row (copying the catalog's record); its attrs in *a. */
-static int ensure_row(struct ov *ov, uint64_t ino, struct ov_attr *a)
+int ovi_ensure_row(struct ov *ov, uint64_t ino, struct ov_attr *a)
 {
-	int rc = attr_locked(ov, ino, a);
+	int rc = ovi_attr_locked(ov, ino, a);
 
 	if (rc)
 		return rc;
-	if (set_has(&ov->rows, ino)) {
+	if (ovi_set_has(&ov->rows, ino)) {
 		struct ov_attr tmp;
 
-		if (get_row(ov, ino, &tmp, NULL) == 0)
+		if (ovi_get_row(ov, ino, &tmp, NULL) == 0)
 			return 0;
 	}
-	return save_row(ov, a);
+	return ovi_save_row(ov, a);
 }
 
 /* Catalog child of parent named name (parent must be a catalog dir). */
@@ -417,12 +386,12 @@ static int cat_has(struct ov *ov, uint64_t parent, const char *name, uint32_t *i
 }
 
 /* Inode of parent/name, or -ENOENT.  Lock held. */
-static int lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint64_t *ino)
+int ovi_lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint64_t *ino)
 {
 	uint32_t idx;
 	int rc;
 
-	if (set_has(&ov->dirty, parent)) {
+	if (ovi_set_has(&ov->dirty, parent)) {
 		sqlite3_stmt *st = ov->get_dent;
 
 		STMT_BEGIN(ov);
@@ -436,7 +405,7 @@ static int lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint6
 		if (rc == SQLITE_ROW)
 			return *ino ? 0 : -ENOENT;
 		if (rc != SQLITE_DONE)
-			return sqlerr(ov, rc, "lookup");
+			return ovi_sqlerr(ov, rc, "lookup");
 	}
 	rc = cat_has(ov, parent, name, &idx);
 	if (rc)
@@ -445,7 +414,7 @@ static int lookup_locked(struct ov *ov, uint64_t parent, const char *name, uint6
 	return 0;
 }
 
-static int set_dentry(struct ov *ov, uint64_t parent, const char *name, uint64_t ino)
+int ovi_set_dentry(struct ov *ov, uint64_t parent, const char *name, uint64_t ino)
 {
 	sqlite3_stmt *st = ov->put_dent;
 	int rc;
@@ -453,49 +422,49 @@ static int set_dentry(struct ov *ov, uint64_t parent, const char *name, uint64_t
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
 	sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)ino);
-	rc = sqlerr(ov, sqlite3_step(st), "write name");
+	rc = ovi_sqlerr(ov, sqlite3_step(st), "write name");
 	sqlite3_reset(st);
 	if (!rc)
-		rc = set_add(&ov->dirty, parent);
+		rc = ovi_set_add(&ov->dirty, parent);
 	return rc;
 }
 
 /* Remove a name: a whiteout where the catalog has it, else drop the row. */
-static int remove_name(struct ov *ov, uint64_t parent, const char *name)
+int ovi_remove_name(struct ov *ov, uint64_t parent, const char *name)
 {
 	uint32_t idx;
 	sqlite3_stmt *st = ov->del_dent;
 	int rc;
 
 	if (cat_has(ov, parent, name, &idx) == 0)
-		return set_dentry(ov, parent, name, 0);
+		return ovi_set_dentry(ov, parent, name, 0);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
 	sqlite3_bind_blob(st, 2, name, (int)strlen(name), SQLITE_STATIC);
-	rc = sqlerr(ov, sqlite3_step(st), "remove name");
+	rc = ovi_sqlerr(ov, sqlite3_step(st), "remove name");
 	sqlite3_reset(st);
 	return rc;
 }
 
 /* A directory's entries changed: mtime and ctime now, nlink += delta. */
-static int touch_dir(struct ov *ov, uint64_t dir, int delta)
+int ovi_touch_dir(struct ov *ov, uint64_t dir, int delta)
 {
 	struct ov_attr a;
-	int rc = ensure_row(ov, dir, &a);
+	int rc = ovi_ensure_row(ov, dir, &a);
 
 	if (rc)
 		return rc;
-	now_ts(&a.mtime_s, &a.mtime_ns);
+	ovi_now_ts(&a.mtime_s, &a.mtime_ns);
 	a.ctime_s = a.mtime_s;
 	a.ctime_ns = a.mtime_ns;
 	a.nlink = (uint32_t)((int)a.nlink + delta);
-	return save_row(ov, &a);
+	return ovi_save_row(ov, &a);
 }
 
 /* ---- open/close ---- */
 
-static int prep(struct ov *ov, sqlite3_stmt **st, const char *sql)
+int ovi_prep(struct ov *ov, sqlite3_stmt **st, const char *sql)
 {
-	return sqlerr(ov, sqlite3_prepare_v2(ov->db, sql, -1, st, NULL), "prepare");
+	return ovi_sqlerr(ov, sqlite3_prepare_v2(ov->db, sql, -1, st, NULL), "prepare");
 }
 
 static int load_sets(struct ov *ov)
@@ -503,37 +472,37 @@ static int load_sets(struct ov *ov)
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	rc = prep(ov, &st, "SELECT ino, upper FROM inodes");
+	rc = ovi_prep(ov, &st, "SELECT ino, upper FROM inodes");
 	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		uint64_t ino = (uint64_t)sqlite3_column_int64(st, 0);
 
-		rc = set_add(&ov->rows, ino);
+		rc = ovi_set_add(&ov->rows, ino);
 		if (!rc && sqlite3_column_int(st, 1))
-			rc = set_add(&ov->uppers, ino);
+			rc = ovi_set_add(&ov->uppers, ino);
 	}
 	rc = rc == SQLITE_DONE ? 0 : rc;
 	sqlite3_finalize(st);
 	st = NULL;
 	if (!rc)
-		rc = prep(ov, &st, "SELECT DISTINCT parent FROM dentries");
+		rc = ovi_prep(ov, &st, "SELECT DISTINCT parent FROM dentries");
 	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		rc = set_add(&ov->dirty, (uint64_t)sqlite3_column_int64(st, 0));
+		rc = ovi_set_add(&ov->dirty, (uint64_t)sqlite3_column_int64(st, 0));
 	rc = rc == SQLITE_DONE ? 0 : rc;
 	sqlite3_finalize(st);
 	st = NULL;
 	if (!rc)
-		rc = prep(ov, &st, "SELECT ino FROM xup");
+		rc = ovi_prep(ov, &st, "SELECT ino FROM xup");
 	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		rc = set_add(&ov->xups, (uint64_t)sqlite3_column_int64(st, 0));
+		rc = ovi_set_add(&ov->xups, (uint64_t)sqlite3_column_int64(st, 0));
 	rc = rc == SQLITE_DONE ? 0 : rc;
 	sqlite3_finalize(st);
 	st = NULL;
 	if (!rc)
-		rc = prep(ov, &st, "SELECT COUNT(*) FROM xattrs");
+		rc = ovi_prep(ov, &st, "SELECT COUNT(*) FROM xattrs");
 	if (!rc && sqlite3_step(st) == SQLITE_ROW)
 		ov->has_xattrs = sqlite3_column_int64(st, 0) > 0;
 	sqlite3_finalize(st);
-	return rc > 0 ? sqlerr(ov, rc, "load") : rc;
+	return rc > 0 ? ovi_sqlerr(ov, rc, "load") : rc;
 }
 
 /* Unlinked inodes can no longer be open: drop them and their data. */
@@ -543,27 +512,28 @@ static int drop_orphans(struct ov *ov)
 	char path[PATH_MAX];
 	int rc;
 
-	rc = prep(ov, &st, "SELECT ino FROM inodes WHERE nlink = 0");
+	rc = ovi_prep(ov, &st, "SELECT ino FROM inodes WHERE nlink = 0");
 	while (!rc && sqlite3_step(st) == SQLITE_ROW) {
 		ov_data_path(ov, (uint64_t)sqlite3_column_int64(st, 0), path);
 		unlink(path);
 	}
 	sqlite3_finalize(st);
 	if (!rc)
-		rc = sqlerr(ov,
-			    sqlite3_exec(ov->db,
-					 "DELETE FROM xattrs WHERE ino IN (SELECT ino FROM inodes "
-					 "WHERE nlink = 0);"
-					 "DELETE FROM inodes WHERE nlink = 0;",
-					 NULL, NULL, NULL),
-			    "drop orphans");
+		rc = ovi_sqlerr(
+			ov,
+			sqlite3_exec(ov->db,
+				     "DELETE FROM xattrs WHERE ino IN (SELECT ino FROM inodes "
+				     "WHERE nlink = 0);"
+				     "DELETE FROM inodes WHERE nlink = 0;",
+				     NULL, NULL, NULL),
+			"drop orphans");
 	return rc;
 }
 
 int ov_meta_get(struct ov *ov, const char *k, char *v, size_t n)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = prep(ov, &st, "SELECT v FROM meta WHERE k = ?1");
+	int rc = ovi_prep(ov, &st, "SELECT v FROM meta WHERE k = ?1");
 
 	if (rc)
 		return rc;
@@ -573,7 +543,7 @@ int ov_meta_get(struct ov *ov, const char *k, char *v, size_t n)
 		snprintf(v, n, "%s", (const char *)sqlite3_column_text(st, 0));
 		rc = 0;
 	} else {
-		rc = rc == SQLITE_DONE ? -ENOENT : sqlerr(ov, rc, "read meta");
+		rc = rc == SQLITE_DONE ? -ENOENT : ovi_sqlerr(ov, rc, "read meta");
 	}
 	sqlite3_finalize(st);
 	return rc;
@@ -582,13 +552,13 @@ int ov_meta_get(struct ov *ov, const char *k, char *v, size_t n)
 int ov_meta_set(struct ov *ov, const char *k, const char *v)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = prep(ov, &st, "INSERT OR REPLACE INTO meta VALUES(?1, ?2)");
+	int rc = ovi_prep(ov, &st, "INSERT OR REPLACE INTO meta VALUES(?1, ?2)");
 
 	if (rc)
 		return rc;
 	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
-	rc = sqlerr(ov, sqlite3_step(st), "write meta");
+	rc = ovi_sqlerr(ov, sqlite3_step(st), "write meta");
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -654,29 +624,31 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 				     "INSERT OR IGNORE INTO xup SELECT DISTINCT ino FROM xattrs",
 				     NULL, NULL, NULL);
 	}
-	rc = prep(ov, &ov->get_ino,
-		  "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns, ctime_s, ctime_ns,"
-		  " target, upper, cat, atime_s, atime_ns, rdev FROM inodes WHERE ino = ?1");
+	rc = ovi_prep(ov, &ov->get_ino,
+		      "SELECT mode, uid, gid, nlink, size, mtime_s, mtime_ns, ctime_s, ctime_ns,"
+		      " target, upper, cat, atime_s, atime_ns, rdev FROM inodes WHERE ino = ?1");
 	if (!rc)
-		rc = prep(ov, &ov->put_ino,
-			  "INSERT OR REPLACE INTO inodes(ino, mode, uid, gid, nlink, size,"
-			  " mtime_s, mtime_ns, ctime_s, ctime_ns, target, upper, cat, atime_s,"
-			  " atime_ns, rdev) VALUES"
-			  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
+		rc = ovi_prep(ov, &ov->put_ino,
+			      "INSERT OR REPLACE INTO inodes(ino, mode, uid, gid, nlink, size,"
+			      " mtime_s, mtime_ns, ctime_s, ctime_ns, target, upper, cat, atime_s,"
+			      " atime_ns, rdev) VALUES"
+			      "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
 	if (!rc)
-		rc = prep(ov, &ov->get_dent,
-			  "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
+		rc = ovi_prep(ov, &ov->get_dent,
+			      "SELECT ino FROM dentries WHERE parent=?1 AND name=?2");
 	if (!rc)
-		rc = prep(ov, &ov->put_dent, "INSERT OR REPLACE INTO dentries VALUES(?1,?2,?3)");
+		rc = ovi_prep(ov, &ov->put_dent,
+			      "INSERT OR REPLACE INTO dentries VALUES(?1,?2,?3)");
 	if (!rc)
-		rc = prep(ov, &ov->del_dent, "DELETE FROM dentries WHERE parent=?1 AND name=?2");
+		rc = ovi_prep(ov, &ov->del_dent,
+			      "DELETE FROM dentries WHERE parent=?1 AND name=?2");
 	if (!rc)
-		rc = prep(ov, &ov->list_dent,
-			  "SELECT name, ino FROM dentries WHERE parent=?1 ORDER BY name");
+		rc = ovi_prep(ov, &ov->list_dent,
+			      "SELECT name, ino FROM dentries WHERE parent=?1 ORDER BY name");
 	if (!rc && !o->readonly)
 		rc = drop_orphans(ov);
 	if (!rc && !o->readonly)
-		ballast_make(ov);
+		ovi_ballast_make(ov);
 	if (!rc)
 		rc = load_sets(ov);
 	if (rc)
@@ -686,7 +658,7 @@ int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struc
 	{
 		sqlite3_stmt *st = NULL;
 
-		if (prep(ov, &st, "SELECT COALESCE(MAX(ino), 0) FROM inodes") == 0 &&
+		if (ovi_prep(ov, &st, "SELECT COALESCE(MAX(ino), 0) FROM inodes") == 0 &&
 		    sqlite3_step(st) == SQLITE_ROW &&
 		    (uint64_t)sqlite3_column_int64(st, 0) >= ov->next_ino)
 			ov->next_ino = (uint64_t)sqlite3_column_int64(st, 0) + 1;
@@ -776,7 +748,7 @@ int ov_getattr(struct ov *ov, uint64_t ino, struct ov_attr *a)
 	int rc;
 
 	pthread_rwlock_rdlock(&ov->lock);
-	rc = attr_locked(ov, ino, a);
+	rc = ovi_attr_locked(ov, ino, a);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
 }
@@ -807,10 +779,10 @@ int ov_content(struct ov *ov, uint64_t ino, uint32_t *cat_idx)
 	int rc;
 
 	pthread_rwlock_rdlock(&ov->lock);
-	if (set_has(&ov->uppers, ino)) {
+	if (ovi_set_has(&ov->uppers, ino)) {
 		rc = 1;
 	} else {
-		rc = attr_locked(ov, ino, &a);
+		rc = ovi_attr_locked(ov, ino, &a);
 		if (!rc && S_ISDIR(a.mode))
 			rc = -EISDIR;
 		else if (!rc && a.upper)
@@ -830,9 +802,9 @@ int ov_lookup(struct ov *ov, uint64_t parent, const char *name, struct ov_attr *
 	int rc;
 
 	pthread_rwlock_rdlock(&ov->lock);
-	rc = lookup_locked(ov, parent, name, &ino);
+	rc = ovi_lookup_locked(ov, parent, name, &ino);
 	if (!rc)
-		rc = attr_locked(ov, ino, a);
+		rc = ovi_attr_locked(ov, ino, a);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
 }
@@ -844,7 +816,7 @@ ssize_t ov_readlink(struct ov *ov, uint64_t ino, char *out, size_t n)
 	ssize_t rc;
 
 	pthread_rwlock_rdlock(&ov->lock);
-	if (set_has(&ov->rows, ino) && get_row(ov, ino, &a, &t) == 0) {
+	if (ovi_set_has(&ov->rows, ino) && ovi_get_row(ov, ino, &a, &t) == 0) {
 		rc = S_ISLNK(a.mode) ? (ssize_t)t.len - 1 : -EINVAL;
 		if (rc > 0)
 			snprintf(out, n, "%s", (const char *)t.p);
@@ -902,12 +874,12 @@ static int add_db_name(struct ov *ov, struct dvec *d, const struct ov_dirent *x)
 {
 	struct ov_attr a;
 
-	if (x->ino == 0 || attr_locked(ov, x->ino, &a))
+	if (x->ino == 0 || ovi_attr_locked(ov, x->ino, &a))
 		return 0;
 	return dvec_add(d, x->name, x->len, x->ino, a.mode);
 }
 
-static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n)
+int ovi_list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n)
 {
 	struct dvec db = { NULL, 0, 0 }, out = { NULL, 0, 0 };
 	struct ov_attr a;
@@ -915,10 +887,10 @@ static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t
 	uint64_t c = 0, cn = 0;
 	int rc;
 
-	rc = attr_locked(ov, dir, &a);
+	rc = ovi_attr_locked(ov, dir, &a);
 	if (!rc && !S_ISDIR(a.mode))
 		rc = -ENOTDIR;
-	if (!rc && set_has(&ov->dirty, dir)) {
+	if (!rc && ovi_set_has(&ov->dirty, dir)) {
 		sqlite3_stmt *st = ov->list_dent;
 
 		STMT_BEGIN(ov);
@@ -927,7 +899,7 @@ static int list_locked(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t
 			rc = dvec_add(&db, sqlite3_column_blob(st, 0),
 				      (size_t)sqlite3_column_bytes(st, 0),
 				      (uint64_t)sqlite3_column_int64(st, 1), 0);
-		rc = rc == SQLITE_DONE ? 0 : rc > 0 ? sqlerr(ov, rc, "list") : rc;
+		rc = rc == SQLITE_DONE ? 0 : rc > 0 ? ovi_sqlerr(ov, rc, "list") : rc;
 		sqlite3_reset(st);
 		STMT_END(ov);
 	}
@@ -977,676 +949,7 @@ int ov_list(struct ov *ov, uint64_t dir, struct ov_dirent **v, size_t *n)
 	int rc;
 
 	pthread_rwlock_rdlock(&ov->lock);
-	rc = list_locked(ov, dir, v, n);
+	rc = ovi_list_locked(ov, dir, v, n);
 	pthread_rwlock_unlock(&ov->lock);
 	return rc;
-}
-
-/* ---- changes ---- */
-
-static int dir_is_empty(struct ov *ov, uint64_t dir)
-{
-	struct ov_dirent *v;
-	size_t n;
-	int rc;
-
-	rc = list_locked(ov, dir, &v, &n);
-	if (rc)
-		return rc;
-	ov_dirents_free(v, n);
-	return n == 0;
-}
-
-int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
-	      const char *target, dev_t rdev, struct ov_attr *a)
-{
-	struct ov_attr p;
-	uint64_t ino;
-	char path[PATH_MAX];
-	int rc, fd;
-
-	if (strlen(name) > CATALOG_MAX_NAME)
-		return -ENAMETOOLONG;
-	rc = begin(ov);
-	if (rc)
-		return end(ov, rc);
-	rc = attr_locked(ov, parent, &p);
-	if (!rc && !S_ISDIR(p.mode))
-		rc = -ENOTDIR;
-	if (!rc && p.nlink == 0)
-		rc = -ENOENT;
-	if (!rc && lookup_locked(ov, parent, name, &ino) == 0)
-		rc = -EEXIST;
-	if (rc)
-		return end(ov, rc);
-	ino = ov->next_ino++;
-	memset(a, 0, sizeof(*a));
-	a->ino = ino;
-	a->mode = mode;
-	a->uid = uid;
-	a->gid = gid;
-	a->nlink = S_ISDIR(mode) ? 2 : 1;
-	a->size = S_ISDIR(mode) ? 4096 : target ? strlen(target) : 0;
-	now_ts(&a->mtime_s, &a->mtime_ns);
-	a->ctime_s = a->atime_s = a->mtime_s;
-	a->ctime_ns = a->atime_ns = a->mtime_ns;
-	a->rdev = S_ISCHR(mode) || S_ISBLK(mode) ? rdev : 0;
-	a->upper = S_ISREG(mode);
-	a->cat_idx = OV_NONE;
-	if (S_ISREG(mode)) {
-		ov_data_path(ov, ino, path);
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return end(ov, -errno);
-		close(fd);
-	}
-	rc = put_row(ov, a, target, target ? strlen(target) : 0);
-	if (!rc)
-		rc = set_dentry(ov, parent, name, ino);
-	if (!rc)
-		rc = touch_dir(ov, parent, S_ISDIR(mode) ? 1 : 0);
-	if (!rc)
-		rc = attr_locked(ov, ino, a);
-	return end(ov, rc);
-}
-
-int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name, struct ov_attr *a)
-{
-	struct ov_attr p;
-	uint64_t other;
-	int rc;
-
-	if (strlen(name) > CATALOG_MAX_NAME)
-		return -ENAMETOOLONG;
-	rc = begin(ov);
-	if (!rc)
-		rc = attr_locked(ov, parent, &p);
-	if (!rc && !S_ISDIR(p.mode))
-		rc = -ENOTDIR;
-	if (!rc && lookup_locked(ov, parent, name, &other) == 0)
-		rc = -EEXIST;
-	if (!rc)
-		rc = ensure_row(ov, ino, a);
-	if (!rc && S_ISDIR(a->mode))
-		rc = -EPERM;
-	if (rc)
-		return end(ov, rc);
-	a->nlink++;
-	now_ts(&a->ctime_s, &a->ctime_ns);
-	rc = save_row(ov, a);
-	if (!rc)
-		rc = set_dentry(ov, parent, name, ino);
-	if (!rc)
-		rc = touch_dir(ov, parent, 0);
-	if (!rc)
-		rc = attr_locked(ov, ino, a);
-	return end(ov, rc);
-}
-
-/* Drop one link of ino (dir: all). */
-static int drop_link(struct ov *ov, uint64_t ino, int dir)
-{
-	struct ov_attr a;
-	int rc = ensure_row(ov, ino, &a);
-
-	if (rc)
-		return rc;
-	a.nlink = dir || a.nlink == 0 ? 0 : a.nlink - 1;
-	now_ts(&a.ctime_s, &a.ctime_ns);
-	return save_row(ov, &a);
-}
-
-static int unlink_once(struct ov *ov, uint64_t parent, const char *name, int dir)
-{
-	struct ov_attr a;
-	uint64_t ino;
-	int rc;
-
-	rc = begin(ov);
-	if (!rc)
-		rc = lookup_locked(ov, parent, name, &ino);
-	if (!rc)
-		rc = attr_locked(ov, ino, &a);
-	if (rc)
-		return end(ov, rc);
-	if (dir && !S_ISDIR(a.mode))
-		return end(ov, -ENOTDIR);
-	if (!dir && S_ISDIR(a.mode))
-		return end(ov, -EISDIR);
-	if (dir) {
-		rc = dir_is_empty(ov, ino);
-		if (rc < 0)
-			return end(ov, rc);
-		if (rc == 0)
-			return end(ov, -ENOTEMPTY);
-	}
-	rc = remove_name(ov, parent, name);
-	if (!rc)
-		rc = drop_link(ov, ino, dir);
-	if (!rc)
-		rc = touch_dir(ov, parent, dir ? -1 : 0);
-	return end(ov, rc);
-}
-
-static int rename_once(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
-		       const char *newname, unsigned int flags)
-{
-	struct ov_attr src, dst, np;
-	uint64_t sino, dino = 0;
-	int rc, have_dst;
-
-	if (flags & ~RENAME_NOREPLACE)
-		return -EINVAL;
-	if (strlen(newname) > CATALOG_MAX_NAME)
-		return -ENAMETOOLONG;
-	rc = begin(ov);
-	if (!rc)
-		rc = lookup_locked(ov, parent, name, &sino);
-	if (!rc)
-		rc = attr_locked(ov, sino, &src);
-	if (!rc)
-		rc = attr_locked(ov, newparent, &np);
-	if (!rc && !S_ISDIR(np.mode))
-		rc = -ENOTDIR;
-	if (rc)
-		return end(ov, rc);
-	have_dst = lookup_locked(ov, newparent, newname, &dino) == 0;
-	if (have_dst) {
-		if (flags & RENAME_NOREPLACE)
-			return end(ov, -EEXIST);
-		if (dino == sino)
-			return end(ov, 0);
-		rc = attr_locked(ov, dino, &dst);
-		if (rc)
-			return end(ov, rc);
-		if (S_ISDIR(src.mode) && !S_ISDIR(dst.mode))
-			return end(ov, -ENOTDIR);
-		if (!S_ISDIR(src.mode) && S_ISDIR(dst.mode))
-			return end(ov, -EISDIR);
-		if (S_ISDIR(dst.mode)) {
-			rc = dir_is_empty(ov, dino);
-			if (rc < 0)
-				return end(ov, rc);
-			if (rc == 0)
-				return end(ov, -ENOTEMPTY);
-		}
-		rc = drop_link(ov, dino, S_ISDIR(dst.mode));
-		if (!rc && S_ISDIR(dst.mode))
-			rc = touch_dir(ov, newparent, -1);
-	}
-	if (!rc)
-		rc = remove_name(ov, parent, name);
-	if (!rc)
-		rc = set_dentry(ov, newparent, newname, sino);
-	if (!rc)
-		rc = touch_dir(ov, parent, S_ISDIR(src.mode) && parent != newparent ? -1 : 0);
-	if (!rc && newparent != parent)
-		rc = touch_dir(ov, newparent, S_ISDIR(src.mode) ? 1 : 0);
-	if (!rc) {
-		/* rename changes the moved inode's ctime */
-		rc = ensure_row(ov, sino, &src);
-		if (!rc) {
-			now_ts(&src.ctime_s, &src.ctime_ns);
-			rc = save_row(ov, &src);
-		}
-	}
-	return end(ov, rc);
-}
-
-int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st, struct ov_attr *a)
-{
-	char path[PATH_MAX];
-	int rc;
-
-	rc = begin(ov);
-	if (!rc)
-		rc = ensure_row(ov, ino, a);
-	if (rc)
-		goto out;
-	ov_data_path(ov, ino, path);
-	if (what & OV_SET_SIZE) {
-		if (!S_ISREG(a->mode)) {
-			rc = S_ISDIR(a->mode) ? -EISDIR : -EINVAL;
-			goto out;
-		}
-		if (!a->upper) {
-			rc = -EIO; /* caller copies up first */
-			goto out;
-		}
-		if (truncate(path, st->st_size) < 0) {
-			rc = -errno;
-			goto out;
-		}
-	}
-	if (what & OV_SET_MODE)
-		a->mode = (a->mode & S_IFMT) | (st->st_mode & 07777);
-	if (what & OV_SET_UID)
-		a->uid = st->st_uid;
-	if (what & OV_SET_GID)
-		a->gid = st->st_gid;
-	if (what & (OV_SET_MTIME | OV_SET_MTIME_NOW)) {
-		struct timespec ts[2];
-
-		if (what & OV_SET_MTIME_NOW)
-			now_ts(&a->mtime_s, &a->mtime_ns);
-		else {
-			a->mtime_s = st->st_mtim.tv_sec;
-			a->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
-		}
-		if (a->upper) {
-			ts[0].tv_sec = 0;
-			ts[0].tv_nsec = UTIME_OMIT;
-			ts[1].tv_sec = a->mtime_s;
-			ts[1].tv_nsec = a->mtime_ns;
-			if (utimensat(AT_FDCWD, path, ts, 0) < 0) {
-				rc = -errno;
-				goto out;
-			}
-		}
-	}
-	if (what & OV_SET_ATIME_NOW) {
-		now_ts(&a->atime_s, &a->atime_ns);
-	} else if (what & OV_SET_ATIME) {
-		a->atime_s = st->st_atim.tv_sec;
-		a->atime_ns = (uint32_t)st->st_atim.tv_nsec;
-	}
-	now_ts(&a->ctime_s, &a->ctime_ns);
-	rc = save_row(ov, a);
-	if (!rc)
-		rc = attr_locked(ov, ino, a);
-out:
-	return end(ov, rc);
-}
-
-int ov_copy_up(struct ov *ov, uint64_t ino, int truncate_it)
-{
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
-	struct ov_attr a;
-	uint8_t *b = NULL;
-	uint64_t off;
-	int fd = -1, rc;
-
-	pthread_mutex_lock(&ov->copy_lock);
-	rc = ov_getattr(ov, ino, &a);
-	if (rc || a.upper)
-		goto out;
-	if (!S_ISREG(a.mode) || a.cat_idx == OV_NONE) {
-		rc = -EINVAL;
-		goto out;
-	}
-	ov_data_path(ov, ino, path);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!truncate_it && a.size) {
-		b = malloc(1 << 20);
-		if (!b) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		for (off = 0; off < a.size;) {
-			size_t n = a.size - off < (1 << 20) ? (size_t)(a.size - off) : (1 << 20);
-
-			rc = ov->o.read_lower(ov->o.read_arg, a.cat_idx, off, b, n);
-			if (!rc)
-				rc = pwrite_full(fd, b, n, (off_t)off);
-			if (rc)
-				goto out;
-			off += n;
-		}
-	}
-	if (!truncate_it) {
-		/* copy-up keeps the file's times until it is written */
-		struct timespec ts[2] = { { a.mtime_s, a.mtime_ns }, { a.mtime_s, a.mtime_ns } };
-
-		if (futimens(fd, ts) < 0) {
-			rc = -errno;
-			goto out;
-		}
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		rc = -errno;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = begin(ov);
-	if (!rc)
-		rc = ensure_row(ov, ino, &a);
-	if (!rc) {
-		a.upper = 1;
-		rc = save_row(ov, &a);
-	}
-	rc = end(ov, rc);
-out:
-	if (fd >= 0) {
-		close(fd);
-		unlink(tmp);
-	}
-	free(b);
-	pthread_mutex_unlock(&ov->copy_lock);
-	return rc;
-}
-
-/* ---- xattrs ---- */
-
-/* Are ino's xattrs the table's (made here, or copied up)?  Lock held. */
-static int xattrs_in_table(struct ov *ov, uint64_t ino)
-{
-	return ino > ov->ncat || set_has(&ov->xups, ino);
-}
-
-/* The catalog's xattrs of catalog inode ino. */
-static const struct cat_xattr *cat_xattrs(struct ov *ov, uint64_t ino, uint32_t *n)
-{
-	if (!ov->cat_xattrs) {
-		*n = 0;
-		return NULL;
-	}
-	return catalog_xattrs(ov->cat, (uint32_t)(ino - 1), n);
-}
-
-/* Before the first change of a catalog inode's xattrs: copy them into
- * the table, which holds them from then on.  In a transaction. */
-static int xattrs_copy_up(struct ov *ov, uint64_t ino)
-{
-	const struct cat_xattr *x;
-	sqlite3_stmt *st = NULL;
-	uint32_t n, i;
-	int rc;
-
-	if (xattrs_in_table(ov, ino))
-		return 0;
-	x = cat_xattrs(ov, ino, &n);
-	rc = prep(ov, &st, "INSERT OR REPLACE INTO xattrs VALUES(?1,?2,?3)");
-	for (i = 0; i < n && !rc; i++) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		sqlite3_bind_text(st, 2, catalog_str(ov->cat, x[i].name_off), (int)x[i].name_len,
-				  SQLITE_STATIC);
-		sqlite3_bind_blob(st, 3, catalog_str(ov->cat, x[i].value_off), (int)x[i].value_len,
-				  SQLITE_STATIC);
-		rc = sqlerr(ov, sqlite3_step(st), "copy xattrs");
-		sqlite3_reset(st);
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (!rc)
-		rc = prep(ov, &st, "INSERT OR IGNORE INTO xup VALUES(?1)");
-	if (!rc) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		rc = sqlerr(ov, sqlite3_step(st), "copy xattrs");
-	}
-	sqlite3_finalize(st);
-	if (!rc)
-		rc = set_add(&ov->xups, ino);
-	if (!rc && n)
-		ov->has_xattrs = 1;
-	return rc;
-}
-
-/* An xattr changed: ctime now.  In a transaction. */
-static int xattrs_touch(struct ov *ov, uint64_t ino)
-{
-	struct ov_attr a;
-	int rc = ensure_row(ov, ino, &a);
-
-	if (rc)
-		return rc;
-	now_ts(&a.ctime_s, &a.ctime_ns);
-	return save_row(ov, &a);
-}
-
-int ov_setxattr(struct ov *ov, uint64_t ino, const char *name, const void *v, size_t n, int flags)
-{
-	sqlite3_stmt *st = NULL;
-	struct ov_attr a;
-	int rc, exists = 0;
-
-	rc = begin(ov);
-	if (!rc)
-		rc = attr_locked(ov, ino, &a);
-	if (!rc)
-		rc = xattrs_copy_up(ov, ino);
-	if (!rc)
-		rc = prep(ov, &st, "SELECT 1 FROM xattrs WHERE ino=?1 AND name=?2");
-	if (rc)
-		goto out;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	exists = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
-	st = NULL;
-	if ((flags & XATTR_CREATE) && exists) {
-		rc = -EEXIST;
-		goto out;
-	}
-	if ((flags & XATTR_REPLACE) && !exists) {
-		rc = -ENODATA;
-		goto out;
-	}
-	rc = prep(ov, &st, "INSERT OR REPLACE INTO xattrs VALUES(?1,?2,?3)");
-	if (rc)
-		goto out;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 3, n ? v : "", (int)n, SQLITE_STATIC);
-	rc = sqlerr(ov, sqlite3_step(st), "set xattr");
-	if (!rc)
-		ov->has_xattrs = 1;
-	if (!rc)
-		rc = xattrs_touch(ov, ino);
-out:
-	sqlite3_finalize(st);
-	return end(ov, rc);
-}
-
-/* Copy value (len bytes) out as getxattr does: size only when n is 0. */
-static ssize_t xattr_out(const void *value, size_t len, void *v, size_t n)
-{
-	if (n == 0)
-		return (ssize_t)len;
-	if (len > n)
-		return -ERANGE;
-	if (len) /* an empty value may come as NULL */
-		memcpy(v, value, len);
-	return (ssize_t)len;
-}
-
-ssize_t ov_getxattr(struct ov *ov, uint64_t ino, const char *name, void *v, size_t n)
-{
-	sqlite3_stmt *st = NULL;
-	ssize_t rc;
-
-	if (!ov->has_xattrs && !ov->cat_xattrs)
-		return -ENODATA;
-	pthread_rwlock_rdlock(&ov->lock);
-	if (!xattrs_in_table(ov, ino)) {
-		uint32_t k, nx;
-		const struct cat_xattr *x = cat_xattrs(ov, ino, &nx);
-		size_t nl = strlen(name);
-
-		rc = -ENODATA;
-		for (k = 0; k < nx; k++)
-			if (x[k].name_len == nl &&
-			    !memcmp(catalog_str(ov->cat, x[k].name_off), name, nl))
-				rc = xattr_out(catalog_str(ov->cat, x[k].value_off), x[k].value_len,
-					       v, n);
-		pthread_rwlock_unlock(&ov->lock);
-		return rc;
-	}
-	rc = ov->has_xattrs ? prep(ov, &st, "SELECT value FROM xattrs WHERE ino=?1 AND name=?2")
-			    : 1;
-	if (!rc) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW)
-			rc = xattr_out(sqlite3_column_blob(st, 0),
-				       (size_t)sqlite3_column_bytes(st, 0), v, n);
-		else
-			rc = -ENODATA;
-	} else if (rc == 1) {
-		rc = -ENODATA;
-	}
-	sqlite3_finalize(st);
-	pthread_rwlock_unlock(&ov->lock);
-	return rc;
-}
-
-/* Append name (len bytes, then a NUL) to a listxattr answer. */
-static int list_add(char *v, size_t n, size_t *total, const char *name, size_t len)
-{
-	if (n && *total + len + 1 > n)
-		return -ERANGE;
-	if (n) {
-		memcpy(v + *total, name, len);
-		v[*total + len] = '\0';
-	}
-	*total += len + 1;
-	return 0;
-}
-
-ssize_t ov_listxattr(struct ov *ov, uint64_t ino, char *v, size_t n)
-{
-	sqlite3_stmt *st = NULL;
-	size_t total = 0;
-	ssize_t rc = 0;
-
-	if (!ov->has_xattrs && !ov->cat_xattrs)
-		return 0;
-	pthread_rwlock_rdlock(&ov->lock);
-	if (!xattrs_in_table(ov, ino)) {
-		uint32_t k, nx;
-		const struct cat_xattr *x = cat_xattrs(ov, ino, &nx);
-
-		for (k = 0; k < nx && !rc; k++)
-			rc = list_add(v, n, &total, catalog_str(ov->cat, x[k].name_off),
-				      x[k].name_len);
-	} else if (ov->has_xattrs) {
-		rc = prep(ov, &st, "SELECT name FROM xattrs WHERE ino=?1 ORDER BY name");
-		if (!rc)
-			sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		while (!rc && sqlite3_step(st) == SQLITE_ROW)
-			rc = list_add(v, n, &total, (const char *)sqlite3_column_text(st, 0),
-				      (size_t)sqlite3_column_bytes(st, 0));
-	}
-	if (!rc)
-		rc = (ssize_t)total;
-	sqlite3_finalize(st);
-	pthread_rwlock_unlock(&ov->lock);
-	return rc;
-}
-
-static int removexattr_once(struct ov *ov, uint64_t ino, const char *name)
-{
-	sqlite3_stmt *st = NULL;
-	int rc;
-
-	rc = begin(ov);
-	if (!rc)
-		rc = xattrs_copy_up(ov, ino);
-	if (!rc)
-		rc = prep(ov, &st, "DELETE FROM xattrs WHERE ino=?1 AND name=?2");
-	if (!rc) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-		rc = sqlerr(ov, sqlite3_step(st), "remove xattr");
-		if (!rc && sqlite3_changes(ov->db) == 0)
-			rc = -ENODATA;
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (!rc)
-		rc = xattrs_touch(ov, ino);
-	return end(ov, rc);
-}
-
-/* ---- removals: they work on a full disk (see ballast_make) ---- */
-
-int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir)
-{
-	int rc = unlink_once(ov, parent, name, dir);
-
-	if (rc == -ENOSPC && ballast_release(ov))
-		rc = unlink_once(ov, parent, name, dir);
-	return rc;
-}
-
-int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
-	      const char *newname, unsigned int flags)
-{
-	int rc = rename_once(ov, parent, name, newparent, newname, flags);
-
-	if (rc == -ENOSPC && ballast_release(ov))
-		rc = rename_once(ov, parent, name, newparent, newname, flags);
-	return rc;
-}
-
-int ov_removexattr(struct ov *ov, uint64_t ino, const char *name)
-{
-	int rc = removexattr_once(ov, ino, name);
-
-	if (rc == -ENOSPC && ballast_release(ov))
-		rc = removexattr_once(ov, ino, name);
-	return rc;
-}
-
-/* Drop the record of unlinked inode ino; 1 if it was one. */
-static int forget_once(struct ov *ov, uint64_t ino)
-{
-	static const char *const sql[] = { "DELETE FROM inodes WHERE ino=?1",
-					   "DELETE FROM xattrs WHERE ino=?1",
-					   "DELETE FROM xup WHERE ino=?1" };
-	struct ov_attr a;
-	size_t i;
-	int rc = begin(ov);
-
-	if (!rc)
-		rc = get_row(ov, ino, &a, NULL);
-	if (rc == -ENOENT || (!rc && a.nlink != 0))
-		return end(ov, 0);
-	if (rc)
-		return end(ov, rc);
-	for (i = 0; i < ARRAY_SIZE(sql) && !rc; i++) {
-		sqlite3_stmt *st = NULL;
-
-		rc = prep(ov, &st, sql[i]);
-		if (!rc) {
-			sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-			rc = sqlerr(ov, sqlite3_step(st), "drop inode");
-		}
-		sqlite3_finalize(st);
-	}
-	rc = end(ov, rc);
-	return rc ? rc : 1;
-}
-
-int ov_forget(struct ov *ov, uint64_t ino)
-{
-	char path[PATH_MAX];
-	struct ov_attr a;
-	int rc, has;
-
-	pthread_rwlock_rdlock(&ov->lock);
-	has = set_has(&ov->rows, ino);
-	rc = has ? get_row(ov, ino, &a, NULL) : -ENOENT;
-	pthread_rwlock_unlock(&ov->lock);
-	if (rc || a.nlink != 0)
-		return 0;
-	/* no name and no open file holds it (the kernel evicted it): its
-	 * data goes first, which is what frees a full disk */
-	ov_data_path(ov, ino, path);
-	unlink(path);
-	rc = forget_once(ov, ino);
-	if (rc == -ENOSPC && ballast_release(ov))
-		rc = forget_once(ov, ino);
-	if (rc == 1)
-		ballast_make(ov);
-	return rc < 0 ? rc : 0;
 }

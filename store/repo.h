@@ -73,6 +73,8 @@ int repo_split(const struct repo *r, struct repo *out);
 int repo_preconnect(struct repo *r, int n, int *fds);
 void repo_adopt(struct repo *r, const int *fds, int n, uint64_t *used);
 
+/* Remote i of r: 0 the primary, 1..n_reads the read remotes. */
+struct remote *repo_remote(struct repo *r, int i);
 /* Get from the primary, then each read remote; -ENOENT when none has it. */
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
 	     size_t cap);
