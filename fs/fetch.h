@@ -20,8 +20,8 @@ struct fetcher;
 struct mount_stats;
 
 /* statedir: where reads.log and pushed.log are kept (NULL: no record). */
-int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
-		struct mount_stats *stats, struct fetcher **out);
+MUST_CHECK int fetcher_new(struct repo *r, struct catalog *cat, const char *statedir,
+			   struct mount_stats *stats, struct fetcher **out);
 void fetcher_free(struct fetcher *f);
 /* A debugging knob, and how the tests have every cache file written when
  * first needed instead of behind: no copies kept in memory. */

@@ -118,7 +118,8 @@ int fs_changes(struct repo *r, const char *dir, uint64_t *n);
 int fs_live_stores(char (*stores)[PATH_MAX], int max);
 
 /* STORE/mounts/<id> for a mount point (which must exist). */
-int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real, size_t rn);
+MUST_CHECK int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n, char *real,
+			    size_t rn);
 
 /* The FUSE session over an open state; returns when unmounted. */
 struct ov;

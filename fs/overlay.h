@@ -80,7 +80,8 @@ struct ov_opts {
 };
 
 /* Open (creating) the state in dir over catalog cat (borrowed). */
-int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o, struct ov **out);
+MUST_CHECK int ov_open(const char *dir, struct catalog *cat, const struct ov_opts *o,
+		       struct ov **out);
 void ov_close(struct ov *ov);
 
 /* Meta values (key, catalog id, ...) kept with the state. */
@@ -105,9 +106,10 @@ void ov_dirents_free(struct ov_dirent *v, size_t n);
 
 /* Create a file of any kind: a symlink with target non-NULL, a device
  * with rdev. */
-int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid, gid_t gid,
-	      const char *target, dev_t rdev, struct ov_attr *a);
-int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name, struct ov_attr *a);
+MUST_CHECK int ov_create(struct ov *ov, uint64_t parent, const char *name, mode_t mode, uid_t uid,
+			 gid_t gid, const char *target, dev_t rdev, struct ov_attr *a);
+MUST_CHECK int ov_link(struct ov *ov, uint64_t ino, uint64_t parent, const char *name,
+		       struct ov_attr *a);
 int ov_unlink(struct ov *ov, uint64_t parent, const char *name, int dir);
 int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newparent,
 	      const char *newname, unsigned int flags);
@@ -121,13 +123,14 @@ int ov_rename(struct ov *ov, uint64_t parent, const char *name, uint64_t newpare
 #define OV_SET_CTIME 64
 #define OV_SET_ATIME 128
 #define OV_SET_ATIME_NOW 256
-int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st, struct ov_attr *a);
+MUST_CHECK int ov_setattr(struct ov *ov, uint64_t ino, int what, const struct stat *st,
+			  struct ov_attr *a);
 
 /*
  * Make ino's content writable in data/<ino> (copying it from the catalog
  * unless truncate), keeping its times.  Idempotent.
  */
-int ov_copy_up(struct ov *ov, uint64_t ino, int truncate);
+MUST_CHECK int ov_copy_up(struct ov *ov, uint64_t ino, int truncate);
 /* Path of ino's data file (out holds 4096). */
 void ov_data_path(struct ov *ov, uint64_t ino, char *out);
 
@@ -142,6 +145,6 @@ uint64_t ov_changes(struct ov *ov); /* rows in the writable layer */
 /* The kernel evicted ino: if it has no name left, drop its data and record. */
 int ov_forget(struct ov *ov, uint64_t ino);
 /* Make every change so far durable (fsync, fsyncdir). */
-int ov_sync(struct ov *ov);
+MUST_CHECK int ov_sync(struct ov *ov);
 
 #endif

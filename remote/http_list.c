@@ -19,23 +19,49 @@
 #define LIST_MAX_PAGES 100000
 
 /* Percent-encoding as SigV4's canonical query wants it: all but A-Za-z0-9-_.~ */
-static void query_enc(struct buf *b, const char *s, size_t n)
+static int query_enc(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t i;
+	int rc = 0;
 
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n && !rc; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
 		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
 		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-			buf_append(b, s + i, 1);
+			rc = buf_append(b, s + i, 1);
 		} else {
 			char e[3] = { '%', hex[ch >> 4], hex[ch & 15] };
 
-			buf_append(b, e, 3);
+			rc = buf_append(b, e, 3);
 		}
 	}
+	return rc;
+}
+
+/* A ListObjectsV2 URL, its query sorted and encoded as SigV4 signs it. */
+static int list_url(struct buf *url, const char *bucket_url, const struct buf *token,
+		    const struct buf *want)
+{
+	int rc;
+
+	buf_reset(url);
+	rc = buf_printf(url, "%s/?", bucket_url);
+	if (!rc && token->len) {
+		rc = buf_append(url, "continuation-token=", 19);
+		if (!rc)
+			rc = query_enc(url, (const char *)token->p, token->len);
+		if (!rc)
+			rc = buf_append(url, "&", 1);
+	}
+	if (!rc)
+		rc = buf_append(url, "list-type=2&prefix=", 19);
+	if (!rc)
+		rc = query_enc(url, (const char *)want->p, want->len);
+	if (!rc)
+		rc = buf_append(url, "", 1);
+	return rc;
 }
 
 /* The text of the first <tag>...</tag> in [p, end), or NULL. */
@@ -119,9 +145,9 @@ static int s3_list(struct remote *r, const char *dir, remote_list_fn fn, void *a
 	struct http_remote *h = r->priv;
 	struct buf url = BUF_INIT, page = BUF_INIT, token = BUF_INIT, want = BUF_INIT;
 	char shown[PATH_MAX];
-	int rc = 0, pages;
+	int rc, pages;
 
-	buf_printf(&want, "%s%s/", h->key_prefix, dir);
+	rc = buf_printf(&want, "%s%s/", h->key_prefix, dir);
 	snprintf(shown, sizeof(shown), "%s/ (ListObjectsV2)", dir);
 	for (pages = 0; !rc; pages++) {
 		struct request rq;
@@ -133,17 +159,9 @@ static int s3_list(struct remote *r, const char *dir, remote_list_fn fn, void *a
 			rc = -EIO;
 			break;
 		}
-		/* the query sorted and encoded as SigV4 signs it */
-		buf_reset(&url);
-		buf_printf(&url, "%s/?", h->bucket_url);
-		if (token.len) {
-			buf_append(&url, "continuation-token=", 19);
-			query_enc(&url, (const char *)token.p, token.len);
-			buf_append(&url, "&", 1);
-		}
-		buf_append(&url, "list-type=2&prefix=", 19);
-		query_enc(&url, (const char *)want.p, want.len);
-		buf_append(&url, "", 1);
+		rc = list_url(&url, h->bucket_url, &token, &want);
+		if (rc)
+			break;
 		buf_reset(&page);
 		memset(&rq, 0, sizeof(rq));
 		rq.m = M_GET;
@@ -188,7 +206,7 @@ static int s3_list(struct remote *r, const char *dir, remote_list_fn fn, void *a
 			break;
 		}
 		buf_reset(&token);
-		buf_append(&token, t, tl);
+		rc = buf_append(&token, t, tl);
 	}
 	buf_free(&url);
 	buf_free(&page);

@@ -108,16 +108,16 @@ char *remote_redact(const char *url);
  * Open by URL: file:///abs/dir, http(s)://host/path, s3://bucket/prefix,
  * with cfg (NULL: the defaults).  -EINVAL with a logged reason.
  */
-int remote_open(const char *url, int read_only, const struct remote_config *cfg,
-		struct remote **out);
+MUST_CHECK int remote_open(const char *url, int read_only, const struct remote_config *cfg,
+			   struct remote **out);
 void remote_free(struct remote *r);
 
-int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-	       size_t cap);
-int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64_t len,
-			struct buf *out, size_t cap, const struct remote_progress *pr);
-int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
-int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
+MUST_CHECK int remote_get(struct remote *r, const char *name, uint64_t off, uint64_t len,
+			  struct buf *out, size_t cap);
+MUST_CHECK int remote_get_progress(struct remote *r, const char *name, uint64_t off, uint64_t len,
+				   struct buf *out, size_t cap, const struct remote_progress *pr);
+MUST_CHECK int remote_put_file(struct remote *r, const char *name, const char *path, int may_move);
+MUST_CHECK int remote_put_buf(struct remote *r, const char *name, const void *p, size_t n);
 int remote_exists(struct remote *r, const char *name);
 /*
  * Replace name with what fn makes of it, atomically against other writers
@@ -126,7 +126,8 @@ int remote_exists(struct remote *r, const char *name);
  * object), fn running again on the winner's content when a write lost.
  * A server that ignores the conditions leaves the last writer winning.
  */
-int remote_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn, void *arg);
+MUST_CHECK int remote_update(struct remote *r, const char *name, size_t cap, remote_update_fn fn,
+			     void *arg);
 
 /*
  * The objects directly below dir ("packs", "keys"...), in no order: fn is
@@ -135,7 +136,7 @@ int remote_update(struct remote *r, const char *name, size_t cap, remote_update_
  * HTTP needs a server that answers a directory with nginx's autoindex
  * JSON), after one logged line saying so.
  */
-int remote_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg);
+MUST_CHECK int remote_list(struct remote *r, const char *dir, remote_list_fn fn, void *arg);
 /* Delete name: 0, or 0 when it was not there; -EROFS on a read remote. */
 int remote_delete(struct remote *r, const char *name);
 

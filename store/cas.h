@@ -5,6 +5,8 @@
 #ifndef STASH_CAS_H
 #define STASH_CAS_H
 
+#include "util.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +46,6 @@ static inline int cas_id_is_zero(const struct cas_id *a)
 /* out must hold CAS_HEX_LEN + 1 bytes. */
 void cas_id_hex(const struct cas_id *id, char *out);
 /* 0, or -EINVAL unless s is exactly 64 hex digits. */
-int cas_id_parse(struct cas_id *id, const char *s);
+MUST_CHECK int cas_id_parse(struct cas_id *id, const char *s);
 
 #endif

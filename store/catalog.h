@@ -125,19 +125,20 @@ struct catalog;
  * Serialize arrays into a catalog image in out.  Entries must already obey
  * the layout rules (caller: store/save.c).  0 or -errno.
  */
-int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
-		  const struct cat_ref *refs, uint64_t n_refs, const struct cat_chunk *chunks,
-		  uint64_t n_chunks, const struct cas_id *packs, uint64_t n_packs,
-		  const uint32_t *reads, uint64_t n_reads, const struct cat_xattr *xattrs,
-		  uint64_t n_xattrs, const char *strings, uint64_t strings_len);
+MUST_CHECK int catalog_build(struct buf *out, const struct cat_entry *entries, uint64_t n_entries,
+			     const struct cat_ref *refs, uint64_t n_refs,
+			     const struct cat_chunk *chunks, uint64_t n_chunks,
+			     const struct cas_id *packs, uint64_t n_packs, const uint32_t *reads,
+			     uint64_t n_reads, const struct cat_xattr *xattrs, uint64_t n_xattrs,
+			     const char *strings, uint64_t strings_len);
 
 /*
  * Check an image.  0, or -EBADMSG with a reason in why (may be NULL).
  */
-int catalog_validate(const void *p, size_t n, char *why, size_t whylen);
+MUST_CHECK int catalog_validate(const void *p, size_t n, char *why, size_t whylen);
 
 /* mmap and validate a file.  -ENOENT, -EBADMSG (reason in why), ... */
-int catalog_open(const char *path, struct catalog **out, char *why, size_t whylen);
+MUST_CHECK int catalog_open(const char *path, struct catalog **out, char *why, size_t whylen);
 /* Validate an image in memory; the catalog borrows p, which must outlive it. */
 int catalog_open_mem(const void *p, size_t n, struct catalog **out, char *why, size_t whylen);
 void catalog_close(struct catalog *c);

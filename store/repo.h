@@ -56,14 +56,14 @@ struct repo {
 };
 
 /* 0 or -errno (logged). */
-int repo_open(struct repo *r, const struct repo_spec *spec);
+MUST_CHECK int repo_open(struct repo *r, const struct repo_spec *spec);
 void repo_close(struct repo *r);
 /*
  * out: r's store and read remotes with a primary connection of its own, for
  * work that must not wait behind r's requests (a mount's use mark).  r must
  * outlive it; repo_close(out) closes only that connection.  0 or -errno.
  */
-int repo_split(const struct repo *r, struct repo *out);
+MUST_CHECK int repo_split(const struct repo *r, struct repo *out);
 
 /*
  * Connections to the primary opened ahead, for a process forked after this
@@ -76,11 +76,11 @@ void repo_adopt(struct repo *r, const int *fds, int n, uint64_t *used);
 /* Remote i of r: 0 the primary, 1..n_reads the read remotes. */
 struct remote *repo_remote(struct repo *r, int i);
 /* Get from the primary, then each read remote; -ENOENT when none has it. */
-int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-	     size_t cap);
+MUST_CHECK int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len,
+			struct buf *out, size_t cap);
 /* The same, telling pr as the bytes arrive (see remote.h). */
-int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len, struct buf *out,
-		      size_t cap, const struct remote_progress *pr);
+MUST_CHECK int repo_get_progress(struct repo *r, const char *name, uint64_t off, uint64_t len,
+				 struct buf *out, size_t cap, const struct remote_progress *pr);
 
 /* The remote's name of object id in dir ("packs", "catalogs", "sources"):
  * DIR/HEX, in out of REPO_NAME_MAX bytes.  The remote layout's one spelling. */
@@ -98,23 +98,24 @@ size_t key_indexed_len(const char *s);
 int key_valid(const char *key);
 
 /* The record of exactly key on one remote: 0, -ENOENT or -errno. */
-int keys_get(struct remote *rem, const char *key, struct key_rec *out);
+MUST_CHECK int keys_get(struct remote *rem, const char *key, struct key_rec *out);
 /* The parsers of what keys_get and the prefix indexes read (where names the
  * object in messages); b may be shortened.  0 or -EBADMSG. */
-int keys_parse_record(struct buf *b, const char *key, const char *where, struct key_rec *out);
-int keys_parse_index(const struct buf *b, const char *where, const char *prefix, struct key_rec **v,
-		     size_t *n);
+MUST_CHECK int keys_parse_record(struct buf *b, const char *key, const char *where,
+				 struct key_rec *out);
+MUST_CHECK int keys_parse_index(const struct buf *b, const char *where, const char *prefix,
+				struct key_rec **v, size_t *n);
 
 /* Publish rec on the primary: the key record, then the prefix indexes
  * (after prune_guard: -ESTALE when a prune is deleting what it uses). */
-int keys_publish(struct repo *r, const struct key_rec *rec);
+MUST_CHECK int keys_publish(struct repo *r, const struct key_rec *rec);
 
 /*
  * Take rec off the primary (prune): its key record, its use mark and its
  * lines in the prefix indexes.  A key published again since rec was read
  * stays (*republished 1).  0 or -errno.
  */
-int keys_withdraw(struct repo *r, const struct key_rec *rec, int *republished);
+MUST_CHECK int keys_withdraw(struct repo *r, const struct key_rec *rec, int *republished);
 
 /* The record stored as keys/HEX (the key's hash checked): 0, -ENOENT, -errno. */
 int keys_get_named(struct remote *rem, const char *hex, struct key_rec *out);
@@ -150,8 +151,8 @@ int64_t keys_used_at(const struct key_used *v, size_t n, const char *key);
  * starting with it; each tried on the primary then the read remotes.
  * 0 with *kind (HIT_MISS leaves out untouched), or -errno.
  */
-int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
-		 struct key_rec *out, enum hit_kind *kind);
+MUST_CHECK int keys_resolve(struct repo *r, const char *key, char *const *restore, int n_restore,
+			    struct key_rec *out, enum hit_kind *kind);
 
 /* Keys starting with prefix, newest first, from every remote.  Caller frees *out. */
 int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *n);
@@ -160,12 +161,13 @@ int keys_list(struct repo *r, const char *prefix, struct key_rec **out, size_t *
  * The catalog with this id, fetched and verified into the store's cache if
  * needed, then opened.  -EBADMSG (logged with where) when corrupt.
  */
-int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out);
+MUST_CHECK int repo_catalog(struct repo *r, const struct cas_id *id, struct catalog **out);
 
 /*
  * Write a built catalog image: into the local cache and, compressed, to
  * the primary.  Its id in *id.
  */
-int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id, uint64_t *uploaded);
+MUST_CHECK int repo_put_catalog(struct repo *r, const struct buf *img, struct cas_id *id,
+				uint64_t *uploaded);
 
 #endif

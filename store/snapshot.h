@@ -44,7 +44,7 @@ struct save_opts {
 };
 
 /* 0 or -errno; every failure is logged as one line naming what and where. */
-int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st);
+MUST_CHECK int snapshot_save(struct repo *r, const struct save_opts *o, struct snap_stats *st);
 
 #define SNAP_NONE UINT32_MAX
 
@@ -82,9 +82,9 @@ void snap_tree_release(struct snap_tree *t);
  * Upload what is new in t, write its catalog with the read record (base
  * chunk indices in first-read order), publish o->key.
  */
-int snapshot_publish(struct repo *r, struct snap_tree *t, const struct catalog *base,
-		     const uint32_t *reads, uint64_t n_reads, const struct save_opts *o,
-		     struct snap_stats *st);
+MUST_CHECK int snapshot_publish(struct repo *r, struct snap_tree *t, const struct catalog *base,
+				const uint32_t *reads, uint64_t n_reads, const struct save_opts *o,
+				struct snap_stats *st);
 
 struct restore_opts {
 	const char *dir;
@@ -93,7 +93,7 @@ struct restore_opts {
 	struct snap_progress *progress; /* may be NULL */
 };
 
-int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opts *o,
-		     struct snap_stats *st);
+MUST_CHECK int snapshot_restore(struct repo *r, struct catalog *c, const struct restore_opts *o,
+				struct snap_stats *st);
 
 #endif

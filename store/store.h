@@ -76,10 +76,11 @@ struct sqlite3;
  * wait for, so schema is retried for up to 10 s.  Errors are logged as
  * "what 'path': ...".  0, -ENOSPC or -EIO.
  */
-int store_db_open(const char *path, const char *schema, const char *what, struct sqlite3 **out);
+MUST_CHECK int store_db_open(const char *path, const char *schema, const char *what,
+			     struct sqlite3 **out);
 
 /* Create if needed and open.  0 or -errno (a clear error is logged). */
-int store_open(const char *path, struct store **out);
+MUST_CHECK int store_open(const char *path, struct store **out);
 /* Remove what killed writers left in STORE/tmp (store_open does). */
 void store_sweep_tmp(struct store *s);
 void store_close(struct store *s);

@@ -14,6 +14,8 @@
 #include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* On the 0-or-(-errno) functions whose failure a caller must not miss. */
+#define MUST_CHECK __attribute__((warn_unused_result))
 
 struct buf {
 	uint8_t *p;
@@ -25,7 +27,7 @@ struct buf {
 #define BUF_INIT { NULL, 0, 0 }
 /* clang-format on */
 
-int buf_reserve(struct buf *b, size_t extra);
+MUST_CHECK int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *data, size_t n);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b);
@@ -65,12 +67,12 @@ int parse_seconds(const char *s, double *out);
 int parse_int(const char *s, long lo, long hi, long *out);
 
 /* Read/write whole files, crash-safe write (tmp, fsync, rename). */
-int read_file(const char *path, struct buf *out, size_t cap);
+MUST_CHECK int read_file(const char *path, struct buf *out, size_t cap);
 /* mode as for open(2): the store's files are 0600 (it is private to its
  * user), a file:// remote's 0666 less the umask. */
 /* 1 if dir (relative to dirfd) is empty or missing, 0 if not, -errno. */
 int dir_is_empty_at(int dirfd, const char *dir);
-int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
+MUST_CHECK int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
 int fsync_dir_of(const char *path);
 
 /* Full reads/writes that retry on EINTR and short counts. */
@@ -79,7 +81,7 @@ int pwrite_full(int fd, const void *buf, size_t n, off_t off);
 int write_full(int fd, const void *buf, size_t n);
 
 /* mkdir -p; 0 or -errno. */
-int mkdir_p(const char *path, mode_t mode);
+MUST_CHECK int mkdir_p(const char *path, mode_t mode);
 
 /* Quote a path for messages: non-printable bytes as \xNN.  Thread-unsafe
  * static rotating buffers; fine for error lines. */

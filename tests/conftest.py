@@ -189,6 +189,22 @@ def abort_stashfs_connections(roots, kill=False):
             pass
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: over about five seconds (a chroot, cargo, 4 GiB, stalling "
+        "servers); -m 'not slow' leaves them out")
+    config.addinivalue_line(
+        "markers", "root: needs root (a chroot, idle priority); skipped as another user")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason="needs root"))
+
+
 @pytest.fixture(autouse=True)
 def watchdog(request, tmp_path_factory):
     fired = []

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from conftest import Stash
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGISTRY = "/usr/share/cargo/registry"
 

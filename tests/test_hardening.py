@@ -298,6 +298,7 @@ def test_redirects_carry_no_credentials_and_no_other_protocol(tmp_path, faulty, 
     ftp.close()
 
 
+@pytest.mark.slow
 def test_a_catalog_bomb_is_refused_before_it_is_unpacked(tmp_path):
     """A 2 GiB catalog of zeros packed into a few kB, under a real key."""
     src = small_tree(tmp_path / "src", n=2)

@@ -228,6 +228,7 @@ def test_syscall_exerciser_in_mount(stash, mounts, tmp_path, transport):
 
 
 
+@pytest.mark.root
 def test_isatty_answered_at_idle_priority(stash, mounts, tmp_path):
     """Python asks isatty at every open: over io_uring, an IOCTL with no
     push to do is answered without the two scheduling-policy switches a
@@ -290,7 +291,7 @@ def test_kill9_keeps_changes(stash, mounts, tmp_path):
     os.mkdir(mnt / "d")
     pid, _ = daemon_pid(stash, mnt)
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.3)
+    daemon_finished(pid)  # its /dev/fuse closed: the mount is dead
     with pytest.raises(OSError):
         os.listdir(mnt)  # transport endpoint is not connected
     p = mounts.mount(stash, mnt, "k")
@@ -324,7 +325,7 @@ def test_kill9_of_a_busy_mount_resumes(stash, mounts, tmp_path):
     try:
         pid, _ = daemon_pid(stash, mnt)
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
+        daemon_finished(pid)  # its /dev/fuse closed: the mount is dead
         os.stat(mnt)  # from the attribute cache: the trap the mount must see through
         with pytest.raises(OSError) as e:
             os.listdir(mnt)
@@ -336,7 +337,7 @@ def test_kill9_of_a_busy_mount_resumes(stash, mounts, tmp_path):
         # and umount of a dead busy mount detaches it too
         pid, _ = daemon_pid(stash, mnt)
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
+        daemon_finished(pid)  # its /dev/fuse closed: the mount is dead
         r = stash.run("umount", mnt, check=False)
         assert r.returncode == 0, r.stderr.decode()
         assert not os.path.ismount(mnt)
@@ -566,6 +567,7 @@ def test_untar_and_cp_inside_mount(stash, mounts, tree, tmp_path):
     tree.compare(tmp_path / "edge", tmp_path / "back", check_root_mtime=False)
 
 
+@pytest.mark.slow
 def test_venv_in_mount_no_pyc_rewrite(stash, mounts, tmp_path):
     mnt = tmp_path / "mnt"
     mounts.mount(stash, mnt, "venv-key")  # a miss: empty tree

@@ -89,6 +89,7 @@ def restores_exactly(st, key, src, tmp_path, env=None):
     shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_policies_and_the_two_step_delete(tmp_path):
     root = tmp_path / "remote"
     st = Stash(tmp_path)
@@ -227,6 +228,7 @@ def test_a_publish_refuses_what_a_prune_is_deleting(stash, tmp_path):
     restores_exactly(Stash(tmp_path, "other"), "new-1", b, tmp_path)
 
 
+@pytest.mark.slow
 def test_prune_races_with_jobs_publishing(tmp_path):
     """Jobs restore the newest key of a prefix, change it and save while
     prunes run back to back with a short grace: every key that is listed at
@@ -298,6 +300,7 @@ def test_prune_races_with_jobs_publishing(tmp_path):
     assert p.json["keys"] == len(listed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["s3", "nginx"])
 def test_prune_on_network_remotes(tmp_path, kind, request):
     if kind == "s3":

@@ -279,6 +279,7 @@ def test_a_batch_is_read_while_its_end_is_on_the_wire(tmp_path, faulty, mounts):
     rd.run("umount", mnt)
 
 
+@pytest.mark.slow
 def test_chunks_that_came_before_a_cut_stay_cached(tmp_path, faulty, mounts):
     src, rd = saved(tmp_path, faulty, n=12)
     mnt = tmp_path / "mnt"
@@ -396,6 +397,7 @@ def test_missing_objects_are_clear_errors(tmp_path, faulty):
     assert "catalog" in line and "missing on every remote" in line
 
 
+@pytest.mark.slow
 def test_stalled_server_never_hangs(tmp_path, faulty, mounts):
     src, rd = saved(tmp_path, faulty, n=12)
     # warm the cache with one file through a mount, then stall everything

@@ -63,6 +63,7 @@ def test_a_mount_knows_its_store_and_remotes(stash, mounts, tmp_path, home):
     assert not os.path.exists(os.path.join(home["HOME"], ".cache", "stashfs"))
 
 
+@pytest.mark.slow
 def test_an_unreachable_remote_falls_back_to_what_the_store_knows(tmp_path, mounts):
     faulty = FaultServer(tmp_path / "srv")
     src, mnt = tmp_path / "src", tmp_path / "mnt"

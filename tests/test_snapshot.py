@@ -65,6 +65,7 @@ def test_roundtrip_edge_cases(stash, tree, tmp_path):
     tree.fix_ro_dirs(src)
 
 
+@pytest.mark.slow
 def test_roundtrip_venv(stash, tree, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
@@ -81,6 +82,7 @@ def test_roundtrip_venv(stash, tree, tmp_path):
     assert str(venv) in r.stdout.decode()
 
 
+@pytest.mark.slow
 def test_file_over_4gib(stash, tree, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
@@ -109,6 +111,7 @@ def test_file_over_4gib(stash, tree, tmp_path):
         assert f.read(4096) == bytes(4096)
 
 
+@pytest.mark.slow
 def test_one_percent_change_uploads_about_one_percent(stash, tree, tmp_path):
     rng = random.Random(5)
     src = tmp_path / "src"

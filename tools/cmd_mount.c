@@ -506,6 +506,7 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind + 1 < argc)
 		return usage_error("status", "at most one DIR");
+	so.json = c.json;
 	if (optind < argc && use_mount_origin(&c, argv[optind], "status")) {
 		common_free(&c);
 		return 1;
@@ -527,7 +528,6 @@ int cmd_status(int argc, char **argv)
 		}
 		if (c.json)
 			printf("[");
-		so.json = c.json;
 		rc = fs_status(&r, optind < argc ? argv[optind] : NULL, status_print, &so);
 		repo_close(&r);
 	}
