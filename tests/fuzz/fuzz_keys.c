@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (keys_parse_index(&b, "fuzz", "", &v, &n) == 0)
 		free(v);
 	if (size <= KEY_RECORD_CAP)
-		keys_parse_record(&b, "k", "fuzz", &rec);
+		(void)keys_parse_record(&b, "k", "fuzz", &rec); /* any answer: no crash, no leak */
 	buf_free(&b);
 	return 0;
 }
