@@ -69,9 +69,6 @@ struct mount_opts {
 	int fuse_debug; /* libfuse's request trace on stderr (with --foreground) */
 };
 
-/* Everything the daemon needs; fs/ops.c. */
-struct fs_ctx;
-
 /* Mount o->key at o->dir: the daemon (a fork) opens its own repo on r->spec. */
 int fs_mount(struct repo *r, const struct mount_opts *o);
 

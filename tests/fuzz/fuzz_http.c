@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "fuzz.h"
 #include "remote.h"
+#include "../loopback.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -60,18 +61,11 @@ static void *serve(void *arg)
 static void start(void)
 {
 	static int ls;
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
 	pthread_t th;
 
-	ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 64) < 0 ||
-	    getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+	ls = loopback_listen(&port);
+	if (ls < 0)
 		abort();
-	port = ntohs(a.sin_port);
 	pthread_create(&th, NULL, serve, &ls);
 	/* a failure is retried while the budget lasts: 0.1 s leaves one try */
 	cfg.timeout = 0.1;

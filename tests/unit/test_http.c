@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "../../remote/remote.h"
 #include "check.h"
+#include "../loopback.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -100,8 +101,6 @@ static int get(struct remote *r, const char *name, struct buf *out, size_t cap)
 int main(void)
 {
 	static int ls;
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
 	struct remote_config cfg;
 	struct remote *r = NULL;
 	struct buf out = BUF_INIT;
@@ -109,16 +108,11 @@ int main(void)
 	pthread_t th;
 	int before;
 
-	ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 64) < 0 ||
-	    getsockname(ls, (struct sockaddr *)&a, &al) < 0) {
+	ls = loopback_listen(&port);
+	if (ls < 0) {
 		perror("test_http: a loopback socket");
 		return 1;
 	}
-	port = ntohs(a.sin_port);
 	pthread_create(&th, NULL, serve, &ls);
 	log_quiet = 1;
 
