@@ -549,6 +549,7 @@ static void enqueue(struct fetcher *f, uint32_t c)
 {
 	if (ring_push(&f->queue, c))
 		return;
+	ahead_begin(f->stats); /* ended by the prefetcher that takes it */
 	__atomic_add_fetch(&f->stats->prefetch_queued, 1, __ATOMIC_RELAXED);
 	pthread_cond_signal(&f->work);
 }
@@ -602,10 +603,9 @@ static void *prefetcher(void *arg)
 		pthread_mutex_unlock(&f->pick);
 		if (here)
 			tell_landed(f, &c, 1); /* cached before this mount */
-		if (n == 0)
-			continue;
-		fetch_batch(f, batch, n, 1);
-		if (window) {
+		if (n > 0)
+			fetch_batch(f, batch, n, 1);
+		if (n > 0 && window) {
 			/* keep one window ahead of the reader, no further */
 			uint32_t sp = f->pos[batch[0]], ep = f->pos[batch[n - 1]] + 1;
 
@@ -620,6 +620,7 @@ static void *prefetcher(void *arg)
 			}
 			pthread_mutex_unlock(&f->lock);
 		}
+		ahead_end(f->stats); /* after the pushes it queued, the window after it */
 	}
 	free(batch);
 	return NULL;

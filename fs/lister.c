@@ -102,13 +102,15 @@ static void *list_loop(void *arg)
 		}
 		dir = l->q[l->tail++ % LIST_QUEUE];
 		pthread_mutex_unlock(&l->lock);
-		if (off || __atomic_load_n(&l->stats->leaving, __ATOMIC_RELAXED))
-			continue; /* drain: umount is waiting for an idle mount */
-		rc = list_one(l, dir, &rel);
-		if (rc == 0)
-			__atomic_add_fetch(&l->stats->dirs_ahead, 1, __ATOMIC_RELAXED);
-		else if (rc == -ENOSYS)
-			off = 1; /* no openat2: the lookups come as they would */
+		/* else drain: umount is waiting for an idle mount */
+		if (!off && !__atomic_load_n(&l->stats->leaving, __ATOMIC_RELAXED)) {
+			rc = list_one(l, dir, &rel);
+			if (rc == 0)
+				__atomic_add_fetch(&l->stats->dirs_ahead, 1, __ATOMIC_RELAXED);
+			else if (rc == -ENOSYS)
+				off = 1; /* no openat2: the lookups come as they would */
+		}
+		ahead_end(l->stats);
 	}
 	buf_free(&rel);
 	return NULL;
@@ -175,6 +177,7 @@ void lister_note(struct lister *l, uint32_t idx)
 		return;
 	pthread_mutex_lock(&l->lock);
 	if (l->head - l->tail < LIST_QUEUE) {
+		ahead_begin(l->stats);
 		l->q[l->head++ % LIST_QUEUE] = dir;
 		pthread_cond_signal(&l->cond);
 	}

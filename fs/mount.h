@@ -45,8 +45,27 @@ struct mount_stats {
 	uint64_t ring_light; /* answered at idle priority, no policy switch (fs/uring.c) */
 	uint64_t conns_ahead; /* connections the command opened for us, taken (fs/mount.c) */
 	uint64_t dirs_ahead; /* directories listed ahead of the job (fs/lister.c) */
-	uint64_t reserved[2];
+	uint64_t ahead_pending; /* work ahead queued or under way (ahead_begin); 0: idle */
+	uint64_t reserved[1];
 };
+
+/*
+ * The daemon's work ahead of the job: a prefetch batch, the walk of the
+ * lookups ahead, a listing ahead, a push ahead.  Each is counted begun
+ * when it is queued (before the request that caused it is answered) and
+ * ended after everything it did is counted, including the work it queued
+ * in turn: ahead_pending 0 in `status --json` means every counter of
+ * work ahead is final until the job asks for more.
+ */
+static inline void ahead_begin(struct mount_stats *s)
+{
+	__atomic_add_fetch(&s->ahead_pending, 1, __ATOMIC_RELAXED);
+}
+
+static inline void ahead_end(struct mount_stats *s)
+{
+	__atomic_sub_fetch(&s->ahead_pending, 1, __ATOMIC_RELEASE);
+}
 
 struct mount_opts {
 	const char *dir;

@@ -123,6 +123,7 @@ out:
 	buf_free(&rel);
 	free(list);
 	free(pos);
+	ahead_end(stats); /* begun before the mount was ready */
 	return NULL;
 }
 
@@ -158,6 +159,7 @@ static void push_landed(void *arg, uint32_t chunk)
 
 	pthread_mutex_lock(&p->lock);
 	if (p->file_of[chunk] != UINT32_MAX && p->tail < p->cap) {
+		ahead_begin(p->c->stats);
 		p->q[p->tail++] = p->file_of[chunk];
 		p->file_of[chunk] = UINT32_MAX; /* queued once */
 		pthread_cond_signal(&p->cond);
@@ -258,6 +260,7 @@ static void *push_ahead(void *arg)
 		pthread_mutex_unlock(&p->lock);
 		for (; idx != UINT32_MAX; idx = p->next[idx])
 			push_file(p, idx, &rel);
+		ahead_end(p->c->stats);
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -366,6 +369,8 @@ static int serve_loop(struct fs_ctx *c, const char *mountpoint, const struct ser
 	catalog_reads(c->cat, &nreads);
 	if (so->lookup_ahead && nreads > 0) {
 		b->have_ahead = pthread_create(&b->wth, NULL, lookup_ahead, &b->w) == 0;
+		if (!b->have_ahead)
+			ahead_end(c->stats);
 		b->push_init = 1;
 		if (pusher_init(&b->push, c, mountpoint) == 0 && b->push.cap > 0 &&
 		    pthread_create(&b->pth, NULL, push_ahead, &b->push) == 0) {
@@ -406,6 +411,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_session *se = NULL;
 	struct beside b;
+	uint64_t nreads = 0;
 	int rc, i;
 
 	memset(&c, 0, sizeof(c));
@@ -457,6 +463,9 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		rc = -EIO;
 		goto out_unmount;
 	}
+	catalog_reads(cat, &nreads);
+	if (so->lookup_ahead && nreads > 0)
+		ahead_begin(stats); /* the walk's: ahead as soon as the mount is */
 	if (so->ready_fd >= 0) {
 		if (write(so->ready_fd, "ok", 2) != 2) {
 			/* the parent went away: keep serving */

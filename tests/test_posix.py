@@ -209,7 +209,18 @@ def test_fsync_makes_a_new_file_and_its_name_durable(stash, mounts, tmp_path):
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync",
                                "-o", str(log), "-p", str(pid)])
     try:
-        time.sleep(0.5)  # attached
+        # attached: every thread of the daemon has strace as its tracer
+        deadline = time.monotonic() + 10
+
+        def traced():
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/status") as f:
+                    if "TracerPid:\t0\n" in f.read():
+                        return False
+            return True
+        while not traced():
+            assert time.monotonic() < deadline, "strace did not attach"
+            time.sleep(0.02)
         fd = os.open(mnt / "new", os.O_CREAT | os.O_WRONLY, 0o644)
         os.write(fd, b"durable")
         os.fsync(fd)
@@ -218,7 +229,6 @@ def test_fsync_makes_a_new_file_and_its_name_durable(stash, mounts, tmp_path):
         dfd = os.open(mnt / "d", os.O_RDONLY | os.O_DIRECTORY)
         os.fsync(dfd)  # fsyncdir
         os.close(dfd)
-        time.sleep(0.3)
     finally:
         tracer.terminate()
         tracer.wait()

@@ -434,13 +434,14 @@ static void status_json(const struct mount_info *mi)
 	       ",\"ring_threads\":%" PRIu64 ",\"ring_requests\":%" PRIu64 ",\"lookups\":%" PRIu64
 	       ",\"lookups_ahead\":%" PRIu64 ",\"pushed_ahead\":%" PRIu64
 	       ",\"written_behind\":%" PRIu64 ",\"ring_light\":%" PRIu64
-	       ",\"connections_ahead\":%" PRIu64 ",\"dirs_ahead\":%" PRIu64 ",\"pid\":%" PRId64 "}",
+	       ",\"connections_ahead\":%" PRIu64 ",\"dirs_ahead\":%" PRIu64
+	       ",\"ahead_pending\":%" PRIu64 ",\"pid\":%" PRId64 "}",
 	       s->files_total, s->bytes_total, s->bytes_fetched, s->objects_fetched, s->bytes_read,
 	       s->bytes_written, s->copy_ups, s->fetch_errors, s->bytes_uploaded, s->commits,
 	       s->bytes_prefetched, s->prefetch_queued, s->prefetch_done, s->bytes_pushed,
 	       s->ring_threads, s->ring_requests, s->lookups, s->lookups_ahead, s->pushed_ahead,
 	       s->written_behind, s->ring_light, s->conns_ahead, s->dirs_ahead,
-	       mi->alive ? s->pid : (int64_t)0);
+	       mi->alive ? s->ahead_pending : 0, mi->alive ? s->pid : (int64_t)0);
 }
 
 static void status_line(const struct mount_info *mi)
