@@ -11,15 +11,12 @@
 #include "lister.h"
 #include "mount.h"
 #include "overlay.h"
+#include "../store/tuning.h"
 
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
-
-#define TIMEOUT 86400.0
-#define SMALL_READ (32u << 10)
-#define PUSH_MAX (1u << 20) /* files of one chunk up to this: their READs (128 KiB each) replaced */
 
 /*
  * Files have no handles.  The kernel is told FUSE_NO_OPEN_SUPPORT, so it

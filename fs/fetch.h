@@ -12,6 +12,7 @@
 #define STASH_FETCH_H
 
 #include "../store/repo.h"
+#include "../store/tuning.h"
 
 #include <stdint.h>
 #include <sys/types.h>
@@ -37,9 +38,6 @@ void fetcher_close_logs(struct fetcher *f);
 /* Up to n bytes at off of catalog file idx (a leader); short only at EOF. */
 ssize_t fetch_read(struct fetcher *f, uint32_t idx, uint64_t off, void *buf, size_t n);
 
-/* Background fetchers (read-ahead and record), network-bound: GETs in flight at a time. */
-#define FETCH_THREADS 6
-
 /* An open fd of cached chunk chunk_idx (fetching it if needed); caller closes. */
 int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
 /*
@@ -47,7 +45,6 @@ int fetch_chunk_fd(struct fetcher *f, uint32_t chunk_idx);
  * lately, from memory (dropped once read to its end and its cache file
  * is written): 1 if served, 0 if not there.
  */
-#define FETCH_MEM_MAX (64u << 10)
 int fetch_mem_read(struct fetcher *f, uint32_t chunk_idx, uint64_t off, void *buf, size_t n);
 
 /*

@@ -8,32 +8,11 @@
 
 #include "fetch.h"
 #include "mount.h"
+#include "../store/tuning.h"
 
 #include <pthread.h>
 
-#define FAILED_RING 64
-#define FAILED_HOLD_NS (2 * 1000000000LL) /* a failed fetch answers repeats this long */
-#define NEIGHBOUR_BYTES (1u << 20)
-#define PREFETCH_BATCH (4u << 20)
-#define PREFETCH_CHUNKS 4096 /* a batch of small files: one GET, not many */
-#define MAX_GAP (64u << 10)
-#define WINDOW_BYTES (4u << 20)
-#define SCAN_SLACK 16 /* a miss this close after the last batch may continue a scan */
-#define RECORD_GAP (256u << 10)
-#define READ_AHEAD_CHUNKS 6
 #define MEM_CHUNK_MAX FETCH_MEM_MAX
-/*
- * Small chunks kept in memory until their cache files are written: up to
- * 256 MiB, a sixteenth of the machine's memory on small ones.  A job that
- * reads a whole record of small files at once fills 64 MiB before the idle
- * writer gets a CPU, and the fetchers then wrote the files themselves on
- * the CPUs the job needed (the read-all job with the record 1.95 -> 1.45 s
- * on the small-file tree).  What is still queued at unmount is written
- * after umount has returned (see mount.c).
- */
-#define MEM_BYTES_MAX ((size_t)256 << 20)
-#define INDEX_BATCH 256 /* objects written behind per index transaction */
-#define WRITE_QUIET_NS (1000LL * 1000000) /* no chunk kept for this long: the writer starts */
 #define ALONE 0x80000000u /* queued chunk to fetch by itself (read-ahead) */
 #define WINDOW 0x40000000u /* queued chunk starting a pack window (a scan) */
 

@@ -20,6 +20,7 @@
 #include "lister.h"
 
 #include "../store/util.h"
+#include "../store/tuning.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,10 +31,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define LIST_QUEUE 256 /* directories waiting; a power of two */
-#define LIST_MIN 3 /* entries: fewer, and the lookups are as cheap */
-#define LIST_MAX 4096 /* entries: more, and the job may want few of them */
-#define BROAD_DIRS 16 /* directories walked before the job may be reading broadly */
 #define SEEN_COUNT 3u /* the lookups counted in a seen byte */
 #define SEEN_QUEUED 0x80u
 

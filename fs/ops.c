@@ -62,8 +62,8 @@ static void reply_entry(fuse_req_t req, const struct ov_attr *a)
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
 	e.generation = 1;
-	e.attr_timeout = TIMEOUT;
-	e.entry_timeout = TIMEOUT;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
 	ov_attr_stat(a, &e.attr);
 	fuse_reply_entry(req, &e);
 }
@@ -112,7 +112,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct fuse_entry_param e;
 
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = TIMEOUT;
+		e.entry_timeout = ATTR_TIMEOUT;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -185,7 +185,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	ov_attr_stat(&a, &st);
-	fuse_reply_attr(req, &st, TIMEOUT);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -225,7 +225,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		return;
 	}
 	ov_attr_stat(&a, &st);
-	fuse_reply_attr(req, &st, TIMEOUT);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -426,8 +426,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
 	e.generation = 1;
-	e.attr_timeout = TIMEOUT;
-	e.entry_timeout = TIMEOUT;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
 	ov_attr_stat(&a, &e.attr);
 	fi->fh = 0;
 	fi->keep_cache = 1;
@@ -683,8 +683,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			ov_attr_stat(&a, &e.attr);
 			e.ino = a.ino;
 			e.generation = 1;
-			e.attr_timeout = TIMEOUT;
-			e.entry_timeout = TIMEOUT;
+			e.attr_timeout = ATTR_TIMEOUT;
+			e.entry_timeout = ATTR_TIMEOUT;
 		} else {
 			e.attr.st_ino = d->v[i - 2].ino;
 			e.attr.st_mode = d->v[i - 2].mode;

@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include "overlay_int.h"
 #include "../store/store.h"
+#include "../store/tuning.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -125,7 +126,6 @@ void ovi_now_ts(int64_t *s, uint32_t *ns)
  * more; writers that add data get ENOSPC as usual.  It is made again when
  * space comes back (a forgotten inode's data freed, the next mount).
  */
-#define BALLAST_BYTES (8 << 20)
 
 void ovi_ballast_make(struct ov *ov)
 {

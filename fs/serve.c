@@ -382,8 +382,8 @@ static int serve_loop(struct fs_ctx *c, const char *mountpoint, const struct ser
 	if (!so->used_path)
 		c->lister = lister_start(mountpoint, c->cat, c->stats);
 	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(cfg, 32);
-	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	fuse_loop_cfg_set_max_threads(cfg, FUSE_MAX_THREADS);
+	fuse_loop_cfg_set_idle_threads(cfg, FUSE_IDLE_THREADS);
 	rc = fuse_session_loop_mt(c->se, cfg);
 	rc = rc < 0 ? rc : 0;
 	fuse_loop_cfg_destroy(cfg);

@@ -7,6 +7,7 @@
 #include "mount.h"
 #include "overlay.h"
 #include "state.h"
+#include "../store/tuning.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,8 +26,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define DAEMON_WAIT_S 30 /* the longest umount waits for a daemon to write its state */
 
 /*
  * STATE/daemon.lock: the daemon holds an exclusive flock on it from before

@@ -38,10 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_TRIES 5
-#define EXPECT_WAIT_MS 200 /* S3 PUTs over 1 MiB: the longest wait for a 100 Continue */
-#define AHEAD_TTL 5.0 /* seconds an adopted, unused connection is worth taking */
-
 /* The adopted socket curl is opening on this thread, till its sockopt call. */
 static __thread int ahead_fd = -1;
 
@@ -633,7 +629,7 @@ int do_request(struct remote *r, struct request *rq)
 			return -EAGAIN; /* another writer got there first */
 		if (cc == CURLE_OK && status == 416)
 			return -EINVAL;
-		if (!retryable(cc, status) || tries == MAX_TRIES || now_s() + backoff >= deadline)
+		if (!retryable(cc, status) || tries == HTTP_TRIES || now_s() + backoff >= deadline)
 			break;
 		log_debug("%s %s/%s: %s; retrying", mname[rq->m], h->shown, rq->name,
 			  cc ? curl_easy_strerror(cc) : "server error");

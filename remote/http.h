@@ -7,15 +7,14 @@
 #define STASH_HTTP_H
 
 #include "remote.h"
+#include "../store/tuning.h"
 
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
-#define POOL_MAX 16
 #define ERR_BODY_MAX 512 /* bytes of an error answer kept to name it */
-#define AHEAD_MAX 8
 
 struct http_remote {
 	char *base; /* URL prefix ending without '/' */

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "repo.h"
 #include "prune.h"
+#include "tuning.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -468,7 +469,6 @@ out:
 }
 
 #define USED_MAGIC "stashfs-used 1\n"
-#define USED_EVERY_NS (3600 * 1000000000LL) /* a machine marks a key once an hour */
 
 static void *mark_used(void *arg)
 {

@@ -10,12 +10,9 @@
 
 #include "cas.h"
 #include "util.h"
+#include "tuning.h"
 
 #include <stdint.h>
-
-#define PACK_TARGET (16u << 20)
-/* compressed output must save at least 1/32 or the chunk is stored raw */
-#define PACK_MIN_SAVING 32
 
 struct pack_codec;
 

@@ -1,6 +1,7 @@
 /* Retention on the remote and the publish guard; see prune.h. */
 #define _GNU_SOURCE
 #include "prune.h"
+#include "tuning.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -356,9 +357,6 @@ static int name_add(const char *name, uint64_t size, int64_t mtime, void *arg)
 	return 0;
 }
 
-/* Key records read READERS at a time: a team's remote holds thousands. */
-#define READERS 8
-
 struct reader {
 	struct remote *rem;
 	const struct namevec *names;
@@ -382,7 +380,7 @@ static int read_records(struct remote *rem, const struct namevec *names, struct 
 			int **rcs)
 {
 	struct reader rd = { rem, names, NULL, NULL, 0 };
-	pthread_t t[READERS];
+	pthread_t t[PRUNE_READERS];
 	int n = 0;
 
 	rd.recs = calloc(names->n ? names->n : 1, sizeof(*rd.recs));
@@ -391,7 +389,7 @@ static int read_records(struct remote *rem, const struct namevec *names, struct 
 	*rcs = rd.rcs;
 	if (!rd.recs || !rd.rcs)
 		return -ENOMEM;
-	while (n < READERS && (size_t)n < names->n &&
+	while (n < PRUNE_READERS && (size_t)n < names->n &&
 	       pthread_create(&t[n], NULL, read_some, &rd) == 0)
 		n++;
 	read_some(&rd); /* and this thread, which also covers a failed create */

@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "snapshot.h"
 #include "pack.h"
+#include "tuning.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +37,6 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-
-#define BATCH_MAX (8u << 20)
-#define BATCH_GAP (256u << 10)
 
 struct target {
 	uint32_t chunk;
@@ -438,8 +436,8 @@ static int plan(struct restorer *s)
 		uint64_t end = ch->pack_off + ch->stored_len;
 
 		if (b && b->pack == ch->pack && ch->pack_off >= b->off &&
-		    ch->pack_off <= b->off + b->len + BATCH_GAP &&
-		    (end <= b->off + b->len || end - b->off <= BATCH_MAX)) {
+		    ch->pack_off <= b->off + b->len + RESTORE_BATCH_GAP &&
+		    (end <= b->off + b->len || end - b->off <= RESTORE_BATCH_MAX)) {
 			if (end > b->off + b->len)
 				b->len = end - b->off;
 			b->count++;

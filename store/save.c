@@ -276,11 +276,11 @@ static int save_file(struct saver *s, uint32_t idx, struct pack_codec *pc, uint8
 		while (!eof && have < CHUNK_MAX) {
 			ssize_t r;
 
-			if (start + have == WINDOW) {
+			if (start + have == SAVE_WINDOW) {
 				memmove(win, win + start, have);
 				start = 0;
 			}
-			r = read(fd, win + start + have, WINDOW - start - have);
+			r = read(fd, win + start + have, SAVE_WINDOW - start - have);
 			if (r < 0) {
 				if (errno == EINTR)
 					continue;
@@ -328,7 +328,7 @@ static void *worker(void *arg)
 {
 	struct saver *s = arg;
 	struct pack_codec *pc = pack_codec_new(s->o->level);
-	uint8_t *win = malloc(WINDOW);
+	uint8_t *win = malloc(SAVE_WINDOW);
 	struct buf enc = BUF_INIT;
 
 	if (!pc || !win) {

@@ -7,13 +7,13 @@
 #define STASH_SAVE_INT_H
 
 #include "snapshot.h"
+#include "tuning.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/types.h>
 
 #define NONE UINT32_MAX
-#define WINDOW (16u << 20)
 
 struct cinfo {
 	struct cas_id id;

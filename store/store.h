@@ -18,6 +18,7 @@
 #define STASH_STORE_H
 
 #include "cas.h"
+#include "tuning.h"
 #include "util.h"
 
 #include <stdint.h>
@@ -52,9 +53,6 @@ int store_key_forget(struct store *s, const struct key_rec *rec);
 /* When this machine last marked key used on remote: 0 or -ENOENT. */
 int store_used_get(struct store *s, const char *remote, const char *key, int64_t *at_ns);
 int store_used_set(struct store *s, const char *remote, const char *key, int64_t at_ns);
-
-/* Objects this large start their writeback when put (see store_object_put). */
-#define STORE_WRITE_BEHIND (256u << 10)
 
 struct store;
 
