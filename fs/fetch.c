@@ -29,6 +29,7 @@
 #include "../store/chunker.h"
 #include "../store/pack.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -259,6 +260,7 @@ int ring_push(struct ring *r, uint32_t c)
 		r->head = 0;
 		r->cap = nc;
 	}
+	assert(r->tail - r->head < r->cap);
 	r->q[r->tail++ % r->cap] = c;
 	return 0;
 }
@@ -270,6 +272,7 @@ int ring_empty(const struct ring *r)
 
 uint32_t ring_pop(struct ring *r)
 {
+	assert(r->head != r->tail);
 	return r->q[r->head++ % r->cap];
 }
 
@@ -373,6 +376,7 @@ static size_t pick_batch(struct fetcher *f, uint32_t c, uint32_t limit, enum pic
 		out[n++] = d;
 		end = ch->pack_off + ch->stored_len;
 	}
+	assert(n <= max);
 	return n;
 }
 

@@ -22,6 +22,7 @@
 #include "../store/util.h"
 #include "../store/tuning.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -97,6 +98,7 @@ static void *list_loop(void *arg)
 			pthread_mutex_unlock(&l->lock);
 			break;
 		}
+		assert(l->head - l->tail <= LIST_QUEUE);
 		dir = l->q[l->tail++ % LIST_QUEUE];
 		pthread_mutex_unlock(&l->lock);
 		/* else drain: umount is waiting for an idle mount */

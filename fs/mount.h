@@ -11,6 +11,7 @@
 #include "../store/repo.h"
 #include "../store/snapshot.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <stdint.h>
 
@@ -64,7 +65,10 @@ static inline void ahead_begin(struct mount_stats *s)
 
 static inline void ahead_end(struct mount_stats *s)
 {
-	__atomic_sub_fetch(&s->ahead_pending, 1, __ATOMIC_RELEASE);
+	uint64_t was = __atomic_fetch_sub(&s->ahead_pending, 1, __ATOMIC_RELEASE);
+
+	assert(was > 0); /* ended more than begun: a count gone wrong */
+	(void)was;
 }
 
 struct mount_opts {

@@ -8,6 +8,7 @@
 #include "ctx.h"
 #include "uring.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -256,6 +257,7 @@ static void *push_ahead(void *arg)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop)
 			break;
+		assert(p->head < p->tail && p->tail <= p->cap);
 		idx = p->q[p->head++];
 		pthread_mutex_unlock(&p->lock);
 		for (; idx != UINT32_MAX; idx = p->next[idx])

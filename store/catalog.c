@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "catalog.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -525,8 +526,14 @@ uint32_t catalog_count(const struct catalog *c)
 	return (uint32_t)c->h->n_entries;
 }
 
+/*
+ * The accessors below take indices the caller got from this catalog (it
+ * was validated when opened: every index in it is in range); an index out
+ * of range is a bug here, not bad input, and a debug build stops on it.
+ */
 const struct cat_entry *catalog_entry(const struct catalog *c, uint32_t idx)
 {
+	assert(idx < c->h->n_entries);
 	return &c->e[idx];
 }
 
@@ -542,16 +549,19 @@ const char *catalog_target(const struct catalog *c, const struct cat_entry *e)
 
 const struct cat_ref *catalog_refs(const struct catalog *c, const struct cat_entry *e)
 {
+	assert(e->first <= c->h->n_refs && e->count <= c->h->n_refs - e->first);
 	return &c->r[e->first];
 }
 
 const struct cat_chunk *catalog_chunk(const struct catalog *c, uint32_t idx)
 {
+	assert(idx < c->h->n_chunks);
 	return &c->c[idx];
 }
 
 const struct cas_id *catalog_pack(const struct catalog *c, uint32_t idx)
 {
+	assert(idx < c->h->n_packs);
 	return &c->p[idx];
 }
 

@@ -23,6 +23,7 @@
 #include "idmap.h"
 #include "pack.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -208,6 +209,7 @@ static int do_chunk(struct saver *s, struct pack_codec *pc, struct buf *enc, con
 			return rc;
 		}
 	}
+	assert(ci < s->nci);
 	pthread_mutex_unlock(&s->lock);
 	rc = add_ref(fr, off, ci);
 	if (rc || !fresh)

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -48,6 +49,7 @@ int buf_append(struct buf *b, const void *data, size_t n)
 	if (n)
 		memcpy(b->p + b->len, data, n);
 	b->len += n;
+	assert(b->len <= b->cap);
 	return 0;
 }
 

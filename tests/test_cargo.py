@@ -6,11 +6,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import Stash
+from conftest import Stash, stashfs_bin
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGISTRY = "/usr/share/cargo/registry"
 
 
@@ -114,7 +113,8 @@ def test_cargo_rebuilds_exactly_what_changed(stash, mounts, tmp_path):
     assert out.stdout.strip() == "2"
     stash.run("umount", target, "--commit", "cargo-2", "--sources", ws)
 
-    with open(os.path.join(ROOT, "build", "cargo-scenario.txt"), "w") as f:
+    # beside the binary: its build directory (tools/test shows the release one)
+    with open(os.path.join(os.path.dirname(stashfs_bin()), "cargo-scenario.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
     print("\n".join(report))
 
