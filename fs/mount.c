@@ -159,15 +159,11 @@ static int run_daemon(struct daemon_args *d)
 	if (!o->no_prefetch)
 		fetch_prefetch_record(f); /* background, in recorded order */
 	snprintf(path, sizeof(path), "%s/daemon.log", d->statedir);
-	so.allow_other = o->allow_other;
+	so.o = o;
 	so.ready_fd = d->ready_fd;
-	so.foreground = o->foreground;
-	so.uring = !o->no_uring;
 	/* looking names up ahead would hide from --track-use which ones the job uses */
 	so.lookup_ahead = !o->no_prefetch && !o->track_use;
 	so.log_path = path;
-	so.writeback = o->writeback;
-	so.fuse_debug = o->fuse_debug;
 	if (o->track_use) {
 		snprintf(used, sizeof(used), "%s/used.bits", d->statedir);
 		so.used_path = used;

@@ -145,14 +145,11 @@ MUST_CHECK int fs_state_dir(struct repo *r, const char *dir, char *out, size_t n
 struct ov;
 struct fetcher;
 struct serve_opts {
-	int allow_other;
+	const struct mount_opts *o; /* the command's options, as given */
 	int ready_fd; /* told "ok" once the mount answers; -1: none */
-	int foreground;
-	int uring; /* answer requests through io_uring when the kernel offers it */
 	int lookup_ahead; /* look up the read record's files ahead of the job */
 	const char *used_path; /* --track-use: the names the job looks up, kept here */
 	const char *log_path; /* stderr once a daemon */
-	int writeback, fuse_debug; /* mount_opts' knobs */
 };
 int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct catalog *cat,
 	     struct mount_stats *stats, const char *store_path, const struct serve_opts *so);

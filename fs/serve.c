@@ -427,7 +427,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 	c.f = f;
 	c.cat = cat;
 	c.stats = stats;
-	c.writeback = so->writeback;
+	c.writeback = so->o->writeback;
 	c.n_pushed = catalog_header(cat)->n_entries + 1;
 	c.pushed = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
 	c.ahead = calloc((size_t)(c.n_pushed + 63) / 64, sizeof(uint64_t));
@@ -436,8 +436,8 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		goto out;
 	mount_source(fsname, sizeof(fsname), store_path);
 	snprintf(opts, sizeof(opts), "fsname=%s,subtype=stashfs,default_permissions%s", fsname,
-		 so->allow_other ? ",allow_other" : "");
-	if (so->fuse_debug) {
+		 so->o->allow_other ? ",allow_other" : "");
+	if (so->o->fuse_debug) {
 		/* libfuse's request trace on stderr (with --foreground) */
 		argv[3] = "-d";
 		args.argc = 4;
@@ -460,7 +460,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		rc = -EIO;
 		goto out_signals;
 	}
-	if (ring_attach(se, so->uring, stats) != 0) {
+	if (ring_attach(se, !so->o->no_uring, stats) != 0) {
 		log_err("mount '%s': cannot set up the FUSE session's I/O", qpath(mountpoint));
 		rc = -EIO;
 		goto out_unmount;
@@ -474,7 +474,7 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		}
 		close(so->ready_fd);
 	}
-	if (!so->foreground)
+	if (!so->o->foreground)
 		become_daemon(so->log_path);
 	rc = serve_loop(&c, mountpoint, so, &b);
 out_unmount:
