@@ -227,7 +227,15 @@ static const char restore_help[] =
 	"  --preserve-owner     restore recorded owners (needs root)\n"
 	"  --threads N          parallel fetches (default 4)\n" COMMON_HELP;
 
-int cmd_restore(int argc, char **argv)
+struct restore_args {
+	const char *key;
+	char *restore_keys[64];
+	int n_restore, force, fail_on_miss;
+	struct restore_opts ro;
+};
+
+/* restore's command line into a: -1 to go on, or the exit code (help, usage). */
+static int restore_parse(int argc, char **argv, struct common *c, struct restore_args *a)
 {
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, OPT_KEY },
@@ -239,11 +247,96 @@ int cmd_restore(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 }
 	};
-	struct restore_opts ro = { NULL, 0, 0, NULL };
-	char *restore_keys[64];
-	int n_restore = 0, force = 0, fail_on_miss = 0, opt, rc, ret = 1;
+	int opt;
 	long v;
-	const char *key = NULL;
+
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int h = common_opt(c, opt, optarg);
+
+		if (h < 0)
+			return usage_error("restore", "%s", c->err);
+		if (h)
+			continue;
+		switch (opt) {
+		case OPT_KEY: a->key = optarg; break;
+		case OPT_RESTORE_KEY:
+			if (a->n_restore == (int)ARRAY_SIZE(a->restore_keys))
+				return usage_error("restore", "too many --restore-key");
+			if (key_valid(optarg))
+				return usage_error(
+					"restore",
+					"restore key must be printable ASCII, 1-512 bytes");
+			a->restore_keys[a->n_restore++] = optarg;
+			break;
+		case OPT_FORCE: a->force = 1; break;
+		case OPT_FAIL_ON_MISS: a->fail_on_miss = 1; break;
+		case OPT_PRESERVE_OWNER: a->ro.preserve_owner = 1; break;
+		case OPT_THREADS:
+			if (parse_int(optarg, 1, THREADS_MAX, &v))
+				return usage_error("restore",
+						   "--threads wants 1 to %d, not '%.40s'",
+						   THREADS_MAX, optarg);
+			a->ro.threads = (int)v;
+			break;
+		case OPT_HELP: fputs(restore_help, stdout); return 0;
+		default: return bad_option("restore", argv);
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error("restore", "expected one DIR");
+	if (!a->key)
+		return usage_error("restore", "--key is required");
+	if (key_valid(a->key))
+		return usage_error("restore", "key must be 1-512 printable ASCII characters");
+	a->ro.dir = argv[optind];
+	if (!*a->ro.dir)
+		return usage_error("restore", "DIR is empty");
+	return -1;
+}
+
+/* The snapshot into a->ro.dir, with its progress shown; 0 or -errno (said). */
+static int restore_into(struct repo *r, struct catalog *cat, struct restore_args *a,
+			struct snap_stats *st)
+{
+	struct snap_progress prog;
+	struct progress_ui *ui;
+	int rc = mkdir_p(a->ro.dir, 0755);
+
+	if (rc) {
+		log_err("restore: cannot create '%s': %s", qpath(a->ro.dir), strerror(-rc));
+		return rc;
+	}
+	memset(&prog, 0, sizeof(prog));
+	a->ro.progress = &prog;
+	ui = progress_start("restore", &prog);
+	rc = snapshot_restore(r, cat, &a->ro, st);
+	progress_stop(ui);
+	a->ro.progress = NULL;
+	return rc;
+}
+
+static void restore_said(enum hit_kind hit, const struct key_rec *rec, const struct snap_stats *st,
+			 double secs)
+{
+	char total[32], got[32];
+
+	fmt_size(total, sizeof(total), st->bytes);
+	fmt_size(got, sizeof(got), st->bytes_fetched);
+	log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64
+		 " dirs, %s; fetched %s; %.2f s",
+		 hit_kind_name(hit), rec->key, st->files, st->dirs, total, got, secs);
+	if (st->setid_dropped)
+		log_info("restore: set-id bits dropped from %" PRIu64
+			 " files whose recorded owner is not theirs now "
+			 "(--preserve-owner keeps both)",
+			 st->setid_dropped);
+	snap_warn_dropped("restore", st);
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	struct restore_args a;
+	int rc, ret = 1;
 	struct key_rec rec;
 	struct used_mark mark = { 0 };
 	struct snap_stats st;
@@ -255,115 +348,47 @@ int cmd_restore(int argc, char **argv)
 
 	common_init(&c);
 	memset(&st, 0, sizeof(st));
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		int h = common_opt(&c, opt, optarg);
-
-		if (h < 0)
-			return usage_error("restore", "%s", c.err);
-		if (h)
-			continue;
-		switch (opt) {
-		case OPT_KEY: key = optarg; break;
-		case OPT_RESTORE_KEY:
-			if (n_restore == (int)ARRAY_SIZE(restore_keys))
-				return usage_error("restore", "too many --restore-key");
-			if (key_valid(optarg))
-				return usage_error(
-					"restore",
-					"restore key must be printable ASCII, 1-512 bytes");
-			restore_keys[n_restore++] = optarg;
-			break;
-		case OPT_FORCE: force = 1; break;
-		case OPT_FAIL_ON_MISS: fail_on_miss = 1; break;
-		case OPT_PRESERVE_OWNER: ro.preserve_owner = 1; break;
-		case OPT_THREADS:
-			if (parse_int(optarg, 1, THREADS_MAX, &v))
-				return usage_error("restore",
-						   "--threads wants 1 to %d, not '%.40s'",
-						   THREADS_MAX, optarg);
-			ro.threads = (int)v;
-			break;
-		case OPT_HELP: fputs(restore_help, stdout); return 0;
-		default: return bad_option("restore", argv);
-		}
-	}
-	if (optind + 1 != argc)
-		return usage_error("restore", "expected one DIR");
-	if (!key)
-		return usage_error("restore", "--key is required");
-	if (key_valid(key))
-		return usage_error("restore", "key must be 1-512 printable ASCII characters");
-	ro.dir = argv[optind];
-	if (!*ro.dir)
-		return usage_error("restore", "DIR is empty");
-	rc = dir_is_empty_at(AT_FDCWD, ro.dir);
+	memset(&a, 0, sizeof(a));
+	rc = restore_parse(argc, argv, &c, &a);
+	if (rc >= 0)
+		return rc;
+	rc = dir_is_empty_at(AT_FDCWD, a.ro.dir);
 	if (rc < 0) {
-		log_err("restore: cannot read '%s': %s", qpath(ro.dir), strerror(-rc));
+		log_err("restore: cannot read '%s': %s", qpath(a.ro.dir), strerror(-rc));
 		return 1;
 	}
-	if (rc == 0 && !force) {
+	if (rc == 0 && !a.force) {
 		log_err("restore: '%s' is not empty; use --force to restore into it",
-			qpath(ro.dir));
+			qpath(a.ro.dir));
 		return 1;
 	}
 	if (common_open_repo(&c, &r)) {
 		common_free(&c);
 		return 1;
 	}
-	rc = keys_resolve(&r, key, restore_keys, n_restore, &rec, &hit);
+	rc = keys_resolve(&r, a.key, a.restore_keys, a.n_restore, &rec, &hit);
 	if (rc) {
-		log_err("restore: looking up key '%s': %s", key, strerror(-rc));
+		log_err("restore: looking up key '%s': %s", a.key, strerror(-rc));
 		goto out;
 	}
 	if (hit == HIT_MISS) {
 		secs = mono_sec() - t0;
-		log_info("restore: miss for key '%s'%s; nothing restored (%.2f s)", key,
-			 n_restore ? " and its restore keys" : "", secs);
+		log_info("restore: miss for key '%s'%s; nothing restored (%.2f s)", a.key,
+			 a.n_restore ? " and its restore keys" : "", secs);
 		if (c.json)
-			print_summary_json("restore", key, hit, NULL, &st, secs);
-		ret = fail_on_miss ? 1 : 0;
+			print_summary_json("restore", a.key, hit, NULL, &st, secs);
+		ret = a.fail_on_miss ? 1 : 0;
 		goto out;
 	}
 	keys_mark_used_begin(&r, &rec, &mark); /* on its way while the snapshot comes */
 	rc = repo_catalog(&r, &rec.catalog, &cat);
-	if (rc)
-		goto out;
-	rc = mkdir_p(ro.dir, 0755);
-	if (rc) {
-		log_err("restore: cannot create '%s': %s", qpath(ro.dir), strerror(-rc));
-		goto out;
-	}
-	{
-		struct snap_progress prog;
-		struct progress_ui *ui;
-
-		memset(&prog, 0, sizeof(prog));
-		ro.progress = &prog;
-		ui = progress_start("restore", &prog);
-		rc = snapshot_restore(&r, cat, &ro, &st);
-		progress_stop(ui);
-	}
-	if (rc)
+	if (rc || restore_into(&r, cat, &a, &st))
 		goto out;
 	st.catalog = rec.catalog;
 	secs = mono_sec() - t0;
-	{
-		char total[32], got[32];
-
-		fmt_size(total, sizeof(total), st.bytes);
-		fmt_size(got, sizeof(got), st.bytes_fetched);
-		log_info("restore: %s hit '%s': %" PRIu64 " files, %" PRIu64
-			 " dirs, %s; fetched %s; %.2f s",
-			 hit_kind_name(hit), rec.key, st.files, st.dirs, total, got, secs);
-		if (st.setid_dropped)
-			log_info("restore: set-id bits dropped from %" PRIu64
-				 " files whose recorded owner is not theirs now "
-				 "(--preserve-owner keeps both)",
-				 st.setid_dropped);
-		snap_warn_dropped("restore", &st);
-	}
+	restore_said(hit, &rec, &st, secs);
 	if (c.json)
-		print_summary_json("restore", key, hit, rec.key, &st, secs);
+		print_summary_json("restore", a.key, hit, rec.key, &st, secs);
 	ret = 0;
 out:
 	keys_mark_used_end(&mark);
