@@ -294,6 +294,7 @@ struct beside {
 	struct ahead w;
 	struct pusher push;
 	pthread_t wth, pth;
+	int walk; /* the record's files to look up ahead (its work begun before ready) */
 	int have_ahead, have_pusher, push_init;
 };
 
@@ -364,12 +365,10 @@ static int serve_loop(struct fs_ctx *c, const char *mountpoint, const struct ser
 {
 	struct trimmer t = { c->cat, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
 	struct fuse_loop_config *cfg;
-	uint64_t nreads = 0;
 	pthread_t th;
 	int have_trimmer = pthread_create(&th, NULL, trim_loop, &t) == 0, rc;
 
-	catalog_reads(c->cat, &nreads);
-	if (so->lookup_ahead && nreads > 0) {
+	if (b->walk) {
 		b->have_ahead = pthread_create(&b->wth, NULL, lookup_ahead, &b->w) == 0;
 		if (!b->have_ahead)
 			ahead_end(c->stats);
@@ -466,7 +465,8 @@ int fs_serve(const char *mountpoint, struct ov *ov, struct fetcher *f, struct ca
 		goto out_unmount;
 	}
 	catalog_reads(cat, &nreads);
-	if (so->lookup_ahead && nreads > 0)
+	b.walk = so->lookup_ahead && nreads > 0;
+	if (b.walk)
 		ahead_begin(stats); /* the walk's: ahead as soon as the mount is */
 	if (so->ready_fd >= 0) {
 		if (write(so->ready_fd, "ok", 2) != 2) {
